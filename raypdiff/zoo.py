@@ -1,0 +1,292 @@
+"""The checkpoint zoo: one Ray Task per (task, seed) fine-tunes LoRA and writes its captured vectors as one shard.
+
+Layout of a zoo folder:
+  shards/<task>__seed<seed>.parquet  rows (task, seed, step, metric, value, vector) — written atomically
+  meta.json                          layouts, base model, LoRA, dev subsets, versions; "complete" flag
+  layout.json, config.yaml           parameter layout per task; the config that built the zoo
+A shard is written whole or not at all, so a retried or re-run task never duplicates rows, and a re-run
+only collects the (task, seed) pairs whose shard is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, spec_to_dict
+
+SHARDS = "shards"
+
+
+def shard_name(task: str, seed: int) -> str:
+    return f"{task}__seed{seed}.parquet"
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("task", pa.string()), ("seed", pa.int32()), ("step", pa.int32()),
+                      ("metric", pa.string()), ("value", pa.float64()), ("vector", pa.list_(pa.float32()))])
+
+
+def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int], values: list[float],
+                vectors: np.ndarray) -> None:
+    """Atomic: a temp file renamed into place, so readers never see half a shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(steps)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * vectors.shape[1])
+    table = pa.table([pa.array([task] * n), pa.array(steps, pa.int32()), pa.array([seed] * n, pa.int32()),
+                      pa.array([metric] * n), pa.array(values, pa.float64()),
+                      pa.ListArray.from_arrays(offsets, flat)],
+                     names=["task", "step", "seed", "metric", "value", "vector"]).select(
+        ["task", "seed", "step", "metric", "value", "vector"]).cast(_schema())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def collect_one(cfg_dict: dict, spec_dict: dict, data: TaskData, seed: int, out_dir: str,
+                progress: bool = True) -> dict:
+    """Fine-tune one (task, seed), capture, score every capture on the dev subset, write the shard."""
+    from raypdiff import lora
+
+    cfg = Config.from_dict(cfg_dict)
+    spec = TaskSpec(**spec_dict)
+    path = Path(out_dir) / SHARDS / shard_name(spec.name, seed)
+    if path.exists():  # a retry after the shard landed, or a re-run: nothing to do
+        return summarize_shard(path)
+    lora.set_threads(cfg.collect.num_cpus)
+    device = lora.device_for(cfg.collect.num_gpus)
+    tok = lora.load_tokenizer(cfg.model)
+    model = lora.build(cfg.model, cfg.lora, spec, seed, float(data.train.labels.mean())).to(device)
+    steps = cfg.train.steps_for(spec.name)
+    schedule = lora.capture_schedule(steps, cfg.capture.num, cfg.capture.stride)
+    captured: dict[int, np.ndarray] = {}
+    bar = _bar(progress, steps + len(schedule), f"{spec.name}/s{seed}")
+    lora.finetune(model, tok, data.train, cfg.train, steps, cfg.model.max_length, seed, cfg.model.dtype,
+                  set(schedule),
+                  on_capture=lambda step, vec: captured.__setitem__(step, vec),
+                  on_step=lambda step, loss: bar.update(1))
+    layout = lora.layout_of(model)
+    batches = lora.eval_batches(tok, data.dev, cfg.model.max_length, cfg.eval.batch_size)
+    values = []
+    for step in schedule:
+        lora.load_vector(model, captured[step], layout)
+        values.append(lora.evaluate(model, batches, spec, data.dev.labels, cfg.model.dtype))
+        bar.update(1)
+    bar.close()
+    vectors = np.stack([captured[s] for s in schedule])  # (K, P)
+    write_shard(path, spec.name, seed, spec.metric, schedule, values, vectors)
+    return summarize_shard(path)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return _NoBar()
+    from ray.experimental.tqdm_ray import tqdm  # per-worker bars, drawn by the driver
+
+    return tqdm(total=total, desc=desc)
+
+
+def summarize_shard(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["task", "seed", "value", "metric"])
+    v = np.asarray(t["value"].to_pylist())
+    return {"task": t["task"][0].as_py(), "seed": int(t["seed"][0].as_py()), "metric": t["metric"][0].as_py(),
+            "n": len(v), "mean": float(v.mean()), "best": float(v.max()), "worst": float(v.min())}
+
+
+# ---- the driver ----
+
+@dataclass
+class Plan:
+    out: Path
+    specs: list[TaskSpec]
+    data: dict[str, TaskData]
+    todo: list[tuple[str, int]]
+    done: list[tuple[str, int]]
+
+
+def prepare(cfg: Config) -> Plan:
+    """Validate everything that can be a user mistake before any Ray work starts."""
+    from raypdiff import lora
+
+    out = Path(cfg.collect.output_dir).expanduser().resolve()
+    _check_writable(out)
+    specs = resolve_specs(cfg.tasks, cfg.data.root)
+    data = {s.name: load_task(s, cfg.eval.max_examples, cfg.eval.subset_seed) for s in specs}
+    # Fail fast on model/LoRA mistakes, and fix each task's layout before any worker runs.
+    layouts = {s.name: lora.layout_of(lora.build(cfg.model, cfg.lora, s)).to_json() for s in specs}
+    meta_path = out / "meta.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        for key in ("base_model", "lora", "capture", "train"):
+            if old.get(key) != _meta_fields(cfg)[key]:
+                raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
+                                  f"use a new collect.output_dir (or delete that folder)")
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    jobs = [(s.name, seed) for s in specs for seed in cfg.capture.seeds]
+    done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]
+    write_meta(out, cfg, specs, data, layouts, complete=False)
+    return Plan(out, specs, data, [j for j in jobs if j not in done], done)
+
+
+def _check_writable(out: Path) -> None:
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ConfigError(f"collect.output_dir: {out} is not writable")
+
+
+def _meta_fields(cfg: Config) -> dict:
+    c = cfg.to_dict()
+    return {"base_model": c["model"], "lora": c["lora"], "capture": c["capture"], "train": c["train"]}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("raypdiff", "torch", "transformers", "peft", "ray"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_meta(out: Path, cfg: Config, specs, data, layouts, complete: bool) -> None:
+    meta = {
+        "complete": complete,
+        **_meta_fields(cfg),
+        "tasks": {s.name: {"spec": spec_to_dict(s), "metric": s.metric, "num_labels": s.num_labels,
+                           "layout": layouts[s.name], "dev_indices": data[s.name].dev_indices,
+                           "majority": majority_baseline(s.metric, data[s.name].dev.labels)}
+                  for s in specs},
+        "versions": _versions(),
+    }
+    _atomic_text(out / "meta.json", json.dumps(meta))
+    _atomic_text(out / "layout.json", json.dumps({k: v for k, v in layouts.items()}, indent=1))
+    _atomic_text(out / "config.yaml", cfg.to_yaml())
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def collect(cfg: Config, progress: bool = True) -> dict:
+    """Build (or finish) the zoo in cfg.collect.output_dir; returns per-task summaries and wall time."""
+    import ray
+
+    from raypdiff import tracking
+
+    t0 = time.time()
+    plan = prepare(cfg)
+    if not ray.is_initialized():
+        ray.init(address=cfg.collect.ray_address, log_to_driver=progress)
+    cfg_dict = cfg.to_dict()
+    remote = ray.remote(collect_one).options(num_cpus=cfg.collect.num_cpus, num_gpus=cfg.collect.num_gpus,
+                                             max_retries=cfg.collect.max_retries)
+    data_refs = {name: ray.put(d) for name, d in plan.data.items()}
+    specs = {s.name: spec_to_dict(s) for s in plan.specs}
+    limit = cfg.collect.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.collect.num_cpus))
+    pending, queue, results = [], list(plan.todo), []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plan.todo) + len(plan.done), initial=len(plan.done), desc="collect (task, seed)",
+               disable=not progress)
+    while queue or pending:
+        while queue and len(pending) < limit:  # backpressure: never more in flight than fit
+            task, seed = queue.pop(0)
+            pending.append(remote.remote(cfg_dict, specs[task], data_refs[task], seed, str(plan.out), progress))
+        ready, pending = ray.wait(pending, num_returns=1)
+        results.append(ray.get(ready[0]))
+        bar.update(1)
+    bar.close()
+    summary = summarize(plan.out)
+    layouts = json.loads((plan.out / "layout.json").read_text())
+    write_meta(plan.out, cfg, plan.specs, plan.data, layouts, complete=True)
+    summary["wall_seconds"] = time.time() - t0
+    if cfg.tracking.enabled:
+        tracking.log_collection(cfg, plan.out, summary)
+    return summary
+
+
+# ---- reading ----
+
+def read_meta(zoo_dir: str | Path, allow_incomplete: bool = False) -> dict:
+    p = Path(zoo_dir) / "meta.json"
+    if not p.exists():
+        raise ConfigError(f"{zoo_dir}: not a zoo (no meta.json)")
+    meta = json.loads(p.read_text())
+    if not meta["complete"] and not allow_incomplete:
+        raise ConfigError(f"{zoo_dir}: the zoo is incomplete (collection did not finish); re-run collect to resume")
+    return meta
+
+
+def load_table(zoo_dir: str | Path, columns: Optional[list[str]] = None):
+    """All rows as one pyarrow Table (no Ray needed)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(zoo_dir) / SHARDS).glob("*.parquet"))
+    if not files:
+        raise ConfigError(f"{zoo_dir}: no shards")
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def dataset(zoo_dir: str | Path):
+    """The zoo as a Ray Dataset (one row per captured checkpoint)."""
+    import ray
+
+    read_meta(zoo_dir)
+    return ray.data.read_parquet(str(Path(zoo_dir).resolve() / SHARDS))
+
+
+def summarize(zoo_dir: str | Path) -> dict:
+    meta = read_meta(zoo_dir, allow_incomplete=True)
+    t = load_table(zoo_dir, ["task", "value"]).to_pandas()
+    tasks = {}
+    for name, info in meta["tasks"].items():
+        v = t.loc[t.task == name, "value"].to_numpy()
+        if len(v):
+            tasks[name] = {"metric": info["metric"], "n": int(len(v)), "mean": float(v.mean()),
+                           "best": float(v.max()), "worst": float(v.min()), "majority": info["majority"]}
+    return {"tasks": tasks}
+
+
+def get_vector(zoo_dir: str | Path, task: str, seed: int, step: int) -> np.ndarray:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(zoo_dir) / SHARDS / shard_name(task, seed)
+    if not path.exists():
+        raise ConfigError(f"{zoo_dir}: no checkpoints for task {task} seed {seed}")
+    t = pq.read_table(path)
+    row = t.filter(pc.equal(t["step"], step))
+    if row.num_rows == 0:
+        raise ConfigError(f"task {task} seed {seed}: no step {step} (captured: {t['step'][0]}..{t['step'][-1]})")
+    return np.asarray(row["vector"][0].as_py(), dtype=np.float32)
