@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from raypdiff.config import ConfigError, load_config
 
@@ -53,6 +54,52 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from raypdiff.train import train_generator
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train_generator(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
+    print(f"generator: {summary['generator']}  train: {summary['train_seconds']:.0f}s")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from raypdiff.generate import generate
+
+    if (args.task is None) == (args.description is None):
+        raise ConfigError("give either --task (a task the generator knows) or --description (+ --examples)")
+    labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
+    res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
+                   examples_file=args.examples, label_names=labels, guidance=args.guidance)
+    print(f"wrote {len(res['adapters'])} PEFT adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
+          f"manifest: {res['manifest']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from raypdiff.evaluate import evaluate, markdown
+
+    report = evaluate(args.generator, args.out, num=args.num, seed=args.seed)
+    print(markdown(report))
+    if args.config is not None or args.overrides:
+        from raypdiff import tracking
+
+        cfg = load_config(args.config, args.overrides)
+        if cfg.tracking.enabled:
+            tracking.log_evaluation(cfg, Path(args.out), report)
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from raypdiff.pipeline import run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    result = run_pipeline(cfg, progress=not args.quiet)
+    print(result["report_md"])
+    print(f"pipeline done in {result['wall_seconds']:.0f}s; report: {result['report_dir']}")
+    return 0
+
+
 def format_summary(summary: dict) -> str:
     lines = ["| task | metric | n | mean | best | worst | majority |", "|---|---|---|---|---|---|---|"]
     for name, s in summary["tasks"].items():
@@ -92,6 +139,47 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--step", type=int, required=True, help="a captured optimizer step")
     e.add_argument("--out", required=True, help="output folder")
     e.set_defaults(fn=cmd_export)
+
+    t = sub.add_parser("train", help="train the generator (autoencoder + conditional latent diffusion) on Ray Train",
+                       description="Fit the normalizer, embed task conditions, then train the parameter autoencoder "
+                                   "and the conditional latent denoiser on Ray Train (trainer.num_workers DDP "
+                                   "workers). Writes <trainer.output_dir>/generator.pt and registers it in MLflow.")
+    _config_args(t)
+    t.add_argument("--zoo", help="zoo folder (default: collect.output_dir)")
+    t.add_argument("--quiet", "-q", action="store_true")
+    t.set_defaults(fn=cmd_train)
+
+    g = sub.add_parser("generate", help="generate PEFT adapters from a task name or a description + examples",
+                       description="Sample adapters from a trained generator. For a task outside the zoo give "
+                                   "--description, --label-names and --examples (JSONL rows "
+                                   '{"text": "...", "label": "..."}).')
+    g.add_argument("--generator", required=True, help="generator.pt or the folder holding it")
+    g.add_argument("--task", help="a task the generator was trained on")
+    g.add_argument("--description", help="free task description (instead of --task)")
+    g.add_argument("--examples", help="JSONL file of labeled examples for --description")
+    g.add_argument("--label-names", help="comma-separated label names for --description (omit for regression)")
+    g.add_argument("--num", type=int, default=10, help="adapters to generate (default 10)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
+    g.add_argument("--out", required=True, help="output folder: adapter_000/ ... + manifest.json")
+    g.set_defaults(fn=cmd_generate)
+
+    v = sub.add_parser("evaluate", help="original vs reconstructed vs generated, novelty, condition matrix",
+                       description="Score zoo, autoencoder-reconstructed and generated adapters on each task's fixed "
+                                   "dev subset; writes report.json/.md/.png to --out.")
+    v.add_argument("--generator", required=True)
+    v.add_argument("--out", required=True)
+    v.add_argument("--num", type=int, default=10, help="generated samples per task (default 10)")
+    v.add_argument("--seed", type=int, default=0)
+    _config_args(v)
+    v.set_defaults(fn=cmd_evaluate)
+
+    pl = sub.add_parser("pipeline", help="collect (reusing a zoo) → train → generate → evaluate",
+                        description="Run every stage with one config: collect (only missing shards), train the "
+                                    "generator, generate adapters for each task, evaluate.")
+    _config_args(pl)
+    pl.add_argument("--quiet", "-q", action="store_true")
+    pl.set_defaults(fn=cmd_pipeline)
     return p
 
 

@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as 1e-3 (YAML 1.1 needs 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -65,13 +81,13 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000  # total optimizer steps per (task, seed); the last capture.num*stride are captured
+    steps: int = 600  # total optimizer steps per (task, seed); the last capture.num*stride are captured
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0
     # Per-task step counts where a task needs more or fewer steps than `steps`.
-    steps_per_task: dict[str, int] = field(default_factory=dict)
+    steps_per_task: dict[str, int] = field(default_factory=lambda: {"RTE": 1000, "QNLI": 1000, "MRPC": 800})
 
     def __post_init__(self):
         _require(self.steps >= 1, f"train.steps: must be >= 1, got {self.steps}")
@@ -101,7 +117,7 @@ class CaptureConfig:
 @dataclass
 class EvalConfig:
     # The fixed dev subset every comparison uses: at most max_examples rows, drawn with subset_seed.
-    max_examples: int = 1000
+    max_examples: int = 500
     subset_seed: int = 0
     batch_size: int = 128
 
@@ -134,6 +150,100 @@ class TrackingConfig:
     experiment: str = "raypdiff"
 
 
+@dataclass
+class NormalizeConfig:
+    mode: Literal["task", "batch", "none"] = "task"
+
+    def __post_init__(self):
+        _require(self.mode in ("task", "batch", "none"), f"normalize.mode: {self.mode!r} is not task, batch or none")
+
+
+@dataclass
+class ConditionConfig:
+    # minilm: the packaged sentence encoder; clip: open_clip text tower; onehot: task id (ablation)
+    encoder: Literal["minilm", "clip", "onehot"] = "minilm"
+    k: int = 4  # labeled examples in each condition text
+    num_sets: int = 32  # different example draws per task, cached as embeddings
+    clip_model: str = "ViT-B-32"
+    clip_checkpoint: Optional[str] = None  # local open_clip weights (offline); None → hub tag clip_pretrained
+    clip_pretrained: str = "laion2b_s34b_b79k"
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.encoder in ("minilm", "clip", "onehot"), f"condition.encoder: {self.encoder!r} is not minilm, clip or onehot")
+        _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
+        _require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
+
+
+@dataclass
+class AutoencoderConfig:
+    latent: int = 64  # Z
+    chunk: int = 256  # the vector is cut into P/chunk tokens, each with its own projection
+    token_dim: int = 32
+    input_noise: float = 0.001  # augmentation on the normalized input (paper: 0.001)
+    latent_noise: float = 0.1  # and on the latent (paper: 0.1)
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+
+    def __post_init__(self):
+        for name in ("latent", "chunk", "token_dim", "steps", "batch_size"):
+            _require(getattr(self, name) >= 1, f"autoencoder.{name}: must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, f"autoencoder.lr: must be > 0, got {self.lr}")
+        _require(self.input_noise >= 0 and self.latent_noise >= 0, "autoencoder: noise levels must be >= 0")
+
+
+@dataclass
+class DiffusionConfig:
+    hidden: int = 512
+    depth: int = 4
+    timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    cond_drop: float = 0.1  # classifier-free guidance: share of samples trained without condition
+    ema_decay: float = 0.999
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sample_steps: int = 25  # DDIM steps (DDPM always runs all timesteps)
+    guidance: float = 2.0
+
+    def __post_init__(self):
+        for name in ("hidden", "depth", "timesteps", "steps", "batch_size", "sample_steps"):
+            _require(getattr(self, name) >= 1, f"diffusion.{name}: must be >= 1, got {getattr(self, name)}")
+        _require(0 <= self.cond_drop < 1, f"diffusion.cond_drop: must be in [0, 1), got {self.cond_drop}")
+        _require(0 <= self.ema_decay < 1, f"diffusion.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        _require(self.sample_steps <= self.timesteps, "diffusion.sample_steps: more than diffusion.timesteps")
+        _require(self.sampler in ("ddim", "ddpm"), f"diffusion.sampler: {self.sampler!r} is not ddim or ddpm")
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/generator"
+    num_workers: int = 1  # Ray Train workers (DDP)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2  # FailureConfig: restarts from the last checkpoint
+    checkpoint_every: int = 500  # optimizer steps between Ray Train checkpoints
+    seed: int = 0
+    register_model: bool = True  # MLflow model registry
+    model_name: str = "raypdiff-generator"
+
+    def __post_init__(self):
+        _require(self.num_workers >= 1, f"trainer.num_workers: must be >= 1, got {self.num_workers}")
+        _require(self.checkpoint_every >= 1, f"trainer.checkpoint_every: must be >= 1, got {self.checkpoint_every}")
+
+
+@dataclass
+class GenerateConfig:
+    num: int = 10  # adapters per condition
+    seed: int = 0
+    output_dir: str = "runs/adapters"
+
+    def __post_init__(self):
+        _require(self.num >= 1, f"generate.num: must be >= 1, got {self.num}")
+
+
 TaskEntry = Union[str, dict]
 
 
@@ -151,6 +261,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")
@@ -238,7 +354,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         _require("=" in item, f"override {item!r}: expected key=value, e.g. train.steps=100")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _yaml_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
         node = d
@@ -256,9 +372,11 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | tuple 
         p = Path(path)
         _require(p.is_file(), f"--config: no such file {p}")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
+            d = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"--config {p}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"--config {p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
         _require(isinstance(d, dict), f"--config {p}: expected a mapping at the top level")
     apply_overrides(d, list(overrides))
     return Config.from_dict(d)

@@ -45,6 +45,7 @@ def load_base(model_cfg: ModelConfig, spec: TaskSpec):
 
     path = resolve_base(model_cfg.base)
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: the head is trained
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would precede a one-line error on stderr
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
@@ -82,9 +83,10 @@ def build(model_cfg: ModelConfig, lora: LoraSettings, spec: TaskSpec, seed: int 
     """
     torch.manual_seed(seed)
     model = load_base(model_cfg, spec)
-    if spec.is_regression and label_mean is not None:
+    head = getattr(model, "classifier", None) or getattr(model, "score", None)  # BERT-like / decoder heads
+    if spec.is_regression and label_mean is not None and getattr(head, "bias", None) is not None:
         with torch.no_grad():
-            model.classifier.bias.fill_(float(label_mean))
+            head.bias.fill_(float(label_mean))
     return add_lora(model, lora)
 
 

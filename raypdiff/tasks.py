@@ -136,7 +136,7 @@ def builtin_spec(name: str, data_root: Optional[str]) -> TaskSpec:
     else:
         raise ConfigError(f"unknown task {name!r}; built-in tasks: {', '.join(BUILTIN)} (or define one in YAML)")
     if data_root is not None:
-        folder = Path(data_root) / group / name
+        folder = Path(data_root).expanduser().resolve() / group / name
         d.update(train=str(folder / "train.tsv"), dev=str(folder / "dev.tsv"))
         d.pop("hub", None)
     elif group == "extra":

@@ -76,3 +76,61 @@ def metric_plot(zoo_dir: Path, out: Path) -> str:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return str(out)
+
+
+def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict) -> str:
+    """Loss curves and params of a generator run; the generator registered in the MLflow model registry."""
+    import mlflow
+
+    with _start(cfg, "train") as run:
+        mlflow.log_params(flat_params(cfg.to_dict()))
+        offset = max((h["step"] for h in history if h["phase"] == "ae"), default=0)
+        for h in history:
+            key = "ae_loss" if h["phase"] == "ae" else "diffusion_loss"
+            mlflow.log_metric(key, h[key], step=h["step"] + (0 if h["phase"] == "ae" else offset))
+        mlflow.log_metric("train_seconds", float(summary["train_seconds"]))
+        if cfg.trainer.register_model:
+            mlflow.pyfunc.log_model(name="generator", python_model=_generator_model(),
+                                    artifacts={"generator": str(generator_path)},
+                                    registered_model_name=cfg.trainer.model_name, pip_requirements=["raypdiff"])
+        else:
+            mlflow.log_artifact(str(generator_path))
+        return run.info.run_id
+
+
+def log_evaluation(cfg: Config, report_dir: Path, report: dict) -> str:
+    import mlflow
+
+    with _start(cfg, "evaluate") as run:
+        for task, r in report["tasks"].items():
+            for kind in ("original", "recon", "generated"):
+                for stat in ("mean", "best"):
+                    mlflow.log_metric(f"{task}.{kind}.{stat}", r[kind][stat])
+        mlflow.log_metric("generate_seconds_per_adapter", report["generate_seconds_per_adapter"])
+        for name in ("report.json", "report.md", "report.png"):
+            mlflow.log_artifact(str(report_dir / name))
+        return run.info.run_id
+
+
+
+def _generator_model():
+    """MLflow pyfunc for the registry: rows {"task", "num", "seed"} → generated flat adapter vectors."""
+    import warnings
+
+    import mlflow.pyfunc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow asks for type hints; inputs here are free-form rows
+
+        class GeneratorModel(mlflow.pyfunc.PythonModel):
+            def load_context(self, context):
+                from raypdiff.generate import Generator
+
+                self.gen = Generator(context.artifacts["generator"])
+
+            def predict(self, context, model_input, params=None):
+                rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+                return [self.gen.vectors(self.gen.conditions(r["task"], int(r.get("num", 1))), r["task"],
+                                         int(r.get("seed", 0))).tolist() for r in rows]
+
+    return GeneratorModel()

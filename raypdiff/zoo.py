@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,13 +139,23 @@ def prepare(cfg: Config) -> Plan:
     layouts = {s.name: lora.layout_of(lora.build(cfg.model, cfg.lora, s)).to_json() for s in specs}
     meta_path = out / "meta.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        for key in ("base_model", "lora", "capture", "train"):
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{meta_path}: unreadable zoo metadata ({e}); use a new collect.output_dir "
+                              f"(or delete that folder)") from None
+        for key in ("base_model", "lora", "capture", "train", "eval"):
             if old.get(key) != _meta_fields(cfg)[key]:
                 raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
                                   f"use a new collect.output_dir (or delete that folder)")
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    jobs = [(s.name, seed) for s in specs for seed in cfg.capture.seeds]
+    try:
+        (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"collect.output_dir: cannot create {out}: {e.strerror or e}") from None
+    # Longest jobs first (steps x text length), so the last wave of a collection is not one long straggler.
+    cost = {s.name: cfg.train.steps_for(s.name) * np.mean([len(" ".join(t)) for t in data[s.name].train.texts[:500]])
+            for s in specs}
+    jobs = sorted(((s.name, seed) for s in specs for seed in cfg.capture.seeds), key=lambda j: -cost[j[0]])
     done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]
     write_meta(out, cfg, specs, data, layouts, complete=False)
     return Plan(out, specs, data, [j for j in jobs if j not in done], done)
@@ -154,13 +165,20 @@ def _check_writable(out: Path) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
+    ok = probe.is_dir() and os.access(probe, os.W_OK)
+    if ok:  # os.access says yes to root everywhere (/proc, read-only mounts): really try
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".raypdiff-probe-", dir=probe))
+        except OSError:
+            ok = False
+    if not ok:
         raise ConfigError(f"collect.output_dir: {out} is not writable")
 
 
 def _meta_fields(cfg: Config) -> dict:
     c = cfg.to_dict()
-    return {"base_model": c["model"], "lora": c["lora"], "capture": c["capture"], "train": c["train"]}
+    return {"base_model": c["model"], "lora": c["lora"], "capture": c["capture"], "train": c["train"],
+            "eval": c["eval"]}
 
 
 def _versions() -> dict:
@@ -196,6 +214,16 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def connect(cfg: Config, progress: bool = True) -> None:
+    """collect.ray_address, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray — never a
+    cluster that merely happens to run on this machine."""
+    import ray
+
+    if not ray.is_initialized():
+        address = cfg.collect.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=progress)
+
+
 def collect(cfg: Config, progress: bool = True) -> dict:
     """Build (or finish) the zoo in cfg.collect.output_dir; returns per-task summaries and wall time."""
     import ray
@@ -204,8 +232,7 @@ def collect(cfg: Config, progress: bool = True) -> dict:
 
     t0 = time.time()
     plan = prepare(cfg)
-    if not ray.is_initialized():
-        ray.init(address=cfg.collect.ray_address, log_to_driver=progress)
+    connect(cfg, progress)
     cfg_dict = cfg.to_dict()
     remote = ray.remote(collect_one).options(num_cpus=cfg.collect.num_cpus, num_gpus=cfg.collect.num_gpus,
                                              max_retries=cfg.collect.max_retries)
@@ -276,6 +303,20 @@ def summarize(zoo_dir: str | Path) -> dict:
             tasks[name] = {"metric": info["metric"], "n": int(len(v)), "mean": float(v.mean()),
                            "best": float(v.max()), "worst": float(v.min()), "majority": info["majority"]}
     return {"tasks": tasks}
+
+
+def task_arrays(zoo_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """task → {"seed", "step", "value": (N,), "vector": (N, P)} as numpy, shards concatenated."""
+    import pyarrow.compute as pc
+
+    table = load_table(zoo_dir)
+    out = {}
+    for task in pc.unique(table["task"]).to_pylist():
+        t = table.filter(pc.equal(table["task"], task))
+        flat = t["vector"].combine_chunks().flatten().to_numpy()
+        out[task] = {"seed": t["seed"].to_numpy(), "step": t["step"].to_numpy(), "value": t["value"].to_numpy(),
+                     "vector": flat.reshape(t.num_rows, -1).astype(np.float32)}
+    return out
 
 
 def get_vector(zoo_dir: str | Path, task: str, seed: int, step: int) -> np.ndarray:

@@ -1,0 +1,124 @@
+"""Task conditions: the description plus k labeled examples as text, embedded by a text encoder.
+
+Encoders: the packaged MiniLM (mean-pooled sentence embedding, offline), CLIP's text tower via open_clip,
+or a one-hot task id (ablation). `condition_bank` caches num_sets different example draws per task.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raypdiff.config import ConditionConfig, ConfigError
+from raypdiff.tasks import Split, TaskSpec
+
+
+def example_line(spec: TaskSpec, texts: tuple[str, ...], label) -> str:
+    target = f"{float(label):.1f}" if spec.is_regression else spec.label_names[int(label)]
+    return f"{' / '.join(texts)} => {target}"
+
+
+def condition_text(spec: TaskSpec, examples: list[tuple[tuple[str, ...], object]]) -> str:
+    if not spec.description or not spec.description.strip():
+        raise ConfigError(f"task {spec.name}: the condition needs a non-empty description")
+    lines = [spec.description.strip()] + [example_line(spec, t, y) for t, y in examples]
+    return "\n".join(lines)
+
+
+def draw_examples(split: Split, k: int, rng: np.random.Generator) -> list:
+    idx = rng.choice(len(split), size=min(k, len(split)), replace=False)
+    return [(split.texts[i], split.labels[i]) for i in idx]
+
+
+def parse_examples(spec: TaskSpec, rows: list[dict]) -> list:
+    """User examples ({"text": str | [str, str], "label": name | index | number}) → checked pairs."""
+    out = []
+    for i, row in enumerate(rows):
+        if "text" not in row or "label" not in row:
+            raise ConfigError(f"examples row {i}: needs 'text' and 'label'")
+        texts = tuple(row["text"]) if isinstance(row["text"], list) else (str(row["text"]),)
+        label = row["label"]
+        if spec.is_regression:
+            try:
+                label = float(label)
+            except (TypeError, ValueError):
+                raise ConfigError(f"examples row {i}: label {label!r} is not a number") from None
+        elif isinstance(label, str) and label in spec.label_names:
+            label = spec.label_names.index(label)
+        elif isinstance(label, int) and 0 <= label < spec.num_labels:
+            pass
+        else:
+            raise ConfigError(f"examples row {i}: label {label!r} is not one of {spec.label_names}")
+        out.append((texts, label))
+    return out
+
+
+class MiniLMEncoder:
+    """Mean-pooled, L2-normalized all-MiniLM-L6-v2 sentence embeddings (C = 384), offline."""
+
+    def __init__(self, base: str = "all-MiniLM-L6-v2"):
+        from transformers import AutoModel, AutoTokenizer
+
+        from raypdiff.lora import resolve_base
+
+        path = resolve_base(base)
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.dim = self.model.config.hidden_size
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), 32):
+            batch = self.tok(texts[i:i + 32], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            h = self.model(**batch).last_hidden_state  # (B, L, C)
+            m = batch["attention_mask"].unsqueeze(-1).float()
+            e = (h * m).sum(1) / m.sum(1)
+            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+        return np.concatenate(out)  # (N, C)
+
+
+class ClipTextEncoder:
+    """open_clip's text tower; offline it needs a local checkpoint (open_clip ships no weights)."""
+
+    def __init__(self, cfg: ConditionConfig):
+        try:
+            import open_clip
+        except ImportError:
+            raise ConfigError("condition.encoder=clip needs `pip install open_clip_torch`") from None
+        pretrained = cfg.clip_checkpoint or cfg.clip_pretrained
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=pretrained)
+        except Exception as e:  # open_clip raises RuntimeError/FileNotFoundError/HF errors offline
+            raise ConfigError(f"condition.encoder=clip: cannot load {cfg.clip_model} weights {pretrained!r} "
+                              f"({type(e).__name__}); offline, set condition.clip_checkpoint to a local file") from None
+        self.model = model.eval()
+        self.tok = open_clip.get_tokenizer(cfg.clip_model)
+        self.dim = model.text_projection.shape[1]
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        e = self.model.encode_text(self.tok(texts))
+        return torch.nn.functional.normalize(e, dim=-1).numpy()
+
+
+def make_encoder(cfg: ConditionConfig, base: str = "all-MiniLM-L6-v2"):
+    if cfg.encoder == "minilm":
+        return MiniLMEncoder(base)
+    if cfg.encoder == "clip":
+        return ClipTextEncoder(cfg)
+    raise ConfigError("the onehot condition has no text encoder")
+
+
+def condition_bank(cfg: ConditionConfig, specs: list[TaskSpec], trains: dict[str, Split]) -> dict[str, np.ndarray]:
+    """task → (num_sets, C) embeddings of the description with different example draws."""
+    if cfg.encoder == "onehot":
+        names = [s.name for s in specs]
+        eye = np.eye(len(names), dtype=np.float32)
+        return {n: np.repeat(eye[i:i + 1], cfg.num_sets, 0) for i, n in enumerate(names)}
+    encoder = make_encoder(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    bank = {}
+    for spec in specs:
+        texts = [condition_text(spec, draw_examples(trains[spec.name], cfg.k, rng)) for _ in range(cfg.num_sets)]
+        bank[spec.name] = encoder.encode(texts).astype(np.float32)
+    return bank

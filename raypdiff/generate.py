@@ -1,0 +1,160 @@
+"""Generation: condition → DDIM over latents → decoder → de-normalize → standard PEFT adapter folders."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.diffusion import sample
+from raypdiff.normalize import Normalizer
+from raypdiff.tasks import TaskSpec
+from raypdiff.train import build_networks
+
+
+class Generator:
+    """A trained generator loaded for sampling (EMA denoiser weights, eval mode)."""
+
+    def __init__(self, path: str | Path):
+        p = Path(path)
+        if p.is_dir():
+            p = p / "generator.pt"
+        if not p.is_file():
+            raise ConfigError(f"generator checkpoint not found: {p}")
+        try:
+            g = torch.load(p, weights_only=False, map_location="cpu")
+        except Exception as e:  # corrupt or foreign file
+            raise ConfigError(f"{p}: not a raypdiff generator checkpoint ({type(e).__name__})") from None
+        if not isinstance(g, dict) or "denoiser_ema" not in g:
+            raise ConfigError(f"{p}: not a raypdiff generator checkpoint")
+        self.path, self.payload = p, g
+        self.cfg = Config.from_dict(g["config"])
+        self.task_names: list[str] = g["task_names"]
+        self.tasks: dict = g["tasks"]
+        self.normalizer = Normalizer.from_state(g["normalizer"])
+        self.bank: dict[str, np.ndarray] = g["bank"]
+        cond_dim = next(iter(self.bank.values())).shape[-1]
+        self.ae, self.den = build_networks(self.cfg, g["num_params"], cond_dim)
+        self.ae.load_state_dict(g["ae"])
+        self.den.load_state_dict(g["denoiser_ema"])
+        self.ae.eval()
+        self.den.eval()
+        self.latent_stats = g["latent_stats"]
+
+    def spec(self, task: str) -> TaskSpec:
+        if task not in self.tasks:
+            raise ConfigError(f"unknown task {task!r} for this generator (trained on: {', '.join(self.task_names)})")
+        return TaskSpec(**self.tasks[task]["spec"])
+
+    def layout(self, task: str):
+        from raypdiff.lora import Layout
+
+        return Layout.from_json(self.tasks[task]["layout"])
+
+    def check_compatible(self, base_model: dict, lora: dict) -> None:
+        """A generator only makes adapters for the base model and LoRA layout it was trained on."""
+        if base_model.get("base") != self.payload["base_model"].get("base"):
+            raise ConfigError(f"generator was trained for base model {self.payload['base_model']['base']!r}, "
+                              f"not {base_model.get('base')!r}")
+        if lora != self.payload["lora"]:
+            raise ConfigError(f"generator was trained for LoRA {self.payload['lora']}, not {lora}")
+
+    def conditions(self, task: str, num: int) -> torch.Tensor:
+        """(num, C): the cached example draws of a known task, cycled."""
+        bank = self.bank[task]
+        return torch.from_numpy(bank[np.arange(num) % len(bank)])
+
+    @torch.no_grad()
+    def vectors(self, cond: torch.Tensor, stats_task: str, seed: int = 0, guidance: Optional[float] = None,
+                sampler: Optional[str] = None) -> np.ndarray:
+        """cond: (B, C) → (B, P_task) raw adapter vectors, de-normalized with `stats_task`'s statistics."""
+        gen = torch.Generator().manual_seed(seed)
+        z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler)  # (B, Z)
+        z = z * self.latent_stats["std"] + self.latent_stats["mean"]
+        x = self.ae.decode(z).numpy()  # (B, P_max)
+        p = self.layout(stats_task).size
+        return self.normalizer.invert(stats_task, x[:, :p])
+
+    @torch.no_grad()
+    def reconstruct(self, task: str, vectors: np.ndarray) -> np.ndarray:
+        """Zoo vectors through the autoencoder (no augmentation noise): (N, P_task) → (N, P_task)."""
+        x = torch.from_numpy(self.normalizer.apply(task, vectors))
+        pad = torch.nn.functional.pad(x, (0, self.payload["num_params"] - x.shape[1]))
+        return self.normalizer.invert(task, self.ae.decode(self.ae.encode(pad)).numpy()[:, :x.shape[1]])
+
+    def free_condition(self, description: str, examples: list[dict], label_names: Optional[list[str]],
+                       num: int) -> tuple[torch.Tensor, str, TaskSpec]:
+        """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
+        the same label count whose condition embeddings are closest."""
+        from raypdiff.conditions import condition_text, make_encoder, parse_examples
+
+        if not description or not description.strip():
+            raise ConfigError("--description: must not be empty")
+        if self.cfg.condition.encoder == "onehot":
+            raise ConfigError("this generator uses one-hot task conditions: it can only generate zoo tasks")
+        spec = TaskSpec(name="custom", description=description, text_fields=["text"], label_field="label",
+                        metric="accuracy" if label_names else "pearson", label_names=label_names, train="-", dev="-")
+        text = condition_text(spec, parse_examples(spec, examples))
+        emb = make_encoder(self.cfg.condition, self.payload["base_model"]["base"]).encode([text])[0]
+        fits = [t for t in self.task_names if self.tasks[t]["num_labels"] == spec.num_labels]
+        if not fits:
+            raise ConfigError(f"no task in this generator has {spec.num_labels} labels "
+                              f"(label counts: {sorted({self.tasks[t]['num_labels'] for t in self.task_names})})")
+        nearest = max(fits, key=lambda t: float(self.bank[t].mean(0) @ emb))
+        return torch.from_numpy(np.repeat(emb[None].astype(np.float32), num, 0)), nearest, spec
+
+
+def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, out_dir: Path,
+                   manifest_extra: dict) -> list[str]:
+    from raypdiff import lora
+
+    cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
+    model = lora.build(cfg.model, cfg.lora, gen.spec(task_for_layout))
+    layout = gen.layout(task_for_layout)
+    if lora.layout_of(model) != layout:
+        raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on another model?")
+    folders = [str(lora.write_adapter(model, v, layout, out_dir / f"adapter_{i:03d}")) for i, v in enumerate(vectors)]
+    manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
+                "base_model": gen.payload["base_model"], **manifest_extra}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folders
+
+
+def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,
+             description: Optional[str] = None, examples_file: Optional[str] = None,
+             label_names: Optional[list[str]] = None, guidance: Optional[float] = None) -> dict:
+    """`raypdiff generate`: num adapters for a zoo task, or for a free description + examples file."""
+    gen = Generator(gen_path)
+    out = Path(out_dir)
+    t0 = time.time()
+    if task is not None:
+        gen.spec(task)
+        cond, stats_task, extra = gen.conditions(task, num), task, {"task": task}
+    else:
+        examples = _read_examples(examples_file) if examples_file else []
+        cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num)
+        extra = {"description": description, "label_names": label_names, "nearest_task": stats_task,
+                 "examples": len(examples)}
+    vectors = gen.vectors(cond, stats_task, seed, guidance)
+    sample_s = time.time() - t0
+    folders = write_adapters(gen, stats_task, vectors, out, {**extra, "seed": seed, "num": num,
+                                                             "guidance": guidance or gen.cfg.diffusion.guidance})
+    return {"adapters": folders, "sample_seconds": sample_s, "manifest": str(out / "manifest.json")}
+
+
+def _read_examples(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--examples: no such file {p}")
+    rows = []
+    for i, line in enumerate(p.read_text().splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ConfigError(f"--examples {p}: line {i + 1} is not JSON") from None
+    return rows

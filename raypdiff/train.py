@@ -1,0 +1,245 @@
+"""Generator training: the autoencoder, then the conditional latent denoiser, as one plain PyTorch loop
+(`fit`) that Ray Train runs on 1..N DDP workers (`train_generator`), checkpointing and resuming.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from raypdiff.autoencoder import ParamAutoencoder, ae_loss
+from raypdiff.config import Config, ConfigError
+from raypdiff.denoiser import Denoiser
+from raypdiff.diffusion import EMA, make_scheduler, training_loss
+from raypdiff.normalize import Normalizer
+
+GENERATOR_FILE = "generator.pt"
+
+
+@dataclass
+class TrainData:
+    x: torch.Tensor  # (N, P) normalized vectors, zero-padded to the largest layout
+    mask: torch.Tensor  # (N, P) 1 on real coordinates
+    task_idx: torch.Tensor  # (N,) index into task_names
+    task_names: list[str]
+    bank: torch.Tensor  # (T, S, C) condition embeddings: S example draws per task
+
+
+def rows_to_data(tasks: list[str], vectors: list[np.ndarray], normalizer: Normalizer, task_names: list[str],
+                 num_params: int, bank: dict[str, np.ndarray]) -> TrainData:
+    n = len(vectors)
+    x, mask = np.zeros((n, num_params), np.float32), np.zeros((n, num_params), np.float32)
+    for i, (t, v) in enumerate(zip(tasks, vectors)):
+        x[i, :len(v)] = normalizer.apply(t, np.asarray(v, np.float32)[None])[0]
+        mask[i, :len(v)] = 1
+    idx = torch.as_tensor([task_names.index(t) for t in tasks])
+    return TrainData(torch.from_numpy(x), torch.from_numpy(mask), idx, task_names,
+                     torch.from_numpy(np.stack([bank[t] for t in task_names])))
+
+
+def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
+    return m.module if hasattr(m, "module") else m
+
+
+def _all_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over DDP workers (identity without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        t /= torch.distributed.get_world_size()
+    return t
+
+
+def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module, state: Optional[dict] = None,
+        on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0) -> dict:
+    """Train the AE, then the denoiser on standardized latents. `state` resumes a checkpoint; on_step gets
+    (metrics, snapshot_fn) after every step and decides whether to checkpoint. Returns the final state."""
+    gen = torch.Generator().manual_seed(seed)
+    ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder.lr, weight_decay=0.0)
+    den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion.lr, weight_decay=0.0)
+    ema = EMA(_unwrap(den), cfg.diffusion.ema_decay)
+    scheduler = make_scheduler(cfg.diffusion, "ddpm")
+    history: list = []
+    phase, step, latent_stats = "ae", 0, None
+    if state:
+        _unwrap(ae).load_state_dict(state["ae"])
+        _unwrap(den).load_state_dict(state["denoiser"])
+        ae_opt.load_state_dict(state["ae_opt"])
+        den_opt.load_state_dict(state["den_opt"])
+        ema.load_state_dict(state["ema"])
+        phase, step, history, latent_stats = state["phase"], state["step"], state["history"], state["latent_stats"]
+        gen.manual_seed(seed + 7919 * step + (phase == "diffusion"))
+
+    def snapshot() -> dict:
+        return {"phase": phase, "step": step, "history": history, "latent_stats": latent_stats,
+                "ae": _unwrap(ae).state_dict(), "denoiser": _unwrap(den).state_dict(),
+                "ae_opt": ae_opt.state_dict(), "den_opt": den_opt.state_dict(), "ema": ema.state_dict()}
+
+    n = data.x.shape[0]
+    if phase == "ae":
+        ae.train()
+        while step < cfg.autoencoder.steps:
+            idx = torch.randint(0, n, (cfg.autoencoder.batch_size,), generator=gen)
+            loss = ae_loss(ae, data.x[idx], data.mask[idx])
+            ae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ae_opt.step()
+            step += 1
+            m = {"phase": "ae", "step": step, "ae_loss": float(loss)}
+            if step % 50 == 0 or step == cfg.autoencoder.steps:
+                history.append(m)
+            if on_step:
+                on_step(m, snapshot)
+        phase, step = "diffusion", 0
+    ae.eval()
+    with torch.no_grad():
+        z = _unwrap(ae).encode(data.x)  # (N, Z)
+    if latent_stats is None:
+        mean = _all_mean(z.mean(0))
+        std = _all_mean(((z - mean) ** 2).mean(0)).sqrt() + 1e-6
+        latent_stats = {"mean": mean, "std": std}
+    z = (z - latent_stats["mean"]) / latent_stats["std"]
+    den.train()
+    while step < cfg.diffusion.steps:
+        idx = torch.randint(0, n, (cfg.diffusion.batch_size,), generator=gen)
+        draw = torch.randint(0, data.bank.shape[1], (len(idx),), generator=gen)
+        cond = data.bank[data.task_idx[idx], draw]  # (B, C): a different example set per sample
+        loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
+        den_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        den_opt.step()
+        ema.update(_unwrap(den))
+        step += 1
+        m = {"phase": "diffusion", "step": step, "diffusion_loss": float(loss)}
+        if step % 50 == 0 or step == cfg.diffusion.steps:
+            history.append(m)
+        if on_step:
+            on_step(m, snapshot)
+    phase = "done"
+    return snapshot()
+
+
+# ---- the generator checkpoint ----
+
+def build_networks(cfg: Config, num_params: int, cond_dim: int) -> tuple[ParamAutoencoder, Denoiser]:
+    torch.manual_seed(cfg.trainer.seed)
+    return ParamAutoencoder(cfg.autoencoder, num_params), Denoiser(cfg.diffusion, cfg.autoencoder.latent, cond_dim)
+
+
+def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
+    """Everything generation needs: config, zoo facts, normalizer, bank, AE, EMA denoiser, latent stats."""
+    payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
+               "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
+               **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
+                                       "lora")}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def prepare(cfg: Config, zoo_dir: str) -> dict:
+    """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
+    from raypdiff.conditions import condition_bank
+    from raypdiff.tasks import TaskSpec, load_split
+    from raypdiff.zoo import read_meta, task_arrays
+
+    meta = read_meta(zoo_dir)
+    names = list(meta["tasks"])
+    vectors = {t: a["vector"] for t, a in task_arrays(zoo_dir).items()}
+    normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
+    specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
+    bank = condition_bank(cfg.condition, specs, {s.name: load_split(s, "train") for s in specs})
+    return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
+            "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
+            "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
+            "num_rows": sum(len(v) for v in vectors.values())}
+
+
+# ---- Ray Train ----
+
+def train_loop_per_worker(loop_cfg: dict) -> None:
+    """Runs on each Ray Train worker: DDP over the zoo's Ray Dataset shard, checkpoints, resume."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = Config.from_dict(loop_cfg["cfg"])
+    prep = loop_cfg["prep"]
+    torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
+    ctx = ray.train.get_context()
+    rows = list(ray.train.get_dataset_shard("zoo").iter_rows())
+    data = rows_to_data([r["task"] for r in rows], [r["vector"] for r in rows],
+                        Normalizer.from_state(prep["normalizer"]), prep["task_names"], prep["num_params"],
+                        prep["bank"])
+    cond_dim = data.bank.shape[-1]
+    ae, den = build_networks(cfg, prep["num_params"], cond_dim)
+    ae = ray.train.torch.prepare_model(ae, parallel_strategy_kwargs={"find_unused_parameters": True})
+    den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
+    state = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=False)
+    every = cfg.trainer.checkpoint_every
+
+    def on_step(m: dict, snapshot) -> None:
+        end = m["phase"] == "diffusion" and m["step"] == cfg.diffusion.steps
+        if m["step"] % every and not end:
+            return
+        snap = snapshot()
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if ctx.get_world_rank() == 0:
+                torch.save(snap, Path(d) / "state.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({**m, "resumed": state is not None}, checkpoint=checkpoint)
+
+    fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank())
+
+
+def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
+    """Train on Ray Train; writes <trainer.output_dir>/generator.pt; logs to MLflow. Returns a summary."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raypdiff import tracking
+    from raypdiff.zoo import connect, dataset
+
+    out = Path(cfg.trainer.output_dir).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"trainer.output_dir: {out} is not writable ({e.strerror})") from None
+    t0 = time.time()
+    prep = prepare(cfg, zoo_dir)
+    connect(cfg, progress)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
+        scaling_config=ScalingConfig(num_workers=cfg.trainer.num_workers, use_gpu=cfg.trainer.use_gpu,
+                                     resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
+        run_config=RunConfig(name="generator", storage_path=str(out / "ray"),
+                             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "vector"])},
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"generator training failed: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=False)
+    path = save_generator(out / GENERATOR_FILE, cfg, state, prep)
+    summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": result.metrics,
+               "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    if cfg.tracking.enabled:
+        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary)
+    return summary

@@ -1,0 +1,163 @@
+"""Config: defaults, validation (one ConfigError naming the field), dotted overrides, YAML round trip."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from raypdiff.config import Config, ConfigError, apply_overrides, load_config
+
+
+def test_defaults_are_valid():
+    cfg = Config()
+    assert cfg.lora.r == 4 and cfg.train.steps == 600 and cfg.model.dtype == "bfloat16"
+    assert Config.from_dict({}) == cfg
+
+
+# (dotted overrides, text the ConfigError message must contain)
+INVALID = [
+    (["lora.r=0"], "lora.r"),
+    (["lora.alpha=0"], "lora.alpha"),
+    (["lora.dropout=1.0"], "lora.dropout"),
+    (["lora.target_modules=[]"], "lora.target_modules"),
+    (["train.lr=-1"], "train.lr"),
+    (["train.steps=0"], "train.steps"),
+    (["train.batch_size=0"], "train.batch_size"),
+    (["train.warmup_steps=-1"], "train.warmup_steps"),
+    (["train.steps_per_task={SST-2: 0}"], "train.steps_per_task.SST-2"),
+    (["train.steps=5", "capture.num=6"], "capture"),
+    (["train.steps=10", "capture.num=4", "capture.stride=3"], "capture"),
+    (["train.stepz=5"], "train.stepz"),
+    (["trian.steps=5"], "trian"),
+    (["train.steps=ten"], "train.steps"),
+    (["train.steps=5.5"], "train.steps"),
+    (["train.steps=true"], "train.steps"),
+    (["train.lr=fast"], "train.lr"),
+    (["model.dtype=fp8"], "model.dtype"),
+    (["model.max_length=4"], "model.max_length"),
+    (["model.base="], "model.base"),
+    (["lora.target_modules=query"], "lora.target_modules"),
+    (["lora.target_modules=[1, 2]"], "lora.target_modules[0]"),
+    (["tracking.enabled=maybe"], "tracking.enabled"),
+    (["tasks=[SST-2,SST-2]"], "tasks"),
+    (["tasks=[]"], "tasks"),
+    (["capture.seeds=[0,0]"], "capture.seeds"),
+    (["capture.seeds=[]"], "capture.seeds"),
+    (["eval.max_examples=0"], "eval.max_examples"),
+    (["collect.num_cpus=0"], "collect.num_cpus"),
+    (["collect.output_dir=7"], "collect.output_dir"),
+    (["train=5"], "train"),
+]
+
+
+@pytest.mark.parametrize("overrides,field", INVALID, ids=[" ".join(o) for o, _ in INVALID])
+def test_invalid_field_names_itself(overrides, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    msg = str(e.value)
+    assert msg.startswith(field) or f"{field}:" in msg or field in msg, msg
+    assert "\n" not in msg
+
+
+# (dotted overrides, dotted path, expected value)
+OVERRIDES = [
+    (["train.steps=5", "capture.num=2"], "train.steps", 5),
+    (["tasks=[SST-2,RTE]"], "tasks", ["SST-2", "RTE"]),
+    (["train.lr=0.01"], "train.lr", 0.01),
+    (["train.lr=1"], "train.lr", 1.0),  # an int where a float is wanted
+    (["model.dtype=float32"], "model.dtype", "float32"),
+    (["lora.target_modules=[query,key,value]"], "lora.target_modules", ["query", "key", "value"]),
+    (["train.steps_per_task.SST-2=300"], "train.steps_per_task", {"SST-2": 300}),  # nested new key
+    (["data.root=/some/where"], "data.root", "/some/where"),
+    (["collect.ray_address=auto"], "collect.ray_address", "auto"),
+    (["tracking.uri="], "tracking.uri", None),
+    (["train.steps=5", "train.steps=7", "capture.num=1"], "train.steps", 7),  # the last wins
+    (["tracking.enabled=false"], "tracking.enabled", False),
+]
+
+
+def _get(cfg, dotted):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+@pytest.mark.parametrize("overrides,path,expected", OVERRIDES, ids=[" ".join(o) for o, _, _ in OVERRIDES])
+def test_dotted_overrides(overrides, path, expected):
+    cfg = load_config(None, overrides)
+    assert _get(cfg, path) == expected
+
+
+def test_override_creates_nested_sections():
+    d = apply_overrides({}, ["a.b.c=1", "a.b.d=[x, y]", "a.e=text"])
+    assert d == {"a": {"b": {"c": 1, "d": ["x", "y"]}, "e": "text"}}
+
+
+def test_override_into_a_scalar_is_an_error():
+    with pytest.raises(ConfigError, match="train"):
+        apply_overrides({"train": 5}, ["train.steps=3"])
+
+
+@pytest.mark.parametrize("item", ["train.steps", "train.steps=[1", "tasks=[SST-2"])
+def test_bad_override_syntax(item):
+    with pytest.raises(ConfigError, match="override"):
+        load_config(None, [item])
+
+
+def test_steps_per_task_is_used_for_capture_check():
+    cfg = load_config(None, ["train.steps=10", "capture.num=5", "train.steps_per_task={RTE: 20}"])
+    assert cfg.train.steps_for("RTE") == 20 and cfg.train.steps_for("SST-2") == 10
+    with pytest.raises(ConfigError, match="RTE"):
+        load_config(None, ["train.steps=10", "capture.num=5", "train.steps_per_task={RTE: 4}", "tasks=[RTE]"])
+
+
+ROUND_TRIP = [
+    [],
+    ["tasks=[SST-2,RTE]", "train.steps=5", "capture.num=2", "capture.stride=2", "model.dtype=float32"],
+    ["tasks=[SST-2, {name: mine, description: d, text_fields: [t], label_field: y, metric: accuracy, "
+     "label_names: [a, b], train: tr.csv, dev: dv.csv}]"],
+    ["train.steps_per_task={SST-2: 2000}", "lora.dropout=0.1", "data.root=/data", "tracking.uri=sqlite:////x.db"],
+]
+
+
+@pytest.mark.parametrize("overrides", ROUND_TRIP, ids=range(len(ROUND_TRIP)))
+def test_round_trip(overrides, tmp_path):
+    cfg = load_config(None, overrides)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    # and through a YAML file, as collect writes config.yaml
+    p = tmp_path / "config.yaml"
+    p.write_text(cfg.to_yaml())
+    assert load_config(p) == cfg
+    assert yaml.safe_load(cfg.to_yaml()) == cfg.to_dict()
+
+
+def test_load_config_file_and_overrides(tmp_path, repo_dir):
+    cfg = load_config(repo_dir / "configs" / "tiny.yaml", ["train.steps=8"])
+    assert cfg.tasks == ["SST-2", "STS-B"] and cfg.train.steps == 8 and cfg.capture.num == 3
+    p = tmp_path / "c.yaml"
+    p.write_text("")  # an empty file is the defaults
+    assert load_config(p) == Config()
+
+
+def test_load_config_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text,match", [("- a\n- b\n", "mapping"), ("train: [1\n", "not valid YAML"),
+                                        ("train: {stepz: 3}\n", "train.stepz")])
+def test_load_config_bad_file(tmp_path, text, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+
+
+def test_data_root_from_env(monkeypatch):
+    monkeypatch.setenv("RAYPDIFF_DATA_DIR", "/from/env")
+    assert Config().data.root == "/from/env"
+    assert load_config(None, ["data.root=/explicit"]).data.root == "/explicit"
+
+
+def test_exponent_float_override():
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
