@@ -69,8 +69,9 @@ def cmd_generate(args) -> int:
     if (args.task is None) == (args.description is None):
         raise ConfigError("give either --task (a task the generator knows) or --description (+ --examples)")
     labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
+    expect = load_config(args.config, args.overrides) if args.config or args.overrides else None
     res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
-                   examples_file=args.examples, label_names=labels, guidance=args.guidance)
+                   examples_file=args.examples, label_names=labels, guidance=args.guidance, expect=expect)
     print(f"wrote {len(res['adapters'])} PEFT adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
           f"manifest: {res['manifest']}")
     return 0
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
     g.add_argument("--out", required=True, help="output folder: adapter_000/ ... + manifest.json")
+    g.add_argument("--config", "-c", help="your config: generation refuses a generator trained for another "
+                                          "model.base or LoRA layout than it names")
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of --config")
     g.set_defaults(fn=cmd_generate)
 
     v = sub.add_parser("evaluate", help="original vs reconstructed vs generated, novelty, condition matrix",

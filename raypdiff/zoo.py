@@ -224,6 +224,16 @@ def connect(cfg: Config, progress: bool = True) -> None:
         ray.init(address=address, log_to_driver=progress)
 
 
+def in_flight_limit(cfg: Config) -> int:
+    """collect.max_in_flight, else twice the tasks the cluster fits now (re-read every round, so queued demand
+    reaches an autoscaler and new nodes get work)."""
+    import ray
+
+    if cfg.collect.max_in_flight:
+        return cfg.collect.max_in_flight
+    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cfg.collect.num_cpus))
+
+
 def collect(cfg: Config, progress: bool = True) -> dict:
     """Build (or finish) the zoo in cfg.collect.output_dir; returns per-task summaries and wall time."""
     import ray
@@ -238,20 +248,28 @@ def collect(cfg: Config, progress: bool = True) -> dict:
                                              max_retries=cfg.collect.max_retries)
     data_refs = {name: ray.put(d) for name, d in plan.data.items()}
     specs = {s.name: spec_to_dict(s) for s in plan.specs}
-    limit = cfg.collect.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.collect.num_cpus))
-    pending, queue, results = [], list(plan.todo), []
+    pending, queue = [], list(plan.todo)
     from tqdm import tqdm
 
     bar = tqdm(total=len(plan.todo) + len(plan.done), initial=len(plan.done), desc="collect (task, seed)",
                disable=not progress)
     while queue or pending:
-        while queue and len(pending) < limit:  # backpressure: never more in flight than fit
+        limit = in_flight_limit(cfg)
+        while queue and len(pending) < limit:  # backpressure
             task, seed = queue.pop(0)
             pending.append(remote.remote(cfg_dict, specs[task], data_refs[task], seed, str(plan.out), progress))
         ready, pending = ray.wait(pending, num_returns=1)
-        results.append(ray.get(ready[0]))
+        try:
+            ray.get(ready[0])
+        except ray.exceptions.RayError as e:
+            raise RuntimeError(f"a collection task failed after {cfg.collect.max_retries} retries; finished shards "
+                               f"are kept and a re-run resumes: {e}") from None
         bar.update(1)
     bar.close()
+    missing = [j for j in plan.todo if not (plan.out / SHARDS / shard_name(*j)).exists()]
+    if missing:
+        raise ConfigError(f"shards of {missing[0]} and {len(missing) - 1} more are not in {plan.out / SHARDS} as "
+                          f"the driver sees it: collect.output_dir must be storage shared by all nodes")
     summary = summarize(plan.out)
     layouts = json.loads((plan.out / "layout.json").read_text())
     write_meta(plan.out, cfg, plan.specs, plan.data, layouts, complete=True)
