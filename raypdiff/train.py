@@ -57,6 +57,17 @@ def _all_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _optimize(opt, loss: torch.Tensor, phase: str, step: int, total: int, history: list, after) -> None:
+    """One optimizer step; every 50th step (and the last) goes into the loss history."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    m = {"phase": phase, "step": step, f"{phase}_loss": loss.item()}
+    if step % 50 == 0 or step == total:
+        history.append(m)
+    after(m)
+
+
 def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module, state: Optional[dict] = None,
         on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0) -> dict:
     """Train the AE, then the denoiser on standardized latents. `state` resumes a checkpoint; on_step gets
@@ -82,21 +93,20 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
                 "ae": _unwrap(ae).state_dict(), "denoiser": _unwrap(den).state_dict(),
                 "ae_opt": ae_opt.state_dict(), "den_opt": den_opt.state_dict(), "ema": ema.state_dict()}
 
+    def after(m: dict) -> None:
+        if m["phase"] == "diffusion":
+            ema.update(_unwrap(den))
+        if on_step:
+            on_step(m, snapshot)
+
     n = data.x.shape[0]
     if phase == "ae":
         ae.train()
         while step < cfg.autoencoder.steps:
             idx = torch.randint(0, n, (cfg.autoencoder.batch_size,), generator=gen)
-            loss = ae_loss(ae, data.x[idx], data.mask[idx])
-            ae_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            ae_opt.step()
             step += 1
-            m = {"phase": "ae", "step": step, "ae_loss": float(loss)}
-            if step % 50 == 0 or step == cfg.autoencoder.steps:
-                history.append(m)
-            if on_step:
-                on_step(m, snapshot)
+            _optimize(ae_opt, ae_loss(ae, data.x[idx], data.mask[idx]), "ae", step, cfg.autoencoder.steps,
+                      history, after)
         phase, step = "diffusion", 0
     ae.eval()
     with torch.no_grad():
@@ -111,17 +121,9 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         idx = torch.randint(0, n, (cfg.diffusion.batch_size,), generator=gen)
         draw = torch.randint(0, data.bank.shape[1], (len(idx),), generator=gen)
         cond = data.bank[data.task_idx[idx], draw]  # (B, C): a different example set per sample
-        loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
-        den_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        den_opt.step()
-        ema.update(_unwrap(den))
         step += 1
-        m = {"phase": "diffusion", "step": step, "diffusion_loss": float(loss)}
-        if step % 50 == 0 or step == cfg.diffusion.steps:
-            history.append(m)
-        if on_step:
-            on_step(m, snapshot)
+        loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
+        _optimize(den_opt, loss, "diffusion", step, cfg.diffusion.steps, history, after)
     phase = "done"
     return snapshot()
 
