@@ -57,9 +57,11 @@ class MiniLMEncoder:
 
     def __init__(self, base: str = "all-MiniLM-L6-v2"):
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from raypdiff.lora import resolve_base
 
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar would precede a one-line error on stderr
         path = resolve_base(base)
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()

@@ -118,6 +118,10 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
     layout = gen.layout(task_for_layout)
     if lora.layout_of(model) != layout:
         raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on another model?")
+    fingerprint = gen.payload.get("base_fingerprint")  # None in generators saved before it was recorded
+    if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
+        raise ConfigError(f"base model {gen.payload['base_model']['base']!r} is not the model this generator was "
+                          "trained for (its weights differ)")
     folders = [str(lora.write_adapter(model, v, layout, out_dir / f"adapter_{i:03d}")) for i, v in enumerate(vectors)]
     manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
                 "base_model": gen.payload["base_model"], **manifest_extra}

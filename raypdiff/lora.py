@@ -124,6 +124,20 @@ def layout_of(model) -> Layout:
     return Layout(tuple(sd), tuple(tuple(t.shape) for t in sd.values()))
 
 
+def base_fingerprint(model) -> str:
+    """sha256 of the base model's frozen encoder weights (LoRA and task head left out): tells two base models
+    apart even where their LoRA layouts are identical (same architecture, other weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    body = model.get_base_model().base_model  # the encoder under the task head (e.g. BertModel)
+    for name, t in sorted(body.state_dict().items()):
+        if "lora_" not in name:
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def flatten(model) -> np.ndarray:
     """(P,) float32 copy of the adapter (LoRA matrices + task head)."""
     sd = adapter_state(model)

@@ -29,7 +29,12 @@ def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
 def _start(cfg: Config, run_name: str):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(cfg.tracking.experiment) is None:
+        # Artifacts beside the database, not in ./mlruns of whatever folder the command ran in.
+        db = Path(uri[len("sqlite:///"):])
+        mlflow.create_experiment(cfg.tracking.experiment, artifact_location=(db.parent / "mlartifacts").as_uri())
     mlflow.set_experiment(cfg.tracking.experiment)
     return mlflow.start_run(run_name=run_name)
 

@@ -140,7 +140,7 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
     payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
                "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
                **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
-                                       "lora")}}
+                                       "lora")}, "base_fingerprint": prep.get("base_fingerprint")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -150,6 +150,7 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
 
 def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
+    from raypdiff import lora
     from raypdiff.conditions import condition_bank
     from raypdiff.tasks import TaskSpec, load_split
     from raypdiff.zoo import read_meta, task_arrays
@@ -160,10 +161,12 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
     specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
     bank = condition_bank(cfg.condition, specs, {s.name: load_split(s, "train") for s in specs})
+    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    fingerprint = lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))
     return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
             "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
             "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
-            "num_rows": sum(len(v) for v in vectors.values())}
+            "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint}
 
 
 # ---- Ray Train ----

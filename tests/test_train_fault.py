@@ -1,0 +1,148 @@
+"""Fault tolerance of `raypdiff train`: the Ray Train worker is SIGKILLed after the first checkpoint; the
+FailureConfig restarts it, training resumes from that checkpoint (not from step 0) and the command still
+writes generator.pt and exits 0.
+
+Both commands run as `python -m raypdiff.cli ...` in their own process group with a private local Ray
+(RAY_TMPDIR in a fresh temp dir); only processes below our own subprocess are ever inspected or killed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+AE_STEPS, DIFF_STEPS, EVERY = 400, 400, 50
+
+
+def data_root() -> Path:
+    env = os.environ.get("RAYPDIFF_DATA_DIR")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class Command:
+    """One raypdiff subprocess; remembers every process seen below it so that none outlives the test."""
+
+    def __init__(self, args: list[str], tmp: Path, name: str):
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        env.update(RAY_TMPDIR=str(tmp / "ray"), RAY_USAGE_STATS_ENABLED="0")
+        self.log = tmp / f"{name}.log"
+        self._fh = open(self.log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "raypdiff.cli", *args], cwd=REPO, env=env,
+                                     stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def workers(self, title: str = "RayTrainWorker") -> list[psutil.Process]:
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            kids = []
+        out = []
+        for k in kids:
+            self.seen.setdefault(k.pid, k)
+            try:
+                if title in " ".join(k.cmdline()):
+                    out.append(k)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return out
+
+    def tail(self) -> str:
+        self._fh.flush()
+        return self.log.read_text()[-4000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.workers()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+        for p in self.seen.values():
+            try:
+                if p.is_running():
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self._fh.close()
+
+
+def registered_checkpoint(gen: Path) -> dict | None:
+    """Metrics of the latest checkpoint the Ray Train controller has registered (a checkpoint folder on disk
+    is not enough: the worker writes it before its report reaches the controller, and a kill in between
+    rightly restarts from the previous one)."""
+    snap = gen / "ray" / "generator" / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return None
+    return latest and latest["metrics"]
+
+
+@pytest.mark.timeout(600)
+def test_worker_killed_mid_training_resumes_from_checkpoint():
+    if not (data_root() / "glue" / "SST-2").is_dir():
+        pytest.skip(f"no GLUE data at {data_root()} (set RAYPDIFF_DATA_DIR)")
+    tmp = Path(tempfile.mkdtemp(prefix="rptf", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    zoo, gen = tmp / "zoo", tmp / "gen"
+    common = ["-q", "-c", "configs/tiny_gen.yaml", "tasks=[SST-2]", f"data.root={data_root()}",
+              f"collect.output_dir={zoo}", "tracking.enabled=false"]
+    runs = []
+    try:
+        collect = Command(["collect", *common], tmp, "collect")
+        runs.append(collect)
+        assert collect.proc.wait(timeout=300) == 0, f"collect failed:\n{collect.tail()}"
+
+        train = Command(["train", *common, f"trainer.output_dir={gen}", f"autoencoder.steps={AE_STEPS}",
+                         f"diffusion.steps={DIFF_STEPS}", f"trainer.checkpoint_every={EVERY}",
+                         "trainer.max_failures=2"], tmp, "train")
+        runs.append(train)
+        victim, deadline = None, time.time() + 300
+        while time.time() < deadline and train.proc.poll() is None:
+            workers = train.workers()
+            first = registered_checkpoint(gen)
+            if workers and first:
+                victim = workers[0]
+                break
+            time.sleep(0.1)
+        assert victim is not None, f"never saw a RayTrainWorker with a checkpoint written:\n{train.tail()}"
+        assert not (gen / "generator.pt").exists(), "training finished before the kill; give it more steps"
+        assert (first["phase"], first["step"]) != ("diffusion", DIFF_STEPS), first
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = time.time()
+
+        replacements = set()
+        while train.proc.poll() is None and time.time() < killed_at + 400:
+            replacements.update(w.pid for w in train.workers() if w.pid != victim.pid)
+            time.sleep(0.5)
+        rc = train.proc.poll()
+        print(f"killed RayTrainWorker {victim.pid} at checkpoint {first['phase']} step {first['step']}; "
+              f"train exited {rc} {time.time() - killed_at:.1f}s later; new workers {replacements}")
+        assert rc == 0, f"train failed after the worker was killed (rc={rc}):\n{train.tail()}"
+        assert replacements, f"no new RayTrainWorker after killing {victim.pid}:\n{train.tail()}"
+        assert (gen / "generator.pt").is_file()
+
+        summary = json.loads((gen / "train_summary.json").read_text())
+        assert summary["final"]["resumed"] is True, f"the final report says training restarted: {summary['final']}"
+        assert summary["final"]["phase"] == "diffusion" and summary["final"]["step"] == DIFF_STEPS
+        # resumed, not restarted: the history carried over the checkpoint holds every logged step exactly once
+        payload = torch.load(gen / "generator.pt", weights_only=False)
+        steps = [(h["phase"], h["step"]) for h in payload["history"]]
+        assert steps == [("ae", s) for s in range(50, AE_STEPS + 1, 50)] + \
+            [("diffusion", s) for s in range(50, DIFF_STEPS + 1, 50)], steps
+    finally:
+        for r in runs:
+            r.close()
+        shutil.rmtree(tmp, ignore_errors=True)
