@@ -49,9 +49,9 @@ def built(data_dir):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
     common = ["-c", str(CONFIG), f"data.root={Path(data_dir).resolve()}", f"collect.output_dir={zoo}"]
     try:
-        run_cli(["collect", "-q", *common, "tracking.enabled=false"], tmp, "collect", timeout=400)
+        run_cli(["collect", "-q", *common, "tracking.enabled=false"], tmp, "collect", timeout=900)
         run_cli(["train", "-q", *common, f"trainer.output_dir={gen}", f"tracking.uri={uri}"], tmp, "train",
-                timeout=400)
+                timeout=900)
         yield {"tmp": tmp, "zoo": zoo, "gen": gen, "uri": uri, "data": data_dir}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
