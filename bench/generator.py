@@ -1,7 +1,8 @@
 """Train the generator on a collected zoo, evaluate it, and time generation against fine-tuning.
-Writes bench/results/generator.{json,md} (+ the evaluation's report.png).
+Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise).
 
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
+    python bench/generator.py --name generator_tasknorm ... normalize.mode=task      # an ablation beside it
 
 finetune_seconds_per_adapter: median over tasks of (seconds per fine-tuning step, measured over
 --ft-steps steps here) × the steps that task's zoo adapters were trained for.
@@ -12,8 +13,6 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-
-import numpy as np
 
 from raypdiff.config import load_config
 from raypdiff.evaluate import evaluate, markdown
@@ -66,6 +65,7 @@ def main() -> None:
     p.add_argument("--config", help="generator settings (default: built-in defaults)")
     p.add_argument("--num", type=int, default=10, help="generated samples per task")
     p.add_argument("--ft-steps", type=int, default=20, help="fine-tuning steps timed per task")
+    p.add_argument("--name", default="generator", help="results file name under bench/results/")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = load_config(args.config, [f"data.root={args.data_root}", f"collect.output_dir={args.zoo}",
@@ -78,13 +78,13 @@ def main() -> None:
     result = {**report, "train_seconds": trained["train_seconds"], "generate_seconds_per_adapter": gen_s,
               "finetune_seconds_per_adapter": ft_s, "speedup": ft_s / gen_s, "overrides": args.overrides}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "generator.json").write_text(json.dumps(result, indent=1))
-    shutil.copy(report_dir / "report.png", RESULTS / "generator.png")
-    md = ["# Generator vs zoo", "", markdown(report),
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    shutil.copy(report_dir / "report.png", RESULTS / f"{args.name}.png")
+    md = [f"# Generator vs zoo ({' '.join(args.overrides) or 'defaults'})", "", markdown(report),
           f"Train (AE + diffusion, Ray Train): {trained['train_seconds']:.0f} s. Generate one adapter (sampling + "
           f"decode, generator loaded): {gen_s:.3f} s. Fine-tune one adapter: {ft_s:.0f} s. "
-          f"Speed-up: {ft_s / gen_s:.0f}x.", "", "![](generator.png)"]
-    (RESULTS / "generator.md").write_text("\n".join(md) + "\n")
+          f"Speed-up: {ft_s / gen_s:.0f}x.", "", f"![]({args.name}.png)"]
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

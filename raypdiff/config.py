@@ -152,7 +152,10 @@ class TrackingConfig:
 
 @dataclass
 class NormalizeConfig:
-    mode: Literal["task", "batch", "none"] = "task"
+    # batch (default): one set of statistics, so the condition has to carry the task. With task-wise statistics
+    # (the paper's default) the task's identity sits in the statistics and the denoiser learns to ignore the
+    # condition (bench: another task's condition scores as well), and unseen tasks have no statistics.
+    mode: Literal["task", "batch", "none"] = "batch"
 
     def __post_init__(self):
         _require(self.mode in ("task", "batch", "none"), f"normalize.mode: {self.mode!r} is not task, batch or none")

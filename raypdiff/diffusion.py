@@ -48,17 +48,26 @@ def sample(model, cond: torch.Tensor, cfg: DiffusionConfig, generator: torch.Gen
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (the weights used for sampling)."""
+    """Exponential moving average of a module's parameters (the weights used for sampling).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as diffusers' EMAModel does):
+    a fixed 0.999 over a few thousand steps would still hold a large share of the random initial weights.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, n: int) -> float:
+        """The decay used for update number n (1-based)."""
+        return min(self.decay, (1 + n) / (10 + n))
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, n: int) -> None:
+        d = self.decay_at(n)
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 self.shadow[k].copy_(v)
 

@@ -84,10 +84,13 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
             "generated": {"mean": float(np.mean(scores)), "best": float(np.max(scores)), "n": len(scores)},
         }
         report["novelty"][t] = novelty(vecs, zoo_vecs)
-    for c in names:  # the adapter generated from c's condition, scored on every task whose layout fits
-        vecs = gen.vectors(gen.conditions(c, matrix_num), c, seed + 1)
-        report["condition_matrix"][c] = {
-            s: float(np.mean(scorers[s](vecs))) for s in names if gen.layout(s) == gen.layout(c)}
+    # Condition c's adapters scored on every task s whose layout fits. They are de-normalized with s's
+    # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
+    # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
+    for c in names:
+        cond = gen.conditions(c, matrix_num)
+        report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.vectors(cond, s, seed + 1))))
+                                          for s in names if gen.layout(s) == gen.layout(c)}
     report["own_condition_wins"] = {
         s: max(((c, row[s]) for c, row in report["condition_matrix"].items() if s in row), key=lambda x: x[1])[0] == s
         for s in names}
@@ -112,7 +115,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {t} | {n['gen_nearest_l2_median']:.4f} | {n['gen_nearest_cos_median']:.4f} | "
                      f"{n['zoo_neighbour_l2_median']:.4f} | {n['zoo_norm_median']:.3f} |")
     names = list(report["tasks"])
-    lines += ["", "Condition × task (rows: condition used to generate; columns: task scored; – = layouts differ):",
+    lines += ["", "Condition × task (rows: condition used to generate; columns: task scored, de-normalized with its "
+              "statistics; – = layouts differ):",
               "", "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for c, row in report["condition_matrix"].items():
         lines.append(f"| {c} | " + " | ".join(f"{row[s]:.3f}" if s in row else "–" for s in names) + " |")

@@ -95,7 +95,7 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
 
     def after(m: dict) -> None:
         if m["phase"] == "diffusion":
-            ema.update(_unwrap(den))
+            ema.update(_unwrap(den), m["step"])  # the diffusion step counts EMA updates
         if on_step:
             on_step(m, snapshot)
 

@@ -22,15 +22,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this interpreter
-
-
-def data_root() -> Path:
-    env = os.environ.get("RAYPDIFF_DATA_DIR")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # ---- (a) the cluster-launcher config ----

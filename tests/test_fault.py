@@ -7,115 +7,39 @@ Each collection runs as `python -m raypdiff.cli collect ...` in its own process 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from helpers import RaypdiffProcess, data_root
 
-REPO = Path(__file__).resolve().parents[1]
 TASK = "SST-2"
 STEPS, CAPTURES = 40, 5
 EXPECTED_STEPS = list(range(STEPS - CAPTURES + 1, STEPS + 1))  # the last capture.num steps, stride 1
 
 
-def data_root() -> Path:
-    env = os.environ.get("RAYPDIFF_DATA_DIR")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _collect_cmd(zoo: Path) -> list[str]:
-    return [sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", "configs/tiny.yaml",
-            f"tasks=[{TASK}]", f"train.steps={STEPS}", f"capture.num={CAPTURES}", "collect.max_retries=3",
-            f"data.root={data_root()}", f"collect.output_dir={zoo}", "collect.ray_address=local",
-            "tracking.enabled=false"]
+    return ["collect", "-q", "-c", "configs/tiny.yaml", f"tasks=[{TASK}]", f"train.steps={STEPS}",
+            f"capture.num={CAPTURES}", "collect.max_retries=3", f"data.root={data_root()}",
+            f"collect.output_dir={zoo}", "collect.ray_address=local", "tracking.enabled=false"]
 
 
-def _env(ray_tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    env.update(RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0")
-    return env
-
-
-class Collection:
-    """One `raypdiff collect` subprocess: tracks every process below it so none outlives the test."""
+class Collection(RaypdiffProcess):
+    """One `raypdiff collect` subprocess, watched for its collect_one workers."""
 
     def __init__(self, zoo: Path, tmp: Path, name: str):
-        self.log = tmp / f"{name}.log"
-        self._fh = open(self.log, "w")
-        self.proc = subprocess.Popen(_collect_cmd(zoo), cwd=REPO, env=_env(tmp), stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.seen: dict[int, psutil.Process] = {}
-
-    def scan(self) -> list[psutil.Process]:
-        """The live descendants now (remembered for the final check)."""
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        for k in kids:
-            self.seen.setdefault(k.pid, k)
-        return kids
-
-    def workers(self, title: str = "ray::collect_one") -> list[psutil.Process]:
-        out = []
-        for k in self.scan():
-            try:
-                if title in " ".join(k.cmdline()):
-                    out.append(k)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return out
+        super().__init__(_collect_cmd(zoo), tmp, tmp / f"{name}.log")
 
     def watch(self, timeout: float, skip: int | None = None) -> set[int]:
         """Poll until the collect process exits; returns the pids seen running collect_one (except `skip`)."""
         pids, deadline = set(), time.time() + timeout
         while self.proc.poll() is None and time.time() < deadline:
-            pids.update(w.pid for w in self.workers() if w.pid != skip)
+            pids.update(w.pid for w in self.workers("ray::collect_one") if w.pid != skip)
             time.sleep(0.2)
         return pids
-
-    def tail(self) -> str:
-        self._fh.flush()
-        return self.log.read_text()[-4000:]
-
-    def survivors(self, timeout: float = 30.0) -> list[psutil.Process]:
-        """Processes of this run's Ray still alive `timeout` s after the driver exited (zombies count as gone)."""
-        deadline = time.time() + timeout
-        while True:
-            alive = []
-            for p in self.seen.values():
-                try:
-                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                        alive.append(p)
-                except psutil.NoSuchProcess:
-                    pass
-            if not alive or time.time() > deadline:
-                return alive
-            time.sleep(0.5)
-
-    def close(self) -> None:
-        """Kill whatever is left (our process group and every process we saw below it), by pid."""
-        if self.proc.poll() is None:
-            self.scan()
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=30)
-        for p in self.seen.values():
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self._fh.close()
 
 
 def _require_data():
@@ -149,7 +73,7 @@ def faulted_zoo():
     try:
         victim, first_seen, deadline = None, None, time.time() + 150
         while time.time() < deadline and run.proc.poll() is None:
-            workers = run.workers()
+            workers = run.workers("ray::collect_one")
             if workers:
                 if first_seen is None:
                     first_seen = time.time()

@@ -8,7 +8,6 @@ generate/evaluate run in-process through `raypdiff.cli.main`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import private_ray_env
 
 from raypdiff import cli
 
@@ -26,17 +26,11 @@ CONFIG = REPO / "configs" / "tiny_gen.yaml"
 TASKS = {"SST-2": 2, "STS-B": 1}  # task → num_labels, as in configs/tiny_gen.yaml
 
 
-def ray_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    env.update(RAY_TMPDIR=str(tmp / "ray"), RAY_USAGE_STATS_ENABLED="0")
-    return env
-
-
 def run_cli(args: list[str], tmp: Path, name: str, timeout: float) -> None:
     log = tmp / f"{name}.log"
     with open(log, "w") as fh:
         # cwd=tmp: MLflow puts a new experiment's artifacts under ./mlruns of the working directory
-        proc = subprocess.run([sys.executable, "-m", "raypdiff.cli", *args], cwd=tmp, env=ray_env(tmp),
+        proc = subprocess.run([sys.executable, "-m", "raypdiff.cli", *args], cwd=tmp, env=private_ray_env(tmp / "ray"),
                               stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
     assert proc.returncode == 0, f"raypdiff {args[0]} exited {proc.returncode}:\n{log.read_text()[-4000:]}"
 

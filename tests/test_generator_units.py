@@ -376,25 +376,28 @@ class WithCounter(nn.Module):
         self.register_buffer("count", torch.tensor(3))
 
 
-@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9])
-def test_ema_update_math(decay):
+@pytest.mark.parametrize("decay,n", [(0.0, 1), (0.5, 50), (0.9, 200), (0.999, 1), (0.999, 20)])
+def test_ema_update_math(decay, n):
     m = WithCounter()
     with torch.no_grad():
         m.lin.weight.fill_(1.0)
         m.lin.bias.fill_(2.0)
     ema = EMA(m, decay)
+    d = min(decay, (1 + n) / (10 + n))
+    assert ema.decay_at(n) == pytest.approx(d)
     with torch.no_grad():
         m.lin.weight.fill_(3.0)
         m.lin.bias.fill_(-2.0)
         m.count.fill_(7)
-    ema.update(m)
+    ema.update(m, n)
     s = ema.state_dict()
-    torch.testing.assert_close(s["lin.weight"], torch.full((1, 2), decay * 1 + (1 - decay) * 3))
-    torch.testing.assert_close(s["lin.bias"], torch.full((1,), decay * 2 + (1 - decay) * -2))
+    torch.testing.assert_close(s["lin.weight"], torch.full((1, 2), d * 1 + (1 - d) * 3))
+    torch.testing.assert_close(s["lin.bias"], torch.full((1,), d * 2 + (1 - d) * -2))
     assert int(s["count"]) == 7  # integer buffers are copied, not averaged
-    ema.update(m)
-    w1 = decay * 1 + (1 - decay) * 3
-    torch.testing.assert_close(s["lin.weight"], torch.full((1, 2), decay * w1 + (1 - decay) * 3))
+    ema.update(m, n + 1)
+    d2 = ema.decay_at(n + 1)
+    w1 = d * 1 + (1 - d) * 3
+    torch.testing.assert_close(s["lin.weight"], torch.full((1, 2), d2 * w1 + (1 - d2) * 3))
     # the shadow is a copy: neither the model nor a loaded state aliases it
     assert m.lin.weight[0, 0] == 3.0
     saved = {k: v.clone() for k, v in s.items()}
@@ -402,6 +405,20 @@ def test_ema_update_math(decay):
     other.load_state_dict(saved)
     saved["lin.bias"].fill_(99)
     assert float(other.state_dict()["lin.bias"]) != 99
+
+
+def test_ema_forgets_the_initial_weights_in_a_short_run():
+    """After 1000 updates toward a constant, the warmed-up EMA holds a negligible share of the initial weights
+    (a fixed 0.999 decay would still hold 0.999**1000 ≈ 37% of them)."""
+    m = WithCounter()
+    with torch.no_grad():
+        m.lin.weight.fill_(0.0)
+    ema = EMA(m, 0.999)
+    with torch.no_grad():
+        m.lin.weight.fill_(1.0)
+    for n in range(1, 1001):
+        ema.update(m, n)
+    assert float(ema.state_dict()["lin.weight"][0, 0]) > 0.95
 
 
 # ---------------------------------------------------------------- train.fit and the generator checkpoint

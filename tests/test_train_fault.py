@@ -8,74 +8,17 @@ Both commands run as `python -m raypdiff.cli ...` in their own process group wit
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
+from helpers import RaypdiffProcess, data_root
 
-REPO = Path(__file__).resolve().parents[1]
 AE_STEPS, DIFF_STEPS, EVERY = 400, 400, 50
-
-
-def data_root() -> Path:
-    env = os.environ.get("RAYPDIFF_DATA_DIR")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-class Command:
-    """One raypdiff subprocess; remembers every process seen below it so that none outlives the test."""
-
-    def __init__(self, args: list[str], tmp: Path, name: str):
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-        env.update(RAY_TMPDIR=str(tmp / "ray"), RAY_USAGE_STATS_ENABLED="0")
-        self.log = tmp / f"{name}.log"
-        self._fh = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "raypdiff.cli", *args], cwd=REPO, env=env,
-                                     stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.seen: dict[int, psutil.Process] = {}
-
-    def workers(self, title: str = "RayTrainWorker") -> list[psutil.Process]:
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        out = []
-        for k in kids:
-            self.seen.setdefault(k.pid, k)
-            try:
-                if title in " ".join(k.cmdline()):
-                    out.append(k)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return out
-
-    def tail(self) -> str:
-        self._fh.flush()
-        return self.log.read_text()[-4000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.workers()
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=30)
-        for p in self.seen.values():
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self._fh.close()
 
 
 def registered_checkpoint(gen: Path) -> dict | None:
@@ -100,17 +43,17 @@ def test_worker_killed_mid_training_resumes_from_checkpoint():
               f"collect.output_dir={zoo}", "tracking.enabled=false"]
     runs = []
     try:
-        collect = Command(["collect", *common], tmp, "collect")
+        collect = RaypdiffProcess(["collect", *common], tmp / "ray", tmp / "collect.log")
         runs.append(collect)
         assert collect.proc.wait(timeout=300) == 0, f"collect failed:\n{collect.tail()}"
 
-        train = Command(["train", *common, f"trainer.output_dir={gen}", f"autoencoder.steps={AE_STEPS}",
-                         f"diffusion.steps={DIFF_STEPS}", f"trainer.checkpoint_every={EVERY}",
-                         "trainer.max_failures=2"], tmp, "train")
+        train = RaypdiffProcess(["train", *common, f"trainer.output_dir={gen}", f"autoencoder.steps={AE_STEPS}",
+                                 f"diffusion.steps={DIFF_STEPS}", f"trainer.checkpoint_every={EVERY}",
+                                 "trainer.max_failures=2"], tmp / "ray", tmp / "train.log")
         runs.append(train)
         victim, deadline = None, time.time() + 300
         while time.time() < deadline and train.proc.poll() is None:
-            workers = train.workers()
+            workers = train.workers("RayTrainWorker")
             first = registered_checkpoint(gen)
             if workers and first:
                 victim = workers[0]
@@ -125,7 +68,7 @@ def test_worker_killed_mid_training_resumes_from_checkpoint():
 
         replacements = set()
         while train.proc.poll() is None and time.time() < killed_at + 400:
-            replacements.update(w.pid for w in train.workers() if w.pid != victim.pid)
+            replacements.update(w.pid for w in train.workers("RayTrainWorker") if w.pid != victim.pid)
             time.sleep(0.5)
         rc = train.proc.poll()
         print(f"killed RayTrainWorker {victim.pid} at checkpoint {first['phase']} step {first['step']}; "

@@ -1,0 +1,96 @@
+"""Test helpers: the real data root, and `raypdiff` subprocesses on a private local Ray that leave nothing behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """RAYPDIFF_DATA_DIR, else the repo's sibling shared/data."""
+    env = os.environ.get("RAYPDIFF_DATA_DIR")
+    return Path(env).resolve() if env else REPO.parent / "shared" / "data"
+
+
+def private_ray_env(ray_tmp: Path) -> dict:
+    """Our environment without any pointer to another Ray, with Ray's temp files under ray_tmp."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update(RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+class RaypdiffProcess:
+    """`python -m raypdiff.cli <args>` in its own process group on a private Ray; remembers every process seen
+    below it so that none outlives the test."""
+
+    def __init__(self, args: list[str], ray_tmp: Path, log: Path):
+        self.log = log
+        self._fh = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "raypdiff.cli", *args], cwd=REPO,
+                                     env=private_ray_env(ray_tmp), stdout=self._fh, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def scan(self) -> list[psutil.Process]:
+        """The live descendants now (remembered for the final checks)."""
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            kids = []
+        for k in kids:
+            self.seen.setdefault(k.pid, k)
+        return kids
+
+    def workers(self, title: str) -> list[psutil.Process]:
+        """Live descendants whose command line holds `title` (e.g. ray::collect_one, RayTrainWorker)."""
+        out = []
+        for k in self.scan():
+            try:
+                if title in " ".join(k.cmdline()):
+                    out.append(k)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return out
+
+    def tail(self) -> str:
+        self._fh.flush()
+        return self.log.read_text()[-4000:]
+
+    def survivors(self, timeout: float = 30.0) -> list[psutil.Process]:
+        """Processes seen below us still alive `timeout` s after the driver exited (zombies count as gone)."""
+        deadline = time.time() + timeout
+        while True:
+            alive = []
+            for p in self.seen.values():
+                try:
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(p)
+                except psutil.NoSuchProcess:
+                    pass
+            if not alive or time.time() > deadline:
+                return alive
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        """Kill whatever is left (our process group and every process we saw below it), by pid."""
+        if self.proc.poll() is None:
+            self.scan()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+        for p in self.seen.values():
+            try:
+                if p.is_running():
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self._fh.close()
