@@ -70,11 +70,12 @@ def collect_one(cfg_dict: dict, spec_dict: dict, data: TaskData, seed: int, out_
     device = lora.device_for(cfg.collect.num_gpus)
     tok = lora.load_tokenizer(cfg.model)
     model = lora.build(cfg.model, cfg.lora, spec, seed, float(data.train.labels.mean())).to(device)
-    steps = cfg.train.steps_for(spec.name)
+    train = cfg.train.for_task(spec.name)
+    steps = train.steps
     schedule = lora.capture_schedule(steps, cfg.capture.num, cfg.capture.stride)
     captured: dict[int, np.ndarray] = {}
     bar = _bar(progress, steps + len(schedule), f"{spec.name}/s{seed}")
-    lora.finetune(model, tok, data.train, cfg.train, steps, cfg.model.max_length, seed, cfg.model.dtype,
+    lora.finetune(model, tok, data.train, train, steps, cfg.model.max_length, seed, cfg.model.dtype,
                   set(schedule),
                   on_capture=lambda step, vec: captured.__setitem__(step, vec),
                   on_step=lambda step, loss: bar.update(1))
@@ -153,7 +154,7 @@ def prepare(cfg: Config) -> Plan:
     except OSError as e:
         raise ConfigError(f"collect.output_dir: cannot create {out}: {e.strerror or e}") from None
     # Longest jobs first (steps x text length), so the last wave of a collection is not one long straggler.
-    cost = {s.name: cfg.train.steps_for(s.name) * np.mean([len(" ".join(t)) for t in data[s.name].train.texts[:500]])
+    cost = {s.name: cfg.train.for_task(s.name).steps * np.mean([len(" ".join(t)) for t in data[s.name].train.texts[:500]])
             for s in specs}
     jobs = sorted(((s.name, seed) for s in specs for seed in cfg.capture.seeds), key=lambda j: -cost[j[0]])
     done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]

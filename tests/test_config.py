@@ -23,7 +23,10 @@ INVALID = [
     (["train.steps=0"], "train.steps"),
     (["train.batch_size=0"], "train.batch_size"),
     (["train.warmup_steps=-1"], "train.warmup_steps"),
-    (["train.steps_per_task={SST-2: 0}"], "train.steps_per_task.SST-2"),
+    (["train.per_task={SST-2: {steps: 0}}"], "train.per_task.SST-2.steps"),
+    (["train.per_task={SST-2: {lr: -1}}"], "train.per_task.SST-2.lr"),
+    (["train.per_task={SST-2: {stepz: 10}}"], "unknown field(s) ['stepz']"),
+    (["train.per_task={SST-2: 5}"], "train.per_task.SST-2: expected"),
     (["train.steps=5", "capture.num=6"], "capture"),
     (["train.steps=10", "capture.num=4", "capture.stride=3"], "capture"),
     (["train.stepz=5"], "train.stepz"),
@@ -66,7 +69,7 @@ OVERRIDES = [
     (["train.lr=1"], "train.lr", 1.0),  # an int where a float is wanted
     (["model.dtype=float32"], "model.dtype", "float32"),
     (["lora.target_modules=[query,key,value]"], "lora.target_modules", ["query", "key", "value"]),
-    (["train.steps_per_task.SST-2=300"], "train.steps_per_task", {"SST-2": 300}),  # nested new key
+    (["train.per_task.SST-2={steps: 300}"], "train.per_task", {"SST-2": {"steps": 300}}),  # nested new key
     (["data.root=/some/where"], "data.root", "/some/where"),
     (["collect.ray_address=auto"], "collect.ray_address", "auto"),
     (["tracking.uri="], "tracking.uri", None),
@@ -104,11 +107,13 @@ def test_bad_override_syntax(item):
         load_config(None, [item])
 
 
-def test_steps_per_task_is_used_for_capture_check():
-    cfg = load_config(None, ["train.steps=10", "capture.num=5", "train.steps_per_task={RTE: 20}"])
-    assert cfg.train.steps_for("RTE") == 20 and cfg.train.steps_for("SST-2") == 10
+def test_per_task_overrides_and_capture_check():
+    cfg = load_config(None, ["train.steps=10", "capture.num=5", "train.per_task={RTE: {steps: 20, lr: 0.0005}}"])
+    rte, sst = cfg.train.for_task("RTE"), cfg.train.for_task("SST-2")
+    assert (rte.steps, rte.lr, rte.batch_size) == (20, 0.0005, cfg.train.batch_size)
+    assert (sst.steps, sst.lr) == (10, cfg.train.lr) and sst.per_task == {}
     with pytest.raises(ConfigError, match="RTE"):
-        load_config(None, ["train.steps=10", "capture.num=5", "train.steps_per_task={RTE: 4}", "tasks=[RTE]"])
+        load_config(None, ["train.steps=10", "capture.num=5", "train.per_task={RTE: {steps: 4}}", "tasks=[RTE]"])
 
 
 ROUND_TRIP = [
@@ -116,7 +121,7 @@ ROUND_TRIP = [
     ["tasks=[SST-2,RTE]", "train.steps=5", "capture.num=2", "capture.stride=2", "model.dtype=float32"],
     ["tasks=[SST-2, {name: mine, description: d, text_fields: [t], label_field: y, metric: accuracy, "
      "label_names: [a, b], train: tr.csv, dev: dv.csv}]"],
-    ["train.steps_per_task={SST-2: 2000}", "lora.dropout=0.1", "data.root=/data", "tracking.uri=sqlite:////x.db"],
+    ["train.per_task={SST-2: {steps: 2000}}", "lora.dropout=0.1", "data.root=/data", "tracking.uri=sqlite:////x.db"],
 ]
 
 
@@ -161,3 +166,11 @@ def test_data_root_from_env(monkeypatch):
 
 def test_exponent_float_override():
     assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
+
+
+def test_legacy_steps_per_task_still_loads():
+    """Configs saved in zoos and generators before `per_task` replaced `steps_per_task`."""
+    d = Config().to_dict()
+    del d["train"]["per_task"]
+    d["train"]["steps_per_task"] = {"RTE": 1000}
+    assert Config.from_dict(d).train.for_task("RTE").steps == 1000

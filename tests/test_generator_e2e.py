@@ -244,7 +244,6 @@ def test_evaluate_bad_generator(built, tmp_path, capsys, kind):
     assert len(err) == 1 and err[0].startswith("raypdiff: error: "), err
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_pipeline_on_the_collected_zoo(built):
     """`raypdiff pipeline`: collect (the zoo is complete: nothing to do) → train → generate → evaluate."""
