@@ -1,6 +1,8 @@
 """Config: defaults, validation (one ConfigError naming the field), dotted overrides, YAML round trip."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -174,3 +176,12 @@ def test_legacy_steps_per_task_still_loads():
     del d["train"]["per_task"]
     d["train"]["steps_per_task"] = {"RTE": 1000}
     assert Config.from_dict(d).train.for_task("RTE").steps == 1000
+
+
+def test_zoo_yaml_spells_out_the_defaults():
+    """configs/zoo.yaml says every value in it is the built-in default: keep the two in step."""
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "zoo.yaml"), [])
+    default = Config()
+    for section in ("model", "lora", "train", "capture", "eval"):
+        assert getattr(cfg, section) == getattr(default, section), section
+    assert cfg.tasks == default.tasks
