@@ -262,7 +262,7 @@ def finetune(
         sched.step()
         opt.zero_grad(set_to_none=True)
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.detach().item())
         if step in capture_steps:
             on_capture(step, flatten(model))
     model.eval()
