@@ -49,12 +49,13 @@ def time_finetune(zoo_dir: str, steps: int) -> float:
         spec = TaskSpec(**info["spec"])
         model = lora.build(cfg.model, cfg.lora, spec)
         train = load_split(spec, "train")
+        schedule = cfg.train.for_task(task)
         t0 = time.perf_counter()
-        lora.finetune(model, tok, train, cfg.train.for_task(task), steps, cfg.model.max_length, 0, cfg.model.dtype, set(),
+        lora.finetune(model, tok, train, schedule, steps, cfg.model.max_length, 0, cfg.model.dtype, set(),
                       lambda s, v: None)
         per_step = (time.perf_counter() - t0) / steps
-        per_adapter.append(per_step * cfg.train.for_task(task).steps)
-        print(f"fine-tune {task}: {per_step:.2f} s/step x {cfg.train.for_task(task).steps} steps", flush=True)
+        per_adapter.append(per_step * schedule.steps)
+        print(f"fine-tune {task}: {per_step:.2f} s/step x {schedule.steps} steps", flush=True)
     return statistics.median(per_adapter)
 
 

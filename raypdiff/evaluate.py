@@ -88,8 +88,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
     # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
     for c in names:
-        cond = gen.conditions(c, matrix_num)
-        report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.vectors(cond, s, seed + 1))))
+        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1)  # sampled once, de-normalized per scored task
+        report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
                                           for s in names if gen.layout(s) == gen.layout(c)}
     report["own_condition_wins"] = {
         s: max(((c, row[s]) for c, row in report["condition_matrix"].items() if s in row), key=lambda x: x[1])[0] == s

@@ -70,15 +70,22 @@ class Generator:
         return torch.from_numpy(bank[np.arange(num) % len(bank)])
 
     @torch.no_grad()
-    def vectors(self, cond: torch.Tensor, stats_task: str, seed: int = 0, guidance: Optional[float] = None,
-                sampler: Optional[str] = None) -> np.ndarray:
-        """cond: (B, C) → (B, P_task) raw adapter vectors, de-normalized with `stats_task`'s statistics."""
+    def normalized(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float] = None,
+                   sampler: Optional[str] = None) -> np.ndarray:
+        """cond: (B, C) → (B, P_max) decoded vectors, still in the normalizer's space."""
         gen = torch.Generator().manual_seed(seed)
         z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler)  # (B, Z)
         z = z * self.latent_stats["std"] + self.latent_stats["mean"]
-        x = self.ae.decode(z).numpy()  # (B, P_max)
-        p = self.layout(stats_task).size
-        return self.normalizer.invert(stats_task, x[:, :p])
+        return self.ae.decode(z).numpy()
+
+    def denormalize(self, stats_task: str, x: np.ndarray) -> np.ndarray:
+        """(B, P_max) normalized → (B, P_task) raw adapter vectors, with `stats_task`'s layout and statistics."""
+        return self.normalizer.invert(stats_task, x[:, :self.layout(stats_task).size])
+
+    def vectors(self, cond: torch.Tensor, stats_task: str, seed: int = 0, guidance: Optional[float] = None,
+                sampler: Optional[str] = None) -> np.ndarray:
+        """cond: (B, C) → (B, P_task) raw adapter vectors, de-normalized with `stats_task`'s statistics."""
+        return self.denormalize(stats_task, self.normalized(cond, seed, guidance, sampler))
 
     @torch.no_grad()
     def reconstruct(self, task: str, vectors: np.ndarray) -> np.ndarray:
