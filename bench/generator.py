@@ -3,6 +3,8 @@ Writes bench/results/<name>.{json,md,png} (name: generator unless --name says ot
 
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
     python bench/generator.py --name generator_tasknorm ... normalize.mode=task      # an ablation beside it
+    python bench/generator.py --generator runs/generator/generator.pt --name generator_g1 diffusion.guidance=1
+        # re-evaluate a trained generator: the sampling settings diffusion.guidance / diffusion.sampler apply
 
 finetune_seconds_per_adapter: median over tasks of (seconds per fine-tuning step, measured over
 --ft-steps steps here) × the steps that task's zoo adapters were trained for.
@@ -23,13 +25,13 @@ from raypdiff.zoo import read_meta
 RESULTS = Path(__file__).parent / "results"
 
 
-def time_generation(gen_path: str, task: str, repeats: int = 5) -> float:
+def time_generation(gen_path: str, task: str, sampling: dict, repeats: int = 5) -> float:
     gen = Generator(gen_path)
-    gen.vectors(gen.conditions(task, 1), task, seed=0)  # warm-up: scheduler import, first-call allocations
+    gen.vectors(gen.conditions(task, 1), task, 0, **sampling)  # warm-up: scheduler import, first-call allocations
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        gen.vectors(gen.conditions(task, 1), task, seed=i + 1)
+        gen.vectors(gen.conditions(task, 1), task, i + 1, **sampling)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -67,14 +69,21 @@ def main() -> None:
     p.add_argument("--num", type=int, default=10, help="generated samples per task")
     p.add_argument("--ft-steps", type=int, default=20, help="fine-tuning steps timed per task")
     p.add_argument("--name", default="generator", help="results file name under bench/results/")
+    p.add_argument("--generator", help="evaluate this trained generator.pt instead of training one (its "
+                                       "train_summary.json gives the training time)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = load_config(args.config, [f"data.root={args.data_root}", f"collect.output_dir={args.zoo}",
                                     *args.overrides])
-    trained = train_generator(cfg, args.zoo)
-    report_dir = Path(cfg.trainer.output_dir) / "report"
-    report = evaluate(trained["generator"], str(report_dir), num=args.num)
-    gen_s = time_generation(trained["generator"], next(iter(report["tasks"])))
+    if args.generator:
+        trained = json.loads((Path(args.generator).parent / "train_summary.json").read_text())
+        trained["generator"] = args.generator
+    else:
+        trained = train_generator(cfg, args.zoo)
+    report_dir = Path(cfg.trainer.output_dir) / f"report_{args.name}"
+    report = evaluate(trained["generator"], str(report_dir), num=args.num, guidance=cfg.diffusion.guidance,
+                      sampler=cfg.diffusion.sampler)
+    gen_s = time_generation(trained["generator"], next(iter(report["tasks"])), report["sampling"])
     ft_s = time_finetune(args.zoo, args.ft_steps)
     result = {**report, "train_seconds": trained["train_seconds"], "generate_seconds_per_adapter": gen_s,
               "finetune_seconds_per_adapter": ft_s, "speedup": ft_s / gen_s, "overrides": args.overrides}

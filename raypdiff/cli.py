@@ -80,7 +80,8 @@ def cmd_generate(args) -> int:
 def cmd_evaluate(args) -> int:
     from raypdiff.evaluate import evaluate, markdown
 
-    report = evaluate(args.generator, args.out, num=args.num, seed=args.seed)
+    report = evaluate(args.generator, args.out, num=args.num, seed=args.seed, tasks=args.tasks,
+                      guidance=args.guidance, sampler=args.sampler)
     print(markdown(report))
     if args.config is not None or args.overrides:
         from raypdiff import tracking
@@ -175,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True)
     v.add_argument("--num", type=int, default=10, help="generated samples per task (default 10)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--tasks", type=lambda s: [t for t in s.split(",") if t], metavar="A,B",
+                   help="score only these comma-separated tasks (default: every zoo task)")
+    v.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
+    v.add_argument("--sampler", choices=["ddim", "ddpm"], help="sampler (default: the generator's)")
     _config_args(v)
     v.set_defaults(fn=cmd_evaluate)
 

@@ -55,10 +55,13 @@ def novelty(generated: np.ndarray, zoo: np.ndarray) -> dict:
 
 
 def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 3,
-             tasks: list[str] | None = None) -> dict:
+             tasks: list[str] | None = None, guidance: float | None = None, sampler: str | None = None) -> dict:
+    """guidance / sampler: sampling settings other than the generator's own (None keeps them)."""
     from raypdiff.zoo import read_meta, task_arrays
 
     gen = Generator(gen_path)
+    guidance = gen.cfg.diffusion.guidance if guidance is None else guidance
+    sampler = sampler or gen.cfg.diffusion.sampler
     meta = read_meta(gen.payload["zoo"])
     names = tasks or gen.task_names
     for t in names:
@@ -66,7 +69,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     arrays = task_arrays(gen.payload["zoo"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"tasks": {}, "condition_matrix": {}, "novelty": {}}
+    report: dict = {"tasks": {}, "condition_matrix": {}, "novelty": {},
+                    "sampling": {"guidance": guidance, "sampler": sampler}}
     scorers = {t: Scorer(gen, t, meta) for t in names}
     gen_seconds = []
     for t in names:
@@ -74,7 +78,7 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
         pick = np.linspace(0, len(zoo_vecs) - 1, min(num, len(zoo_vecs))).round().astype(int)
         recon = scorers[t](gen.reconstruct(t, zoo_vecs[pick]))
         t0 = time.time()
-        vecs = gen.vectors(gen.conditions(t, num), t, seed)
+        vecs = gen.vectors(gen.conditions(t, num), t, seed, guidance, sampler)
         gen_seconds.append((time.time() - t0) / num)
         scores = scorers[t](vecs)
         report["tasks"][t] = {
@@ -88,7 +92,7 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
     # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
     for c in names:
-        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1)  # sampled once, de-normalized per scored task
+        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1, guidance, sampler)  # sampled once, de-normalized per scored task
         report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
                                           for s in names if gen.layout(s) == gen.layout(c)}
     report["own_condition_wins"] = {
@@ -102,7 +106,9 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
 
 
 def markdown(report: dict) -> str:
-    lines = ["| task | metric | original mean | original best | recon mean | recon best | generated mean | "
+    sampling = report["sampling"]
+    lines = [f"Sampling: {sampling['sampler'].upper()}, guidance {sampling['guidance']:g}.", "",
+             "| task | metric | original mean | original best | recon mean | recon best | generated mean | "
              "generated best | n |", "|---|---|---|---|---|---|---|---|---|"]
     for t, r in report["tasks"].items():
         lines.append(f"| {t} | {r['metric']} | {r['original']['mean']:.4f} | {r['original']['best']:.4f} | "

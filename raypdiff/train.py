@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -171,6 +172,20 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
 
 # ---- Ray Train ----
 
+def run_name(cfg: Config, zoo_dir: str) -> str:
+    """Ray Train resumes any run it finds under its storage path and name. Naming the run after the training
+    settings and the zoo's contents makes a re-run of the same command resume (or, when finished, reuse) it,
+    and anything else start fresh."""
+    from raypdiff.zoo import fingerprint
+
+    c = cfg.to_dict()
+    settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion")}
+    settings["trainer"] = {k: v for k, v in c["trainer"].items()
+                           if k not in ("output_dir", "register_model", "model_name")}
+    key = json.dumps(settings, sort_keys=True) + fingerprint(zoo_dir)
+    return "generator-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def train_loop_per_worker(loop_cfg: dict) -> None:
     """Runs on each Ray Train worker: DDP over the zoo's Ray Dataset shard, checkpoints, resume."""
     import ray.train
@@ -231,7 +246,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
         scaling_config=ScalingConfig(num_workers=cfg.trainer.num_workers, use_gpu=cfg.trainer.use_gpu,
                                      resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
-        run_config=RunConfig(name="generator", storage_path=str(out / "ray"),
+        run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=str(out / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"zoo": dataset(zoo_dir).select_columns(["task", "vector"])},

@@ -9,9 +9,11 @@ only collects the (task, seed) pairs whose shard is missing.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -252,6 +254,10 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     pending, queue = [], list(plan.todo)
     from tqdm import tqdm
 
+    if progress:  # train.per_task wins over train.steps / train.lr: say what each task will run
+        for name in dict.fromkeys(task for task, _ in plan.todo):
+            t = cfg.train.for_task(name)
+            print(f"{name}: {t.steps} steps, lr {t.lr:g}, batch {t.batch_size}", file=sys.stderr)
     bar = tqdm(total=len(plan.todo) + len(plan.done), initial=len(plan.done), desc="collect (task, seed)",
                disable=not progress)
     while queue or pending:
@@ -290,6 +296,15 @@ def read_meta(zoo_dir: str | Path, allow_incomplete: bool = False) -> dict:
     if not meta["complete"] and not allow_incomplete:
         raise ConfigError(f"{zoo_dir}: the zoo is incomplete (collection did not finish); re-run collect to resume")
     return meta
+
+
+def fingerprint(zoo_dir: str | Path) -> str:
+    """Changes whenever the zoo's contents do: its meta.json and each shard's name, size and mtime."""
+    h = hashlib.sha256((Path(zoo_dir) / "meta.json").read_bytes())
+    for f in sorted((Path(zoo_dir) / SHARDS).glob("*.parquet")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 def load_table(zoo_dir: str | Path, columns: Optional[list[str]] = None):

@@ -167,7 +167,7 @@ def test_data_root_from_env(monkeypatch):
 
 
 def test_exponent_float_override():
-    assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
+    assert load_config(None, ["train.lr=5e-4"]).train.lr == pytest.approx(5e-4)
 
 
 def test_legacy_steps_per_task_still_loads():

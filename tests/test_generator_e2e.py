@@ -141,6 +141,18 @@ def test_evaluate_writes_report(built, tmp_path):
     md = (out / "report.md").read_text()
     assert all(t in md for t in TASKS)
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim"}  # the generator's own (config defaults)
+
+
+def test_evaluate_sampling_overrides(built, tmp_path):
+    """--guidance / --sampler replace the generator's sampling settings and the report says so; --tasks limits it."""
+    out = tmp_path / "report"
+    args = ["evaluate", "--generator", str(built["gen"]), "--out", str(out), "--num", "2", "--tasks", "SST-2"]
+    assert cli.main([*args, "--guidance", "0", "--sampler", "ddpm"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm"}
+    assert set(report["tasks"]) == set(report["condition_matrix"]) == {"SST-2"}
+    assert "Sampling: DDPM, guidance 0." in (out / "report.md").read_text()
 
 
 # ---- bad input: exit 2 and exactly one `raypdiff: error:` line ----
@@ -242,6 +254,27 @@ def test_evaluate_bad_generator(built, tmp_path, capsys, kind):
     assert cli.main(["evaluate", "--generator", gen, "--out", str(tmp_path / "r"), "--num", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("raypdiff: error: "), err
+
+
+@pytest.mark.timeout(600)
+def test_train_again_into_the_same_folder(built):
+    """Ray Train resumes whatever run it finds under the same storage name; `raypdiff train` names the run after
+    its settings and the zoo, so the same command reuses its finished run and other settings train afresh."""
+    tmp = built["tmp"]
+    gen = tmp / "again_gen"
+    common = ["train", "-q", "-c", str(CONFIG), f"data.root={Path(built['data']).resolve()}",
+              f"collect.output_dir={built['zoo']}", f"trainer.output_dir={gen}", "tracking.enabled=false"]
+    weights = []
+    for i, seed in enumerate((0, 0, 1)):
+        run_cli([*common, f"trainer.seed={seed}"], tmp, f"train_again_{i}", timeout=300)
+        weights.append(torch.load(gen / "generator.pt", weights_only=False)["ae"])
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(weights[0], weights[1])
+    assert not same(weights[0], weights[2]), "trainer.seed=1 resumed the seed-0 run instead of training"
+    assert len(list(gen.glob("ray/generator-*"))) == 2
 
 
 @pytest.mark.timeout(600)

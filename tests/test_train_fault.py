@@ -25,10 +25,10 @@ def registered_checkpoint(gen: Path) -> dict | None:
     """Metrics of the latest checkpoint the Ray Train controller has registered (a checkpoint folder on disk
     is not enough: the worker writes it before its report reaches the controller, and a kill in between
     rightly restarts from the previous one)."""
-    snap = gen / "ray" / "generator" / "checkpoint_manager_snapshot.json"
+    snaps = list(gen.glob("ray/generator-*/checkpoint_manager_snapshot.json"))  # one run: one folder
     try:
-        latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
-    except (OSError, ValueError):  # not written yet, or caught mid-write
+        latest = json.loads(snaps[0].read_text()).get("latest_checkpoint_result")
+    except (IndexError, OSError, ValueError):  # not written yet, or caught mid-write
         return None
     return latest and latest["metrics"]
 
