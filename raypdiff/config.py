@@ -84,6 +84,7 @@ class TrainConfig:
     steps: int = 600  # total optimizer steps per (task, seed); the last capture.num*stride are captured
     batch_size: int = 32
     lr: float = 1e-3
+    head_lr: Optional[float] = None  # the task head's LR; None → lr
     warmup_steps: int = 50
     weight_decay: float = 0.0
     # Per-task overrides of the fields above, where a task needs another schedule (measured: CoLA reaches MCC
@@ -98,6 +99,7 @@ class TrainConfig:
         _require(self.steps >= 1, f"train.steps: must be >= 1, got {self.steps}")
         _require(self.batch_size >= 1, f"train.batch_size: must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
+        _require(self.head_lr is None or self.head_lr > 0, f"train.head_lr: must be > 0, got {self.head_lr}")
         _require(self.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {self.warmup_steps}")
         allowed = [f.name for f in dataclasses.fields(self) if f.name != "per_task"]
         for task, over in self.per_task.items():

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from raypdiff.generate import Generator
 
@@ -16,7 +17,7 @@ from raypdiff.generate import Generator
 class Scorer:
     """Scores flat vectors on one task's dev subset with a base model built once."""
 
-    def __init__(self, gen: Generator, task: str, zoo_meta: dict):
+    def __init__(self, gen: Generator, task: str, zoo_meta: dict, bar=None):
         from raypdiff import lora
         from raypdiff.config import Config
         from raypdiff.tasks import load_split
@@ -24,7 +25,7 @@ class Scorer:
         cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
         self.spec, self.layout, self.dtype = gen.spec(task), gen.layout(task), cfg.model.dtype
         dev = load_split(self.spec, "dev").take(zoo_meta["tasks"][task]["dev_indices"])
-        self.labels = dev.labels
+        self.labels, self.bar = dev.labels, bar
         self.model = lora.build(cfg.model, cfg.lora, self.spec)
         self.batches = lora.eval_batches(lora.load_tokenizer(cfg.model), dev, cfg.model.max_length,
                                          zoo_meta["eval"]["batch_size"])
@@ -36,6 +37,8 @@ class Scorer:
         for v in vectors:
             lora.load_vector(self.model, v, self.layout)
             out.append(lora.evaluate(self.model, self.batches, self.spec, self.labels, self.dtype))
+            if self.bar is not None:
+                self.bar.update()
         return out
 
 
@@ -71,7 +74,10 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"tasks": {}, "condition_matrix": {}, "novelty": {},
                     "sampling": {"guidance": guidance, "sampler": sampler}}
-    scorers = {t: Scorer(gen, t, meta) for t in names}
+    fits = {c: [s for s in names if gen.layout(s) == gen.layout(c)] for c in names}
+    total = sum(min(num, len(arrays[t]["vector"])) + num + matrix_num * len(fits[t]) for t in names)
+    bar = tqdm(total=total, desc="score adapters", unit="adapter")
+    scorers = {t: Scorer(gen, t, meta, bar) for t in names}
     gen_seconds = []
     for t in names:
         zoo_vecs, values = arrays[t]["vector"], arrays[t]["value"]  # (N, P), (N,)
@@ -94,7 +100,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     for c in names:
         x = gen.normalized(gen.conditions(c, matrix_num), seed + 1, guidance, sampler)  # sampled once, de-normalized per scored task
         report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
-                                          for s in names if gen.layout(s) == gen.layout(c)}
+                                          for s in fits[c]}
+    bar.close()
     report["own_condition_wins"] = {
         s: max(((c, row[s]) for c, row in report["condition_matrix"].items() if s in row), key=lambda x: x[1])[0] == s
         for s in names}

@@ -243,8 +243,11 @@ def finetune(
     decayed one); calls on_capture(step, flat_vector) after each step in capture_steps (1-based)."""
     device = next(model.parameters()).device
     rows = encode(tokenizer, train, max_length)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in trained if "modules_to_save" in n]  # PEFT's trained copy of the task head
+    body = [p for n, p in trained if "modules_to_save" not in n]
+    groups = [{"params": body}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     gen = torch.Generator().manual_seed(seed)
     perm, pos = torch.randperm(len(rows), generator=gen), 0

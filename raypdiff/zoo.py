@@ -257,7 +257,8 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     if progress:  # train.per_task wins over train.steps / train.lr: say what each task will run
         for name in dict.fromkeys(task for task, _ in plan.todo):
             t = cfg.train.for_task(name)
-            print(f"{name}: {t.steps} steps, lr {t.lr:g}, batch {t.batch_size}", file=sys.stderr)
+            head = f", head lr {t.head_lr:g}" if t.head_lr else ""
+            print(f"{name}: {t.steps} steps, lr {t.lr:g}{head}, batch {t.batch_size}", file=sys.stderr)
     bar = tqdm(total=len(plan.todo) + len(plan.done), initial=len(plan.done), desc="collect (task, seed)",
                disable=not progress)
     while queue or pending:

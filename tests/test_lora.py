@@ -3,6 +3,7 @@ contract that a flat vector written with `write_adapter` loads with plain transf
 same logits as the in-memory model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -47,11 +48,11 @@ def _logits(model, tok, split) -> torch.Tensor:
         return model(**batch).logits.float()
 
 
-def _finetuned(spec, train, tok, seed=0, steps=2):
+def _finetuned(spec, train, tok, seed=0, steps=2, cfg=TRAIN):
     label_mean = float(train.labels.mean()) if spec.is_regression else None
     model = lora.build(MODEL, LORA, spec, seed, label_mean)
     captured = {}
-    lora.finetune(model, tok, train, TRAIN, steps, MODEL.max_length, seed, MODEL.dtype,
+    lora.finetune(model, tok, train, cfg, steps, MODEL.max_length, seed, MODEL.dtype,
                   set(lora.capture_schedule(steps, 2, 1)), on_capture=captured.__setitem__)
     return model, captured
 
@@ -143,6 +144,22 @@ def test_finetune_changes_vector_and_captures(tiny, tok):
     # only the adapter trains: the frozen base is untouched
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+
+
+def test_head_lr_applies_to_the_head_only(tiny, tok):
+    spec, train, _ = tiny("SST-2")
+
+    def moved(model):  # (how far the head moved, how far the LoRA matrices moved) from their seeded init
+        init = lora.adapter_state(lora.build(MODEL, LORA, spec, seed=0))
+        diff = {n: (t.float() - init[n].float()).abs().max().item() for n, t in lora.adapter_state(model).items()}
+        return (max(v for n, v in diff.items() if "classifier" in n),
+                max(v for n, v in diff.items() if "lora_" in n))
+
+    frozen_head, _ = _finetuned(spec, train, tok, cfg=dataclasses.replace(TRAIN, head_lr=1e-12))
+    fast_head, _ = _finetuned(spec, train, tok, cfg=dataclasses.replace(TRAIN, head_lr=1.0))
+    (h0, l0), (h1, l1) = moved(frozen_head), moved(fast_head)
+    assert h0 < 1e-9 and l0 > 1e-4  # Adam's steps scale with the group's LR
+    assert h1 > 0.5 and l1 > 1e-4
 
 
 def test_finetune_is_reproducible(tiny, tok):
