@@ -33,6 +33,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"runs": table}, indent=1))
     md = ["# Zoo settings tried (mean / best / worst of each run's captured checkpoints)", "",
+          "A row is reproduced by `raypdiff collect -c configs/zoo.yaml data.root=... 'tasks=[T]'` with the row's "
+          "settings as overrides (`lora.r`, `lora.target_modules`, `train.per_task.T.{steps,lr,head_lr}`, "
+          "`capture.num`, `capture.stride=20` for 10 captures, `eval.max_examples`).", "",
           "| task | zoo | r | targets | steps | lr | head lr | captures | dev rows | metric | mean | best | worst |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['task']} | {r['zoo']} | {r['lora_r']} | {','.join(r['targets'])} | {r['steps']} | {r['lr']:g} | "
