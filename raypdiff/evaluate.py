@@ -97,8 +97,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     # Condition c's adapters scored on every task s whose layout fits. They are de-normalized with s's
     # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
     # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
-    for c in names:
-        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1, guidance, sampler)  # sampled once, de-normalized per scored task
+    for c in names:  # sampled once per condition, de-normalized per scored task
+        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1, guidance, sampler)
         report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
                                           for s in fits[c]}
     bar.close()
