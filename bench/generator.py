@@ -4,7 +4,8 @@ Writes bench/results/<name>.{json,md,png} (name: generator unless --name says ot
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
     python bench/generator.py --name generator_tasknorm ... normalize.mode=task      # an ablation beside it
     python bench/generator.py --generator runs/generator/generator.pt --name generator_g1 diffusion.guidance=1
-        # re-evaluate a trained generator: the sampling settings diffusion.guidance / diffusion.sampler apply
+        # re-evaluate a trained generator: the sampling settings diffusion.guidance / diffusion.sampler /
+        # condition.quality_target apply
 
 finetune_seconds_per_adapter: median over tasks of (seconds per fine-tuning step, measured over
 --ft-steps steps here) × the steps that task's zoo adapters were trained for.
@@ -27,11 +28,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def time_generation(gen_path: str, task: str, sampling: dict, repeats: int = 5) -> float:
     gen = Generator(gen_path)
-    gen.vectors(gen.conditions(task, 1), task, 0, **sampling)  # warm-up: scheduler import, first-call allocations
+    quality, guidance, sampler = sampling.get("quality"), sampling["guidance"], sampling["sampler"]
+    gen.vectors(gen.conditions(task, 1, quality), task, 0, guidance, sampler)  # warm-up: first-call allocations
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        gen.vectors(gen.conditions(task, 1), task, i + 1, **sampling)
+        gen.vectors(gen.conditions(task, 1, quality), task, i + 1, guidance, sampler)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -67,6 +69,7 @@ def main() -> None:
     p.add_argument("--data-root", required=True)
     p.add_argument("--config", help="generator settings (default: built-in defaults)")
     p.add_argument("--num", type=int, default=10, help="generated samples per task")
+    p.add_argument("--recon-num", type=int, help="zoo vectors per task through the autoencoder (default: --num)")
     p.add_argument("--ft-steps", type=int, default=20, help="fine-tuning steps timed per task")
     p.add_argument("--name", default="generator", help="results file name under bench/results/")
     p.add_argument("--generator", help="evaluate this trained generator.pt instead of training one (its "
@@ -81,8 +84,10 @@ def main() -> None:
     else:
         trained = train_generator(cfg, args.zoo)
     report_dir = Path(cfg.trainer.output_dir) / f"report_{args.name}"
-    report = evaluate(trained["generator"], str(report_dir), num=args.num, guidance=cfg.diffusion.guidance,
-                      sampler=cfg.diffusion.sampler)
+    asked_quality = any(o.startswith("condition.quality_target=") for o in args.overrides)
+    report = evaluate(trained["generator"], str(report_dir), num=args.num, recon_num=args.recon_num,
+                      guidance=cfg.diffusion.guidance, sampler=cfg.diffusion.sampler,
+                      quality=cfg.condition.quality_target if asked_quality else None)
     gen_s = time_generation(trained["generator"], next(iter(report["tasks"])), report["sampling"])
     ft_s = time_finetune(args.zoo, args.ft_steps)
     result = {**report, "train_seconds": trained["train_seconds"], "generate_seconds_per_adapter": gen_s,

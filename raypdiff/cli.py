@@ -10,6 +10,8 @@ from raypdiff.config import ConfigError, load_config
 
 CONFIG_HELP = ("YAML config file (see configs/); every setting can also be given as a dotted override "
                "after the verb, e.g. train.steps=300 'tasks=[SST-2,RTE]' data.root=../shared/data")
+QUALITY_HELP = ("metric rank within the task to ask for, 0 (its worst zoo capture) .. 1 (its best); generators "
+                "trained with condition.quality (default: the generator's condition.quality_target)")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -71,7 +73,8 @@ def cmd_generate(args) -> int:
     labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
     expect = load_config(args.config, args.overrides) if args.config or args.overrides else None
     res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
-                   examples_file=args.examples, label_names=labels, guidance=args.guidance, expect=expect)
+                   examples_file=args.examples, label_names=labels, guidance=args.guidance,
+                   quality=args.quality, expect=expect)
     print(f"wrote {len(res['adapters'])} PEFT adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
           f"manifest: {res['manifest']}")
     return 0
@@ -81,7 +84,8 @@ def cmd_evaluate(args) -> int:
     from raypdiff.evaluate import evaluate, markdown
 
     report = evaluate(args.generator, args.out, num=args.num, seed=args.seed, tasks=args.tasks,
-                      guidance=args.guidance, sampler=args.sampler)
+                      guidance=args.guidance, sampler=args.sampler, quality=args.quality,
+                      recon_num=args.recon_num, matrix_num=args.matrix_num)
     print(markdown(report))
     if args.config is not None or args.overrides:
         from raypdiff import tracking
@@ -163,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num", type=int, default=10, help="adapters to generate (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
+    g.add_argument("--quality", type=float, help=QUALITY_HELP)
     g.add_argument("--out", required=True, help="output folder: adapter_000/ ... + manifest.json")
     g.add_argument("--config", "-c", help="your config: generation refuses a generator trained for another "
                                           "model.base or LoRA layout than it names")
@@ -175,10 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--generator", required=True)
     v.add_argument("--out", required=True)
     v.add_argument("--num", type=int, default=10, help="generated samples per task (default 10)")
+    v.add_argument("--recon-num", type=int, help="zoo vectors per task sent through the autoencoder, evenly "
+                                                 "spaced over the zoo (default: --num)")
+    v.add_argument("--matrix-num", type=int, default=3, help="adapters per cell of the condition × task "
+                                                             "matrix (default 3)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--tasks", type=lambda s: [t for t in s.split(",") if t], metavar="A,B",
                    help="score only these comma-separated tasks (default: every zoo task)")
     v.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
+    v.add_argument("--quality", type=float, help=QUALITY_HELP)
     v.add_argument("--sampler", choices=["ddim", "ddpm"], help="sampler (default: the generator's)")
     _config_args(v)
     v.set_defaults(fn=cmd_evaluate)

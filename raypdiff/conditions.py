@@ -103,6 +103,24 @@ class ClipTextEncoder:
         return torch.nn.functional.normalize(e, dim=-1).numpy()
 
 
+def quality_ranks(tasks: list[str], values: np.ndarray, reference: dict[str, np.ndarray]) -> np.ndarray:
+    """Each capture's metric as its rank among its task's zoo metrics (`reference`), scaled to [0, 1] with
+    ties at their mean rank: (N,) → (N,)."""
+    out = np.ones(len(values), np.float32)
+    for i, (t, v) in enumerate(zip(tasks, values)):
+        ref = np.sort(reference[t])
+        if len(ref) > 1:
+            lo, hi = np.searchsorted(ref, v, "left"), np.searchsorted(ref, v, "right")
+            out[i] = (lo + hi - 1) / 2 / (len(ref) - 1)
+    return out
+
+
+def with_quality(cond: torch.Tensor, quality) -> torch.Tensor:
+    """(B, C) embeddings and a (B,) or scalar quality → (B, C + 1) conditions."""
+    q = torch.as_tensor(quality, dtype=cond.dtype).expand(cond.shape[0])
+    return torch.cat([cond, q[:, None]], dim=1)
+
+
 def make_encoder(cfg: ConditionConfig, base: str = "all-MiniLM-L6-v2"):
     if cfg.encoder == "minilm":
         return MiniLMEncoder(base)

@@ -187,11 +187,17 @@ class ConditionConfig:
     clip_checkpoint: Optional[str] = None  # local open_clip weights (offline); None → hub tag clip_pretrained
     clip_pretrained: str = "laion2b_s34b_b79k"
     seed: int = 0
+    # Quality conditioning: training appends each capture's metric rank within its task (0 = the task's worst
+    # capture, 1 = its best) to the condition; sampling asks for quality_target.
+    quality: bool = True
+    quality_target: float = 1.0
 
     def __post_init__(self):
         _require(self.encoder in ("minilm", "clip", "onehot"), f"condition.encoder: {self.encoder!r} is not minilm, clip or onehot")
         _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
         _require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
+        _require(0 <= self.quality_target <= 1,
+                 f"condition.quality_target: must be in [0, 1], got {self.quality_target}")
 
 
 @dataclass
@@ -201,7 +207,7 @@ class AutoencoderConfig:
     token_dim: int = 32
     input_noise: float = 0.001  # augmentation on the normalized input (paper: 0.001)
     latent_noise: float = 0.1  # and on the latent (paper: 0.1)
-    steps: int = 3000
+    steps: int = 9000  # its loss still falls at 3000; 9000 cuts the zoo's reconstruction error by ~40%
     batch_size: int = 64
     lr: float = 1e-3
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
 
 
@@ -58,39 +59,46 @@ def novelty(generated: np.ndarray, zoo: np.ndarray) -> dict:
 
 
 def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 3,
-             tasks: list[str] | None = None, guidance: float | None = None, sampler: str | None = None) -> dict:
-    """guidance / sampler: sampling settings other than the generator's own (None keeps them)."""
+             tasks: list[str] | None = None, guidance: float | None = None, sampler: str | None = None,
+             quality: float | None = None, recon_num: int | None = None) -> dict:
+    """num generated adapters per task, recon_num (default num) zoo vectors reconstructed, matrix_num per
+    condition × task cell. guidance / sampler / quality: sampling settings other than the generator's own."""
     from raypdiff.zoo import read_meta, task_arrays
 
     gen = Generator(gen_path)
     guidance = gen.cfg.diffusion.guidance if guidance is None else guidance
     sampler = sampler or gen.cfg.diffusion.sampler
+    quality = gen.resolve_quality(quality)
     meta = read_meta(gen.payload["zoo"])
     names = tasks or gen.task_names
+    recon_num = num if recon_num is None else recon_num
+    for name, n in (("--num", num), ("--recon-num", recon_num), ("--matrix-num", matrix_num)):
+        if n < 1:
+            raise ConfigError(f"{name}: must be >= 1, got {n}")
     for t in names:
         gen.spec(t)
     arrays = task_arrays(gen.payload["zoo"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"tasks": {}, "condition_matrix": {}, "novelty": {},
-                    "sampling": {"guidance": guidance, "sampler": sampler}}
+                    "sampling": {"guidance": guidance, "sampler": sampler, "quality": quality}}
     fits = {c: [s for s in names if gen.layout(s) == gen.layout(c)] for c in names}
-    total = sum(min(num, len(arrays[t]["vector"])) + num + matrix_num * len(fits[t]) for t in names)
+    total = sum(min(recon_num, len(arrays[t]["vector"])) + num + matrix_num * len(fits[t]) for t in names)
     bar = tqdm(total=total, desc="score adapters", unit="adapter")
     scorers = {t: Scorer(gen, t, meta, bar) for t in names}
     gen_seconds = []
     for t in names:
         zoo_vecs, values = arrays[t]["vector"], arrays[t]["value"]  # (N, P), (N,)
-        pick = np.linspace(0, len(zoo_vecs) - 1, min(num, len(zoo_vecs))).round().astype(int)
+        pick = np.linspace(0, len(zoo_vecs) - 1, min(recon_num, len(zoo_vecs))).round().astype(int)
         recon = scorers[t](gen.reconstruct(t, zoo_vecs[pick]))
         t0 = time.time()
-        vecs = gen.vectors(gen.conditions(t, num), t, seed, guidance, sampler)
+        vecs = gen.vectors(gen.conditions(t, num, quality), t, seed, guidance, sampler)
         gen_seconds.append((time.time() - t0) / num)
         scores = scorers[t](vecs)
         report["tasks"][t] = {
             "metric": scorers[t].spec.metric,
             "original": {"mean": float(values.mean()), "best": float(values.max())},
-            "recon": {"mean": float(np.mean(recon)), "best": float(np.max(recon))},
+            "recon": {"mean": float(np.mean(recon)), "best": float(np.max(recon)), "n": len(recon)},
             "generated": {"mean": float(np.mean(scores)), "best": float(np.max(scores)), "n": len(scores)},
         }
         report["novelty"][t] = novelty(vecs, zoo_vecs)
@@ -98,7 +106,7 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
     # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
     for c in names:  # sampled once per condition, de-normalized per scored task
-        x = gen.normalized(gen.conditions(c, matrix_num), seed + 1, guidance, sampler)
+        x = gen.normalized(gen.conditions(c, matrix_num, quality), seed + 1, guidance, sampler)
         report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
                                           for s in fits[c]}
     bar.close()
@@ -114,7 +122,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
 
 def markdown(report: dict) -> str:
     sampling = report["sampling"]
-    lines = [f"Sampling: {sampling['sampler'].upper()}, guidance {sampling['guidance']:g}.", "",
+    quality = "" if sampling.get("quality") is None else f", quality {sampling['quality']:g}"
+    lines = [f"Sampling: {sampling['sampler'].upper()}, guidance {sampling['guidance']:g}{quality}.", "",
              "| task | metric | original mean | original best | recon mean | recon best | generated mean | "
              "generated best | n |", "|---|---|---|---|---|---|---|---|---|"]
     for t, r in report["tasks"].items():

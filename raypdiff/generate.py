@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from raypdiff.conditions import with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import sample
 from raypdiff.normalize import Normalizer
@@ -31,6 +32,7 @@ class Generator:
             raise ConfigError(f"{p}: not a raypdiff generator checkpoint ({type(e).__name__})") from None
         if not isinstance(g, dict) or "denoiser_ema" not in g:
             raise ConfigError(f"{p}: not a raypdiff generator checkpoint")
+        g["config"]["condition"].setdefault("quality", False)  # generators saved before quality conditioning
         self.path, self.payload = p, g
         self.cfg = Config.from_dict(g["config"])
         self.task_names: list[str] = g["task_names"]
@@ -64,10 +66,28 @@ class Generator:
         if want != self.payload["lora"]:
             raise ConfigError(f"this generator was trained for LoRA {self.payload['lora']}, not {want}")
 
-    def conditions(self, task: str, num: int) -> torch.Tensor:
-        """(num, C): the cached example draws of a known task, cycled."""
+    def conditions(self, task: str, num: int, quality: Optional[float] = None) -> torch.Tensor:
+        """(num, C'): the cached example draws of a known task, cycled, as denoiser conditions."""
         bank = self.bank[task]
-        return torch.from_numpy(bank[np.arange(num) % len(bank)])
+        return self.condition(torch.from_numpy(bank[np.arange(num) % len(bank)]), quality)
+
+    def condition(self, emb: torch.Tensor, quality: Optional[float] = None) -> torch.Tensor:
+        """(B, C) embeddings → (B, C') conditions, with the quality asked for appended when the generator
+        conditions on quality."""
+        q = self.resolve_quality(quality)
+        return emb if q is None else with_quality(emb, q)
+
+    def resolve_quality(self, quality: Optional[float]) -> Optional[float]:
+        """The quality a sample asks for: None without quality conditioning, else `quality` (None:
+        condition.quality_target), checked."""
+        if not self.cfg.condition.quality:
+            if quality is not None:
+                raise ConfigError("--quality: this generator was trained without quality conditioning")
+            return None
+        quality = self.cfg.condition.quality_target if quality is None else quality
+        if not 0 <= quality <= 1:
+            raise ConfigError(f"--quality: must be in [0, 1] (a metric rank within the task), got {quality}")
+        return quality
 
     @torch.no_grad()
     def normalized(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float] = None,
@@ -95,7 +115,7 @@ class Generator:
         return self.normalizer.invert(task, self.ae.decode(self.ae.encode(pad)).numpy()[:, :x.shape[1]])
 
     def free_condition(self, description: str, examples: list[dict], label_names: Optional[list[str]],
-                       num: int) -> tuple[torch.Tensor, str, TaskSpec]:
+                       num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
         the same label count whose condition embeddings are closest."""
         from raypdiff.conditions import condition_text, make_encoder, parse_examples
@@ -113,7 +133,8 @@ class Generator:
             raise ConfigError(f"no task in this generator has {spec.num_labels} labels "
                               f"(label counts: {sorted({self.tasks[t]['num_labels'] for t in self.task_names})})")
         nearest = max(fits, key=lambda t: float(self.bank[t].mean(0) @ emb))
-        return torch.from_numpy(np.repeat(emb[None].astype(np.float32), num, 0)), nearest, spec
+        cond = torch.from_numpy(np.repeat(emb[None].astype(np.float32), num, 0))  # (num, C)
+        return self.condition(cond, quality), nearest, spec
 
 
 def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, out_dir: Path,
@@ -139,7 +160,7 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
 def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,
              description: Optional[str] = None, examples_file: Optional[str] = None,
              label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
-             expect: Optional[Config] = None) -> dict:
+             quality: Optional[float] = None, expect: Optional[Config] = None) -> dict:
     """`raypdiff generate`: num adapters for a zoo task, or for a free description + examples file.
     `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
     gen = Generator(gen_path)
@@ -149,16 +170,18 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
     t0 = time.time()
     if task is not None:
         gen.spec(task)
-        cond, stats_task, extra = gen.conditions(task, num), task, {"task": task}
+        cond, stats_task, extra = gen.conditions(task, num, quality), task, {"task": task}
     else:
         examples = _read_examples(examples_file) if examples_file else []
-        cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num)
+        cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num, quality)
         extra = {"description": description, "label_names": label_names, "nearest_task": stats_task,
                  "examples": len(examples)}
     vectors = gen.vectors(cond, stats_task, seed, guidance)
     sample_s = time.time() - t0
-    folders = write_adapters(gen, stats_task, vectors, out, {**extra, "seed": seed, "num": num,
-                                                             "guidance": guidance or gen.cfg.diffusion.guidance})
+    sampling = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance}
+    if gen.cfg.condition.quality:
+        sampling["quality"] = gen.resolve_quality(quality)
+    folders = write_adapters(gen, stats_task, vectors, out, {**extra, **sampling})
     return {"adapters": folders, "sample_seconds": sample_s, "manifest": str(out / "manifest.json")}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from raypdiff.autoencoder import ParamAutoencoder, ae_loss
+from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.denoiser import Denoiser
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
@@ -31,10 +32,11 @@ class TrainData:
     task_idx: torch.Tensor  # (N,) index into task_names
     task_names: list[str]
     bank: torch.Tensor  # (T, S, C) condition embeddings: S example draws per task
+    quality: Optional[torch.Tensor] = None  # (N,) metric rank within the task, when conditioning on quality
 
 
 def rows_to_data(tasks: list[str], vectors: list[np.ndarray], normalizer: Normalizer, task_names: list[str],
-                 num_params: int, bank: dict[str, np.ndarray]) -> TrainData:
+                 num_params: int, bank: dict[str, np.ndarray], quality: Optional[np.ndarray] = None) -> TrainData:
     n = len(vectors)
     x, mask = np.zeros((n, num_params), np.float32), np.zeros((n, num_params), np.float32)
     for i, (t, v) in enumerate(zip(tasks, vectors)):
@@ -42,7 +44,8 @@ def rows_to_data(tasks: list[str], vectors: list[np.ndarray], normalizer: Normal
         mask[i, :len(v)] = 1
     idx = torch.as_tensor([task_names.index(t) for t in tasks])
     return TrainData(torch.from_numpy(x), torch.from_numpy(mask), idx, task_names,
-                     torch.from_numpy(np.stack([bank[t] for t in task_names])))
+                     torch.from_numpy(np.stack([bank[t] for t in task_names])),
+                     None if quality is None else torch.as_tensor(quality, dtype=torch.float32))
 
 
 def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
@@ -122,6 +125,8 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         idx = torch.randint(0, n, (cfg.diffusion.batch_size,), generator=gen)
         draw = torch.randint(0, data.bank.shape[1], (len(idx),), generator=gen)
         cond = data.bank[data.task_idx[idx], draw]  # (B, C): a different example set per sample
+        if data.quality is not None:
+            cond = with_quality(cond, data.quality[idx])  # (B, C + 1)
         step += 1
         loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
         _optimize(den_opt, loss, "diffusion", step, cfg.diffusion.steps, history, after)
@@ -131,8 +136,10 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
 
 # ---- the generator checkpoint ----
 
-def build_networks(cfg: Config, num_params: int, cond_dim: int) -> tuple[ParamAutoencoder, Denoiser]:
+def build_networks(cfg: Config, num_params: int, embed_dim: int) -> tuple[ParamAutoencoder, Denoiser]:
+    """embed_dim: the condition encoder's width (C); quality conditioning adds one input."""
     torch.manual_seed(cfg.trainer.seed)
+    cond_dim = embed_dim + int(cfg.condition.quality)
     return ParamAutoencoder(cfg.autoencoder, num_params), Denoiser(cfg.diffusion, cfg.autoencoder.latent, cond_dim)
 
 
@@ -158,7 +165,8 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
 
     meta = read_meta(zoo_dir)
     names = list(meta["tasks"])
-    vectors = {t: a["vector"] for t, a in task_arrays(zoo_dir).items()}
+    arrays = task_arrays(zoo_dir)
+    vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
     specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
     bank = condition_bank(cfg.condition, specs, {s.name: load_split(s, "train") for s in specs})
@@ -167,7 +175,8 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
             "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
             "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
-            "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint}
+            "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint,
+            "task_values": {t: a["value"] for t, a in arrays.items()}}
 
 
 # ---- Ray Train ----
@@ -196,11 +205,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
     ctx = ray.train.get_context()
     rows = list(ray.train.get_dataset_shard("zoo").iter_rows())
-    data = rows_to_data([r["task"] for r in rows], [r["vector"] for r in rows],
-                        Normalizer.from_state(prep["normalizer"]), prep["task_names"], prep["num_params"],
-                        prep["bank"])
-    cond_dim = data.bank.shape[-1]
-    ae, den = build_networks(cfg, prep["num_params"], cond_dim)
+    tasks = [r["task"] for r in rows]
+    quality = (quality_ranks(tasks, np.array([r["value"] for r in rows]), prep["task_values"])
+               if cfg.condition.quality else None)
+    data = rows_to_data(tasks, [r["vector"] for r in rows], Normalizer.from_state(prep["normalizer"]),
+                        prep["task_names"], prep["num_params"], prep["bank"], quality)
+    ae, den = build_networks(cfg, prep["num_params"], data.bank.shape[-1])
     ae = ray.train.torch.prepare_model(ae, parallel_strategy_kwargs={"find_unused_parameters": True})
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
     state = None
@@ -249,7 +259,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=str(out / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "vector"])},
+        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "value", "vector"])},
     )
     result = trainer.fit()
     if result.error:

@@ -106,6 +106,7 @@ def test_generate_task_writes_loadable_adapters(built, task, tmp_path):
                      "--out", str(out)]) == 0
     manifest = check_adapters(out, 2, TASKS[task])
     assert manifest["task"] == task and manifest["layout_task"] == task and manifest["num"] == 2
+    assert manifest["quality"] == 1.0  # asks for the top of the zoo by default
     assert manifest["base_model"]["base"] == "all-MiniLM-L6-v2"
     # the folders hold exactly the sampled vectors (same seed, same default guidance)
     g = Generator(built["gen"])
@@ -141,18 +142,21 @@ def test_evaluate_writes_report(built, tmp_path):
     md = (out / "report.md").read_text()
     assert all(t in md for t in TASKS)
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim"}  # the generator's own (config defaults)
+    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim", "quality": 1.0}  # the generator's own
 
 
 def test_evaluate_sampling_overrides(built, tmp_path):
-    """--guidance / --sampler replace the generator's sampling settings and the report says so; --tasks limits it."""
+    """--guidance / --sampler / --quality replace the generator's sampling settings and the report says so;
+    --tasks limits it, --recon-num sets the reconstructions apart from --num."""
     out = tmp_path / "report"
     args = ["evaluate", "--generator", str(built["gen"]), "--out", str(out), "--num", "2", "--tasks", "SST-2"]
-    assert cli.main([*args, "--guidance", "0", "--sampler", "ddpm"]) == 0
+    assert cli.main([*args, "--guidance", "0", "--sampler", "ddpm", "--quality", "0.5", "--recon-num", "1",
+                     "--matrix-num", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm"}
+    assert report["tasks"]["SST-2"]["recon"]["n"] == 1 and report["tasks"]["SST-2"]["generated"]["n"] == 2
+    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm", "quality": 0.5}
     assert set(report["tasks"]) == set(report["condition_matrix"]) == {"SST-2"}
-    assert "Sampling: DDPM, guidance 0." in (out / "report.md").read_text()
+    assert "Sampling: DDPM, guidance 0, quality 0.5." in (out / "report.md").read_text()
 
 
 # ---- bad input: exit 2 and exactly one `raypdiff: error:` line ----
@@ -208,6 +212,8 @@ BAD = [
     ("good", ["--description", "Sentiment.", "--label-names", "neg,pos", "--examples", "@missing"], "--examples"),
     ("good", ["--description", "Three-way.", "--label-names", "a,b,c"], "3 labels"),
     ("good", [], "either --task"),
+    ("good", ["--task", "SST-2", "--quality", "1.5"], "--quality: must be in [0, 1]"),
+    ("good", ["--task", "SST-2", "--quality", "-1"], "--quality: must be in [0, 1]"),
     ("good", ["--task", "SST-2", "--description", "x"], "either --task"),
     ("missing", ["--task", "SST-2"], "not found"),
     ("empty-dir", ["--task", "SST-2"], "not found"),
@@ -245,6 +251,18 @@ def test_generate_bad_input(built, tmp_path, capsys, kind, args, match):
     assert len(err) == 1 and err[0].startswith("raypdiff: error: "), err
     assert match in err[0], err[0]
     assert not out.exists(), "an adapter folder was written for a refused request"
+
+
+@pytest.mark.parametrize("args,match", [(["--num", "0"], "--num: must be >= 1"),
+                                        (["--recon-num", "0"], "--recon-num: must be >= 1"),
+                                        (["--matrix-num", "-1"], "--matrix-num: must be >= 1"),
+                                        (["--quality", "2"], "--quality: must be in [0, 1]"),
+                                        (["--tasks", "CoLA"], "unknown task 'CoLA'")])
+def test_evaluate_bad_counts(built, tmp_path, capsys, args, match):
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--generator", str(built["gen"]), "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raypdiff: error: ") and match in err[0], err
 
 
 @pytest.mark.parametrize("kind", ["missing", "text-file"])

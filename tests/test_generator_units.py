@@ -427,10 +427,11 @@ P_A, P_B, COND = 20, 12, 5
 LAYOUTS = {"a": [["base_model.w_a", [4, 5]]], "b": [["base_model.w_b", [3, 4]]]}
 
 
-def tiny_cfg(ae_steps: int = 6, diff_steps: int = 6) -> Config:
+def tiny_cfg(ae_steps: int = 6, diff_steps: int = 6, quality: bool = True) -> Config:
     return Config.from_dict({
         "tasks": ["SST-2", "STS-B"],
         "normalize": {"mode": "task"},
+        "condition": {"quality": quality},
         "autoencoder": {"latent": 4, "chunk": 8, "token_dim": 4, "steps": ae_steps, "batch_size": 4},
         "diffusion": {"hidden": 16, "depth": 1, "timesteps": 20, "steps": diff_steps, "batch_size": 4,
                       "sample_steps": 4},
@@ -438,8 +439,9 @@ def tiny_cfg(ae_steps: int = 6, diff_steps: int = 6) -> Config:
     })
 
 
-def tiny_data():
+def tiny_data(quality: bool = True):
     """Two tasks of different lengths → (raw vectors, normalizer, TrainData, bank)."""
+    from raypdiff.conditions import quality_ranks
     from raypdiff.train import rows_to_data
 
     raw = raw_vectors({"a": (4, P_A), "b": (3, P_B)}, seed=5)
@@ -447,7 +449,9 @@ def tiny_data():
     bank = {t: rng(i).normal(size=(3, COND)).astype(np.float32) for i, t in enumerate(("a", "b"))}
     tasks = ["a"] * 4 + ["b"] * 3
     vectors = list(raw["a"]) + list(raw["b"])
-    data = rows_to_data(tasks, vectors, norm, ["a", "b"], P_A, bank)
+    values = rng(9).uniform(size=7)
+    ranks = quality_ranks(tasks, values, {"a": values[:4], "b": values[4:]}) if quality else None
+    data = rows_to_data(tasks, vectors, norm, ["a", "b"], P_A, bank, ranks)
     return raw, norm, data, bank
 
 
@@ -459,6 +463,8 @@ def test_rows_to_data_pads_and_masks():
     np.testing.assert_allclose(data.x[4:, :P_B].numpy(), norm.apply("b", raw["b"]), rtol=1e-6)
     assert data.task_idx.tolist() == [0, 0, 0, 0, 1, 1, 1]
     assert data.bank.shape == (2, 3, COND)
+    np.testing.assert_allclose(sorted(data.quality[:4]), [0, 1 / 3, 2 / 3, 1], rtol=1e-6)  # ranks within a
+    np.testing.assert_allclose(sorted(data.quality[4:]), [0, 0.5, 1], rtol=1e-6)  # and within b
 
 
 def frozen(state: dict) -> dict:
@@ -469,11 +475,14 @@ def frozen(state: dict) -> dict:
     return torch.load(buf, weights_only=False)
 
 
-def run_fit(cfg, data, state=None, stop=None):
-    """fit with fresh networks; records every step and keeps snapshots at (phase, step) in `stop`."""
+def run_fit(cfg, data, state=None, stop=None, conds=None):
+    """fit with fresh networks; records every step and keeps snapshots at (phase, step) in `stop`;
+    `conds` (a list) collects the conditions the denoiser is trained on."""
     from raypdiff.train import build_networks, fit
 
     ae, den = build_networks(cfg, P_A, COND)
+    if conds is not None:
+        den.register_forward_pre_hook(lambda m, args: conds.append(args[2].detach().clone()))
     seen, snaps = [], {}
 
     def on_step(m, snapshot):
@@ -483,6 +492,20 @@ def run_fit(cfg, data, state=None, stop=None):
 
     final = fit(cfg, data, ae, den, state, on_step, seed=0)
     return final, seen, snaps
+
+
+@pytest.mark.parametrize("quality", [True, False])
+def test_fit_conditions_on_quality(quality):
+    cfg = tiny_cfg(ae_steps=2, diff_steps=3, quality=quality)
+    _, _, data, _ = tiny_data(quality)
+    conds = []
+    run_fit(cfg, data, conds=conds)
+    assert len(conds) == 3 and all(c.shape == (4, COND + quality) for c in conds)
+    rows = torch.cat(conds)
+    embeds = data.bank.flatten(0, 1)  # every (task, draw) embedding
+    assert all(any(torch.equal(r[:COND], e) for e in embeds) for r in rows)
+    if quality:  # the appended column holds the rows' within-task ranks
+        assert set(rows[:, COND].tolist()) <= set(data.quality.tolist())
 
 
 def test_fit_returns_a_complete_state():
@@ -554,8 +577,8 @@ def test_generator_load_samples_reproducibly(saved_generator, task, p):
     g1, g2 = Generator(path), Generator(path.parent)  # the file or its folder
     assert g1.task_names == ["a", "b"] and g1.layout(task).size == p
     cond = g1.conditions(task, 5)
-    assert cond.shape == (5, COND)
-    torch.testing.assert_close(cond[3], torch.from_numpy(bank[task][0]))  # the bank is cycled
+    assert cond.shape == (5, COND + 1) and (cond[:, COND] == cfg.condition.quality_target).all()
+    torch.testing.assert_close(cond[3, :COND], torch.from_numpy(bank[task][0]))  # the bank is cycled
     v1 = g1.vectors(cond, task, seed=0)
     assert v1.shape == (5, p) and np.isfinite(v1).all()
     np.testing.assert_array_equal(g2.vectors(cond, task, seed=0), v1)
@@ -570,6 +593,55 @@ def test_generator_load_samples_reproducibly(saved_generator, task, p):
         z = sample(den, cond, cfg.diffusion, torch.Generator().manual_seed(0))
         x = ae.decode(z * final["latent_stats"]["std"] + final["latent_stats"]["mean"]).numpy()[:, :p]
     np.testing.assert_allclose(v1, norm.invert(task, x), rtol=1e-5, atol=1e-6)
+
+
+def test_generator_quality_steers_sampling(saved_generator, tmp_path):
+    from raypdiff.generate import Generator
+    from raypdiff.train import save_generator
+
+    path, cfg, final, norm, bank = saved_generator
+    g = Generator(path)
+    low, high = g.conditions("a", 3, quality=0.0), g.conditions("a", 3, quality=1.0)
+    assert (low[:, COND] == 0).all() and (high[:, COND] == 1).all()
+    assert not np.allclose(g.vectors(low, "a", seed=0), g.vectors(high, "a", seed=0))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match=r"--quality: must be in \[0, 1\]"):
+            g.conditions("a", 3, quality=bad)
+    plain_cfg = tiny_cfg(ae_steps=2, diff_steps=2, quality=False)
+    _, _, data, _ = tiny_data(quality=False)
+    state, _, _ = run_fit(plain_cfg, data)
+    plain = Generator(save_generator(tmp_path / "generator.pt", plain_cfg, state, make_prep(norm, bank)))
+    assert plain.conditions("a", 3).shape == (3, COND)
+    with pytest.raises(ConfigError, match="without quality conditioning"):
+        plain.conditions("a", 3, quality=1.0)
+
+
+QUALITY_RANKS = [
+    # tasks, values, reference per task, expected ranks
+    (["a"] * 3, [0.2, 0.9, 0.5], {"a": [0.5, 0.9, 0.2]}, [0.0, 1.0, 0.5]),
+    (["a"] * 4, [0.1, 0.5, 0.5, 0.9], {"a": [0.1, 0.5, 0.5, 0.9]}, [0.0, 0.5, 0.5, 1.0]),  # ties share their mean rank
+    (["a", "b", "b"], [0.7, 0.1, 0.3], {"a": [0.7, 0.8], "b": [0.3, 0.1]}, [0.0, 0.0, 1.0]),  # ranked within the task
+    (["a"], [0.4], {"a": [0.4]}, [1.0]),  # a task with one capture
+]
+
+
+@pytest.mark.parametrize("tasks,values,reference,expected", QUALITY_RANKS, ids=["order", "ties", "per-task", "one"])
+def test_quality_ranks(tasks, values, reference, expected):
+    from raypdiff.conditions import quality_ranks
+
+    got = quality_ranks(tasks, np.asarray(values), {t: np.asarray(v) for t, v in reference.items()})
+    np.testing.assert_allclose(got, expected)
+
+
+@pytest.mark.parametrize("quality", [0.25, torch.tensor([0.0, 0.5, 1.0])])
+def test_with_quality_appends_a_column(quality):
+    from raypdiff.conditions import with_quality
+
+    cond = torch.randn(3, COND)
+    out = with_quality(cond, quality)
+    assert out.shape == (3, COND + 1)
+    torch.testing.assert_close(out[:, :COND], cond)
+    torch.testing.assert_close(out[:, COND], torch.as_tensor(quality, dtype=torch.float32).expand(3))
 
 
 def test_generator_unknown_task_and_reconstruct(saved_generator):
