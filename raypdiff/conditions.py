@@ -106,12 +106,13 @@ class ClipTextEncoder:
 def quality_ranks(tasks: list[str], values: np.ndarray, reference: dict[str, np.ndarray]) -> np.ndarray:
     """Each capture's metric as its rank among its task's zoo metrics (`reference`), scaled to [0, 1] with
     ties at their mean rank: (N,) → (N,)."""
+    tasks, values = np.asarray(tasks), np.asarray(values)
     out = np.ones(len(values), np.float32)
-    for i, (t, v) in enumerate(zip(tasks, values)):
-        ref = np.sort(reference[t])
+    for t in np.unique(tasks):
+        ref, rows = np.sort(reference[t]), tasks == t  # sorted once per task
         if len(ref) > 1:
-            lo, hi = np.searchsorted(ref, v, "left"), np.searchsorted(ref, v, "right")
-            out[i] = (lo + hi - 1) / 2 / (len(ref) - 1)
+            lo, hi = np.searchsorted(ref, values[rows], "left"), np.searchsorted(ref, values[rows], "right")
+            out[rows] = (lo + hi - 1) / 2 / (len(ref) - 1)
     return out
 
 
