@@ -18,7 +18,7 @@ import psutil
 RESULTS = Path(__file__).parent / "results"
 # Four (task, seed) jobs of equal size, so 2 workers split the work evenly.
 SMALL = ["tasks=[SST-2]", "capture.seeds=[0,1,2,3]", "train.steps=60", "train.per_task={}", "capture.num=20",
-         "eval.max_examples=128", "model.max_length=64", "tracking.enabled=false"]
+         "eval.val_examples=128", "eval.test_examples=128", "model.max_length=64", "tracking.enabled=false"]
 
 
 def tree_rss_mb(proc: psutil.Process) -> float:

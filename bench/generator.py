@@ -1,14 +1,17 @@
-"""Train the generator on a collected zoo, evaluate it, and time generation against fine-tuning.
-Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise).
+"""Train the generator on a collected zoo, evaluate it on held-out test rows, and time generation against
+fine-tuning fairly. Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise).
 
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
-    python bench/generator.py --name generator_tasknorm ... normalize.mode=task      # an ablation beside it
     python bench/generator.py --generator runs/generator/generator.pt --name generator_g1 diffusion.guidance=1
         # re-evaluate a trained generator: the sampling settings diffusion.guidance / diffusion.sampler /
         # condition.quality_target apply
 
-finetune_seconds_per_adapter: median over tasks of (seconds per fine-tuning step, measured over
---ft-steps steps here) × the steps that task's zoo adapters were trained for.
+Speed, at one thread count for both sides (--threads), tokenization counted on both: generate_s is one adapter
+from a fresh condition text (description + k train examples, encoded, sampled, decoded); finetune_s is one whole
+fine-tuning run of --ft-task with its zoo schedule (its train split tokenized inside). amortized_s = the zoo's
+collection wall time + generator training; break_even_adapters = amortized_s / (finetune_s - generate_s).
+to_zoo_best: generate --num adapters for --ft-task, score them on val, pick the best; its test score beside the
+zoo's best-by-val.
 """
 import argparse
 import json
@@ -17,8 +20,11 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from raypdiff.config import load_config
-from raypdiff.evaluate import evaluate, markdown
+from raypdiff.evaluate import evaluate, load_splits, markdown
 from raypdiff.generate import Generator
 from raypdiff.train import train_generator
 from raypdiff.zoo import read_meta
@@ -26,41 +32,58 @@ from raypdiff.zoo import read_meta
 RESULTS = Path(__file__).parent / "results"
 
 
-def time_generation(gen_path: str, task: str, sampling: dict, repeats: int = 5) -> float:
-    gen = Generator(gen_path)
-    quality, guidance, sampler = sampling.get("quality"), sampling["guidance"], sampling["sampler"]
-    gen.vectors(gen.conditions(task, 1, quality), task, 0, guidance, sampler)  # warm-up: first-call allocations
-    times = []
-    for i in range(repeats):
+def time_generation(gen: Generator, task: str, train_split, sampling: dict, repeats: int = 5) -> float:
+    """Median seconds for one adapter from a new condition text (encode + sample + decode + de-normalize)."""
+    from raypdiff.conditions import condition_text, draw_examples, make_encoder
+
+    encoder = make_encoder(gen.cfg.condition, gen.payload["base_model"]["base"])
+    spec, rng, times = gen.spec(task), np.random.default_rng(0), []
+    for i in range(repeats + 1):  # the first is a warm-up: first-call allocations
         t0 = time.perf_counter()
-        gen.vectors(gen.conditions(task, 1, quality), task, i + 1, guidance, sampler)
+        text = condition_text(spec, draw_examples(train_split, gen.cfg.condition.k, rng))
+        cond = gen.condition(torch.from_numpy(encoder.encode([text])), sampling.get("quality"))
+        gen.vectors(cond, task, i, sampling["guidance"], sampling["sampler"])
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
-def time_finetune(zoo_dir: str, steps: int) -> float:
-    """Median over the zoo's tasks of per-step time × that task's training steps."""
+def time_finetune(meta: dict, task: str, train_split) -> tuple[float, int]:
+    """Seconds for one whole fine-tuning run of `task` with the zoo's schedule (tokenization included), and its
+    steps."""
     from raypdiff import lora
     from raypdiff.config import Config
-    from raypdiff.tasks import TaskSpec, load_split
+    from raypdiff.tasks import TaskSpec
 
-    meta = read_meta(zoo_dir)
-    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"], "train": meta["train"]})
-    lora.set_threads(1)
+    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"], "train": meta["train"],
+                            "capture": meta["capture"]})
     tok = lora.load_tokenizer(cfg.model)
-    per_adapter = []
-    for task, info in meta["tasks"].items():
-        spec = TaskSpec(**info["spec"])
-        model = lora.build(cfg.model, cfg.lora, spec)
-        train = load_split(spec, "train")
-        schedule = cfg.train.for_task(task)
-        t0 = time.perf_counter()
-        lora.finetune(model, tok, train, schedule, steps, cfg.model.max_length, 0, cfg.model.dtype, set(),
-                      lambda s, v: None)
-        per_step = (time.perf_counter() - t0) / steps
-        per_adapter.append(per_step * schedule.steps)
-        print(f"fine-tune {task}: {per_step:.2f} s/step x {schedule.steps} steps", flush=True)
-    return statistics.median(per_adapter)
+    model = lora.build(cfg.model, cfg.lora, TaskSpec(**meta["tasks"][task]["spec"]), 0, meta["tasks"][task]["label_mean"])
+    schedule = cfg.train.for_task(task)
+    t0 = time.perf_counter()
+    lora.finetune(model, tok, train_split, schedule, schedule.steps, cfg.model.max_length, 0, cfg.model.dtype, set(),
+                  lambda s, v: None)
+    return time.perf_counter() - t0, schedule.steps
+
+
+def to_zoo_best(gen: Generator, meta: dict, data, task: str, num: int, report: dict, sampling: dict) -> dict:
+    """Generate num, score them on val, pick the best: seconds taken, and its test score."""
+    from raypdiff.scoring import Scorer
+    from raypdiff.tasks import score
+
+    info = meta["tasks"][task]
+    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                    {task: (info["spec"], info["layout"], {"val": data.val, "test": data.test})})
+    scorer.predict(task, "val", gen.vectors(gen.conditions(task, 1, sampling.get("quality")), task))  # warm-up
+    t0 = time.perf_counter()
+    vecs = gen.vectors(gen.conditions(task, num, sampling.get("quality")), task, 1, sampling["guidance"],
+                       sampling["sampler"])
+    val = [score(info["metric"], p, data.val.labels) for p in scorer.predict(task, "val", vecs)]
+    seconds = time.perf_counter() - t0
+    best = int(np.argmax(val))
+    test = score(info["metric"], scorer.predict(task, "test", vecs[best:best + 1])[0], data.test.labels)
+    zoo_best = report["tasks"][task]["test"]["zoo"]["best_by_val"]
+    return {"task": task, "n": num, "seconds": seconds, "val": val[best], "test": test,
+            "zoo_best_by_val_test": zoo_best, "reached": test >= zoo_best}
 
 
 def main() -> None:
@@ -68,14 +91,30 @@ def main() -> None:
     p.add_argument("--zoo", default="runs/zoo")
     p.add_argument("--data-root", required=True)
     p.add_argument("--config", help="generator settings (default: built-in defaults)")
-    p.add_argument("--num", type=int, default=10, help="generated samples per task")
-    p.add_argument("--recon-num", type=int, help="zoo vectors per task through the autoencoder (default: --num)")
-    p.add_argument("--ft-steps", type=int, default=20, help="fine-tuning steps timed per task")
+    p.add_argument("--num", type=int, default=20, help="generated samples per task")
+    p.add_argument("--recon-num", type=int, default=10, help="zoo vectors per task through the autoencoder")
+    p.add_argument("--matrix-num", type=int, default=10, help="adapters per condition × task cell")
+    p.add_argument("--ft-task", default="SST-2", help="the task fine-tuned once for the speed comparison")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both sides")
+    p.add_argument("--finetune-only", action="store_true",
+                   help="only time the fine-tuning run and write bench/results/finetune_time.json, which a later "
+                        "run with the same --ft-task and --threads reads instead of timing again (so it can run "
+                        "beside the generator's one-CPU training)")
+    p.add_argument("--zoo-seconds", type=float, help="the zoo's collection wall time (default: bench/results/zoo.json)")
     p.add_argument("--name", default="generator", help="results file name under bench/results/")
     p.add_argument("--generator", help="evaluate this trained generator.pt instead of training one (its "
                                        "train_summary.json gives the training time)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    timed = RESULTS / "finetune_time.json"
+    if args.finetune_only:
+        meta = read_meta(args.zoo)
+        seconds, steps = time_finetune(meta, args.ft_task, load_splits(meta, [args.ft_task])[args.ft_task].train)
+        timed.write_text(json.dumps({"task": args.ft_task, "threads": args.threads, "steps": steps,
+                                     "seconds": seconds, "zoo": str(Path(args.zoo).resolve())}, indent=1))
+        print(timed.read_text())
+        return
     cfg = load_config(args.config, [f"data.root={args.data_root}", f"collect.output_dir={args.zoo}",
                                     *args.overrides])
     if args.generator:
@@ -86,19 +125,39 @@ def main() -> None:
     report_dir = Path(cfg.trainer.output_dir) / f"report_{args.name}"
     asked_quality = any(o.startswith("condition.quality_target=") for o in args.overrides)
     report = evaluate(trained["generator"], str(report_dir), num=args.num, recon_num=args.recon_num,
-                      guidance=cfg.diffusion.guidance, sampler=cfg.diffusion.sampler,
+                      matrix_num=args.matrix_num, guidance=cfg.diffusion.guidance, sampler=cfg.diffusion.sampler,
                       quality=cfg.condition.quality_target if asked_quality else None)
-    gen_s = time_generation(trained["generator"], next(iter(report["tasks"])), report["sampling"])
-    ft_s = time_finetune(args.zoo, args.ft_steps)
-    result = {**report, "train_seconds": trained["train_seconds"], "generate_seconds_per_adapter": gen_s,
-              "finetune_seconds_per_adapter": ft_s, "speedup": ft_s / gen_s, "overrides": args.overrides}
+
+    torch.set_num_threads(args.threads)  # Ray and evaluation may have changed it
+    meta = read_meta(args.zoo)
+    data = load_splits(meta, [args.ft_task])[args.ft_task]
+    gen = Generator(trained["generator"])
+    gen_s = time_generation(gen, args.ft_task, data.train, report["sampling"])
+    best = to_zoo_best(gen, meta, data, args.ft_task, args.num, report, report["sampling"])
+    print(f"generate: {gen_s:.3f} s per adapter; to the zoo's best-by-val: {best}", flush=True)
+    earlier = json.loads(timed.read_text()) if timed.exists() else {}
+    if (earlier.get("task"), earlier.get("threads"), earlier.get("zoo")) == (args.ft_task, args.threads,
+                                                                             str(Path(args.zoo).resolve())):
+        ft_s, ft_steps = earlier["seconds"], earlier["steps"]
+    else:
+        ft_s, ft_steps = time_finetune(meta, args.ft_task, data.train)
+    zoo_s = args.zoo_seconds or json.loads((RESULTS / "zoo.json").read_text())["wall_seconds"]
+    amortized = zoo_s + trained["train_seconds"]
+    speed = {"threads": args.threads, "task": args.ft_task, "generate_s": gen_s, "finetune_s": ft_s,
+             "finetune_steps": ft_steps, "speedup": ft_s / gen_s, "zoo_s": zoo_s, "train_s": trained["train_seconds"], "amortized_s": amortized,
+             "break_even_adapters": amortized / (ft_s - gen_s), "to_zoo_best": best}
+    result = {**report, "speed": speed, "overrides": args.overrides}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     shutil.copy(report_dir / "report.png", RESULTS / f"{args.name}.png")
-    md = [f"# Generator vs zoo ({' '.join(args.overrides) or 'defaults'})", "", markdown(report),
-          f"Train (AE + diffusion, Ray Train): {trained['train_seconds']:.0f} s. Generate one adapter (sampling + "
-          f"decode, generator loaded): {gen_s:.3f} s. Fine-tune one adapter: {ft_s:.0f} s. "
-          f"Speed-up: {ft_s / gen_s:.0f}x.", "", f"![]({args.name}.png)"]
+    md = [f"# Generator vs zoo on held-out test rows ({' '.join(args.overrides) or 'defaults'})", "", markdown(report),
+          f"Speed ({args.threads} threads both sides, {args.ft_task}, tokenization included on both): generate one "
+          f"adapter from a new condition text {gen_s:.3f} s; fine-tune one ({ft_steps} steps) "
+          f" {ft_s:.0f} s: {ft_s / gen_s:.0f}x. Amortized: zoo {zoo_s:.0f} s + generator training "
+          f"{trained['train_seconds']:.0f} s = {amortized:.0f} s, which generation pays back after "
+          f"{speed['break_even_adapters']:.1f} adapters. Generate {best['n']}, score on val, pick: {best['seconds']:.0f} s "
+          f"→ test {best['test']:.4f} vs the zoo's best-by-val {best['zoo_best_by_val_test']:.4f} "
+          f"({'reached' if best['reached'] else 'not reached'}).", "", f"![]({args.name}.png)"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -1,4 +1,4 @@
-"""Tabulate zoo runs made while choosing the defaults (one row per task and run: LoRA, schedule, dev metric of
+"""Tabulate zoo runs made while choosing the defaults (one row per task and run: LoRA, schedule, val metric of
 its captures) into bench/results/zoo_probes.{json,md}. Each run is a `raypdiff collect` output folder.
 
     python bench/zoo_probes.py runs/zoo runs/probe_s4 runs/probe_s5 ...
@@ -20,7 +20,7 @@ def rows(zoo_dir: str) -> list[dict]:
         t = cfg.train.for_task(task)
         out.append({"zoo": zoo_dir, "task": task, "lora_r": cfg.lora.r, "targets": cfg.lora.target_modules,
                     "steps": t.steps, "lr": t.lr, "head_lr": t.head_lr or t.lr, "captures": s["n"],
-                    "dev_rows": cfg.eval.max_examples, **{k: s[k] for k in ("metric", "mean", "best", "worst")}})
+                    "val_rows": cfg.eval.val_examples, **{k: s[k] for k in ("metric", "mean", "best", "worst")}})
     return out
 
 
@@ -35,11 +35,11 @@ def main() -> None:
     md = ["# Zoo settings tried (mean / best / worst of each run's captured checkpoints)", "",
           "A row is reproduced by `raypdiff collect -c configs/zoo.yaml data.root=... 'tasks=[T]'` with the row's "
           "settings as overrides (`lora.r`, `lora.target_modules`, `train.per_task.T.{steps,lr,head_lr}`, "
-          "`capture.num`, `capture.stride=20` for 10 captures, `eval.max_examples`).", "",
-          "| task | zoo | r | targets | steps | lr | head lr | captures | dev rows | metric | mean | best | worst |",
+          "`capture.num`, `capture.stride`, `eval.val_examples`; runs before the held-out protocol used `eval.max_examples` dev rows).", "",
+          "| task | zoo | r | targets | steps | lr | head lr | captures | val rows | metric (val) | mean | best | worst |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['task']} | {r['zoo']} | {r['lora_r']} | {','.join(r['targets'])} | {r['steps']} | {r['lr']:g} | "
-           f"{r['head_lr']:g} | {r['captures']} | {r['dev_rows']} | {r['metric']} | {r['mean']:.4f} | "
+           f"{r['head_lr']:g} | {r['captures']} | {r['val_rows']} | {r['metric']} | {r['mean']:.4f} | "
            f"{r['best']:.4f} | {r['worst']:.4f} |" for r in table]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -85,14 +85,16 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate(args.generator, args.out, num=args.num, seed=args.seed, tasks=args.tasks,
                       guidance=args.guidance, sampler=args.sampler, quality=args.quality,
-                      recon_num=args.recon_num, matrix_num=args.matrix_num)
+                      recon_num=args.recon_num, matrix_num=args.matrix_num, workers=args.workers,
+                      bootstrap=args.bootstrap, subset_rows=args.subset_rows)
     print(markdown(report))
     if args.config is not None or args.overrides:
         from raypdiff import tracking
+        from raypdiff.evaluate import flat_metrics
 
         cfg = load_config(args.config, args.overrides)
         if cfg.tracking.enabled:
-            tracking.log_evaluation(cfg, Path(args.out), report)
+            tracking.log_evaluation(cfg, Path(args.out), flat_metrics(report))
     return 0
 
 
@@ -107,10 +109,12 @@ def cmd_pipeline(args) -> int:
 
 
 def format_summary(summary: dict) -> str:
-    lines = ["| task | metric | n | mean | best | worst | majority |", "|---|---|---|---|---|---|---|"]
+    lines = ["| task | metric | n | val mean | val best | val worst | test n | test mean | test best-by-val | "
+             "test last | test majority |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary["tasks"].items():
-        lines.append(f"| {name} | {s['metric']} | {s['n']} | {s['mean']:.4f} | {s['best']:.4f} | "
-                     f"{s['worst']:.4f} | {s['majority']:.4f} |")
+        lines.append(f"| {name} | {s['metric']} | {s['n']} | {s['mean']:.4f} | {s['best']:.4f} | {s['worst']:.4f} | "
+                     f"{s['test_n']} | {s['test_mean']:.4f} | {s['test_best_by_val']:.4f} | {s['test_last']:.4f} | "
+                     f"{s['majority']:.4f} |")
     return "\n".join(lines)
 
 
@@ -122,16 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     c = sub.add_parser("collect", help="fine-tune LoRA on each task with Ray Tasks and build the checkpoint zoo",
-                       description="Fine-tune LoRA adapters on every (task, seed) in parallel Ray Tasks, capture "
-                                   "the last capture.num checkpoints of each run, score each on the task's fixed "
-                                   "dev subset and write them to a Parquet zoo (collect.output_dir). Re-running "
-                                   "resumes: only missing (task, seed) shards are collected.")
+                       description="Fine-tune LoRA adapters on every (task, seed) in parallel Ray Tasks on the task's "
+                                   "train split, capture the last capture.num checkpoints of each run, score each on "
+                                   "the val split (and a stated sample, eval.test_every, on the test split) and write "
+                                   "them to a Parquet zoo (collect.output_dir). Re-running resumes: only missing "
+                                   "(task, seed) shards are collected, and damaged shards are set aside and "
+                                   "collected again.")
     _config_args(c)
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     c.set_defaults(fn=cmd_collect)
 
-    z = sub.add_parser("zoo", help="summarize a zoo: per-task mean/best/worst dev metric",
-                       description="Print per-task metric summaries of a collected zoo.")
+    z = sub.add_parser("zoo", help="summarize a zoo: per-task val and test metrics",
+                       description="Print per-task metric summaries of a collected zoo: val mean / best / worst over "
+                                   "every capture; on test, the mean of the captures scored there, the best-by-val "
+                                   "capture, the last capture and the train-majority class.")
     z.add_argument("zoo", help="zoo folder (collect.output_dir)")
     z.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     z.set_defaults(fn=cmd_zoo)
@@ -174,16 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of --config")
     g.set_defaults(fn=cmd_generate)
 
-    v = sub.add_parser("evaluate", help="original vs reconstructed vs generated, novelty, condition matrix",
-                       description="Score zoo, autoencoder-reconstructed and generated adapters on each task's fixed "
-                                   "dev subset; writes report.json/.md/.png to --out.")
+    v = sub.add_parser("evaluate", help="held-out report: zoo vs reconstructed vs generated vs baselines, on test",
+                       description="Score generated and autoencoder-reconstructed adapters on each task's val rows "
+                                   "(for best-by-val picks) and test rows (for every reported figure), beside the "
+                                   "zoo, its weight average, the majority class and the base model with its initial "
+                                   "head, with 95%% bootstrap intervals over test rows; novelty in parameters and in "
+                                   "behaviour; the condition × task matrix. Scoring runs on a pool of Ray actors. "
+                                   "Writes report.json/.md/.png to --out.")
     v.add_argument("--generator", required=True)
     v.add_argument("--out", required=True)
     v.add_argument("--num", type=int, default=10, help="generated samples per task (default 10)")
     v.add_argument("--recon-num", type=int, help="zoo vectors per task sent through the autoencoder, evenly "
                                                  "spaced over the zoo (default: --num)")
-    v.add_argument("--matrix-num", type=int, default=3, help="adapters per cell of the condition × task "
-                                                             "matrix (default 3)")
+    v.add_argument("--matrix-num", type=int, default=10, help="adapters per cell of the condition × task "
+                                                              "matrix, at most --num (default 10)")
+    v.add_argument("--subset-rows", type=int, default=200, help="test rows (the first ones) that the condition "
+                                                                "matrix and behavioural novelty read (default 200)")
+    v.add_argument("--workers", type=int, help="scoring actors (default: one per CPU of the Ray cluster)")
+    v.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test rows (default 1000)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--tasks", type=lambda s: [t for t in s.split(",") if t], metavar="A,B",
                    help="score only these comma-separated tasks (default: every zoo task)")

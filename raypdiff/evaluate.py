@@ -1,50 +1,42 @@
-"""Evaluation of a generator against its zoo on the zoo's fixed dev subsets: original vs AE-reconstructed vs
-generated (mean and best), a novelty guard (distance to the nearest zoo vector) and a conditioning guard
-(condition × task matrix). Writes report.json, report.md and report.png.
+"""Held-out evaluation of a generator against its zoo: everything that picks reads val, every reported figure is
+on test with a 95% bootstrap interval over test rows, beside the baselines (majority class, the zoo's weight
+average, the base model with its initial head). Writes report.json, report.md and report.png.
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
 
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
+from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
+
+TARGET_POINTS = 0.005  # the issue's targets: within half a point of the zoo
 
 
-class Scorer:
-    """Scores flat vectors on one task's dev subset with a base model built once."""
+def load_splits(meta: dict, names: list[str]) -> dict:
+    """The zoo's val / test rows of each task, checked against the rows meta.json recorded at collect time."""
+    from raypdiff.tasks import TaskSpec, load_task
 
-    def __init__(self, gen: Generator, task: str, zoo_meta: dict, bar=None):
-        from raypdiff import lora
-        from raypdiff.config import Config
-        from raypdiff.tasks import load_split
-
-        cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
-        self.spec, self.layout, self.dtype = gen.spec(task), gen.layout(task), cfg.model.dtype
-        dev = load_split(self.spec, "dev").take(zoo_meta["tasks"][task]["dev_indices"])
-        self.labels, self.bar = dev.labels, bar
-        self.model = lora.build(cfg.model, cfg.lora, self.spec)
-        self.batches = lora.eval_batches(lora.load_tokenizer(cfg.model), dev, cfg.model.max_length,
-                                         zoo_meta["eval"]["batch_size"])
-
-    def __call__(self, vectors: np.ndarray) -> list[float]:
-        from raypdiff import lora
-
-        out = []
-        for v in vectors:
-            lora.load_vector(self.model, v, self.layout)
-            out.append(lora.evaluate(self.model, self.batches, self.spec, self.labels, self.dtype))
-            if self.bar is not None:
-                self.bar.update()
-        return out
+    ev, out = meta["eval"], {}
+    for t in names:
+        info = meta["tasks"][t]
+        data = load_task(TaskSpec(**info["spec"]), ev["val_examples"], ev["test_examples"], ev["split_seed"])
+        if data.splits != info["splits"]:
+            raise ConfigError(f"task {t}: its data files changed since the zoo was collected (the val/test rows "
+                              f"differ from meta.json); collect the zoo again")
+        out[t] = data
+    return out
 
 
-def novelty(generated: np.ndarray, zoo: np.ndarray) -> dict:
-    """Nearest-zoo L2 distance and cosine of each generated vector, next to zoo nearest-neighbour distances."""
+def novelty_distances(generated: np.ndarray, zoo: np.ndarray, recon: np.ndarray, originals: np.ndarray) -> dict:
+    """Medians: generated → nearest zoo vector (L2, cosine), reconstruction → its own original and → nearest zoo
+    vector (the decoder's floor), zoo nearest-neighbour L2, and generated / zoo → the zoo's mean vector."""
     def pairwise(a, b):
         d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
         return np.sqrt(np.maximum(d2, 0))
@@ -54,65 +46,193 @@ def novelty(generated: np.ndarray, zoo: np.ndarray) -> dict:
     cos = (generated * zoo[nn_idx]).sum(1) / (np.linalg.norm(generated, axis=1) * np.linalg.norm(zoo[nn_idx], axis=1))
     dz = pairwise(zoo, zoo)
     np.fill_diagonal(dz, np.inf)
+    mean = zoo.mean(0)
     return {"gen_nearest_l2_median": float(np.median(d.min(1))), "gen_nearest_cos_median": float(np.median(cos)),
-            "zoo_neighbour_l2_median": float(np.median(dz.min(1))), "zoo_norm_median": float(np.median(np.linalg.norm(zoo, axis=1)))}
+            "recon_own_l2_median": float(np.median(np.linalg.norm(recon - originals, axis=1))),
+            "recon_nearest_l2_median": float(np.median(pairwise(recon, zoo).min(1))),
+            "zoo_neighbour_l2_median": float(np.median(dz.min(1))),
+            "gen_to_zoo_mean_l2_median": float(np.median(np.linalg.norm(generated - mean, axis=1))),
+            "zoo_to_zoo_mean_l2_median": float(np.median(np.linalg.norm(zoo - mean, axis=1))),
+            "zoo_norm_median": float(np.median(np.linalg.norm(zoo, axis=1))), "nearest": nn_idx}
 
 
-def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 3,
+def disagreement(a: np.ndarray, b: np.ndarray, regression: bool) -> float:
+    """Median over pairs of how differently two adapters predict the test rows: the share of rows whose class
+    differs, or for regression the mean absolute score difference."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    per_pair = np.abs(a - b).mean(1) if regression else (a != b).mean(1)
+    return float(np.median(per_pair))
+
+
+def zoo_pairs(arrays: dict, gap: int, limit: int = 5) -> list[tuple[int, int]]:
+    """Up to `limit` (i, j) capture pairs of one run `gap` steps apart, i scored on test at collect time."""
+    seed, step, tested = arrays["seed"], arrays["step"], arrays["test_pred"]
+    where = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(seed, step))}
+    pairs = [(i, where[int(seed[i]), int(step[i]) - gap]) for i in sorted(tested)
+             if (int(seed[i]), int(step[i]) - gap) in where]
+    return pairs[-limit:]
+
+
+class Plan:
+    """Every adapter the report scores, as (task, split, vectors) jobs for the scorer pool; results by key."""
+
+    def __init__(self):
+        self.jobs: list[tuple[str, str, np.ndarray]] = []
+        self.keys: list[tuple] = []
+
+    def add(self, key: tuple, task: str, split: str, vectors: np.ndarray) -> None:
+        if len(vectors):
+            self.keys.append(key)
+            self.jobs.append((task, split, np.asarray(vectors, np.float32)))
+
+    def run(self, pool, bar) -> dict:
+        return dict(zip(self.keys, pool.predict(self.jobs, bar)))
+
+
+def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 10,
              tasks: list[str] | None = None, guidance: float | None = None, sampler: str | None = None,
-             quality: float | None = None, recon_num: int | None = None) -> dict:
+             quality: float | None = None, recon_num: int | None = None, workers: Optional[int] = None,
+             bootstrap: int = 1000, subset_rows: int = 200) -> dict:
     """num generated adapters per task, recon_num (default num) zoo vectors reconstructed, matrix_num per
-    condition × task cell. guidance / sampler / quality: sampling settings other than the generator's own."""
-    from raypdiff.zoo import read_meta, task_arrays
+    condition × task cell. The matrix and the behavioural novelty read the first subset_rows test rows (they would
+    be most of the scoring otherwise);
+    workers: scoring actors (default: one per cluster CPU). guidance / sampler / quality: sampling settings other
+    than the generator's own."""
+    from raypdiff import lora
+    from raypdiff.config import Config
+    from raypdiff.scoring import ScorerPool
+    from raypdiff.zoo import check, task_arrays
 
     gen = Generator(gen_path)
     guidance = gen.cfg.diffusion.guidance if guidance is None else guidance
     sampler = sampler or gen.cfg.diffusion.sampler
     quality = gen.resolve_quality(quality)
-    meta = read_meta(gen.payload["zoo"])
     names = tasks or gen.task_names
     recon_num = num if recon_num is None else recon_num
-    for name, n in (("--num", num), ("--recon-num", recon_num), ("--matrix-num", matrix_num)):
+    for name, n in (("--num", num), ("--recon-num", recon_num), ("--matrix-num", matrix_num),
+                    ("--subset-rows", subset_rows), ("--bootstrap", bootstrap),
+                    ("--workers", 1 if workers is None else workers)):  # None: one per cluster CPU
         if n < 1:
             raise ConfigError(f"{name}: must be >= 1, got {n}")
     for t in names:
         gen.spec(t)
-    arrays = task_arrays(gen.payload["zoo"])
+    meta = check(gen.payload["zoo"])
+    data = load_splits(meta, names)
+    arrays = task_arrays(gen.payload["zoo"], test=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"tasks": {}, "condition_matrix": {}, "novelty": {},
-                    "sampling": {"guidance": guidance, "sampler": sampler, "quality": quality}}
+    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     fits = {c: [s for s in names if gen.layout(s) == gen.layout(c)] for c in names}
-    total = sum(min(recon_num, len(arrays[t]["vector"])) + num + matrix_num * len(fits[t]) for t in names)
-    bar = tqdm(total=total, desc="score adapters", unit="adapter")
-    scorers = {t: Scorer(gen, t, meta, bar) for t in names}
-    gen_seconds = []
+    matrix_num = min(matrix_num, num)
+
+    # Sample first (condition c's draws serve as c's generated adapters and, de-normalized with another task's
+    # statistics, as c's row of the condition matrix: a row then differs from the diagonal only through the
+    # condition), then queue every scoring job.
+    plan, kept, gen_seconds = Plan(), {}, []
     for t in names:
-        zoo_vecs, values = arrays[t]["vector"], arrays[t]["value"]  # (N, P), (N,)
-        pick = np.linspace(0, len(zoo_vecs) - 1, min(recon_num, len(zoo_vecs))).round().astype(int)
-        recon = scorers[t](gen.reconstruct(t, zoo_vecs[pick]))
-        t0 = time.time()
-        vecs = gen.vectors(gen.conditions(t, num, quality), t, seed, guidance, sampler)
-        gen_seconds.append((time.time() - t0) / num)
-        scores = scorers[t](vecs)
+        a = arrays[t]
+        t0 = time.perf_counter()
+        x = gen.normalized(gen.conditions(t, num, quality), seed, guidance, sampler)  # (num, P_max)
+        vecs = gen.denormalize(t, x)
+        gen_seconds.append((time.perf_counter() - t0) / num)
+        pick = np.linspace(0, len(a["vector"]) - 1, min(recon_num, len(a["vector"]))).round().astype(int)
+        recon = gen.reconstruct(t, a["vector"][pick])
+        dist = novelty_distances(vecs, a["vector"], recon, a["vector"][pick])
+        init = lora.build(base.model, base.lora, gen.spec(t), int(a["seed"].min()), meta["tasks"][t]["label_mean"])
+        nearest = sorted(set(dist["nearest"].tolist()) - set(a["test_pred"]))
+        pairs = {"neighbours": zoo_pairs(a, meta["capture"]["stride"]), "50_steps_apart": zoo_pairs(a, 50)}
+        untested = sorted({j for ps in pairs.values() for _, j in ps} - set(a["test_pred"]))
+        kept[t] = {"x": x, "dist": dist, "pairs": pairs}
+        for split in ("val", "test"):
+            plan.add(("gen", t, split), t, split, vecs)
+            plan.add(("recon", t, split), t, split, recon)
+        plan.add(("wa", t), t, "test", a["vector"].mean(0, keepdims=True))
+        plan.add(("init", t), t, "test", lora.flatten(init)[None])
+        plan.add(("zoo", t), t, "subset", a["vector"][nearest + untested])
+        kept[t]["zoo_rows"] = nearest + untested
+        for s in fits[t]:
+            if s != t:
+                plan.add(("matrix", t, s), s, "subset", gen.denormalize(s, x[:matrix_num]))
+    total = sum(len(v) for _, _, v in plan.jobs)
+    subset = {t: list(range(min(subset_rows, len(data[t].test)))) for t in names}
+    pool = ScorerPool(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                      {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"],
+                           {"val": data[t].val, "test": data[t].test, "subset": data[t].test.take(subset[t])})
+                       for t in names}, workers=workers)
+    try:
+        with tqdm(total=total, desc="score adapters", unit="adapter") as bar:
+            preds = plan.run(pool, bar)
+    finally:
+        pool.close()
+
+    report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
+                                   "test": len(data[t].test)} for t in names},
+                    "tasks": {}, "novelty": {}, "condition_matrix": {}, "own_condition": {},
+                    "sampling": {"guidance": guidance, "sampler": sampler, "quality": quality, "seed": seed},
+                    "bootstrap": bootstrap, "subset_rows": {t: len(r) for t, r in subset.items()}}
+    boots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels, bootstrap, seed) for t in names}
+    mboots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels[subset[t]], bootstrap, seed) for t in names}
+    for t in names:
+        a, spec, boot = arrays[t], gen.spec(t), boots[t]
+        val_labels = data[t].val.labels
+        zoo_sub = {i: p[subset[t]] for i, p in a["test_pred"].items()}  # captures' predictions on the subset
+        zoo_sub.update(zip(kept[t]["zoo_rows"], preds.get(("zoo", t), [])))
+        tested = sorted(a["test_pred"])  # the stated sample scored at collect time (every test_every-th + best)
+        zoo_preds = np.stack([a["test_pred"][i] for i in tested])
+        best = int(np.argmax(a["value"]))  # best by val over every capture; scored on test at collect time
+        last = [i for i in range(len(a["step"])) if a["step"][i] == a["step"].max()]
+        g_val = metric_rows(spec.metric, preds["gen", t, "val"], val_labels)
+        r_val = metric_rows(spec.metric, preds["recon", t, "val"], val_labels)
+        g_test, r_test = preds["gen", t, "test"], preds["recon", t, "test"]
+        g_best, r_best = g_test[int(np.argmax(g_val))], r_test[int(np.argmax(r_val))]
+        wa = preds["wa", t]
         report["tasks"][t] = {
-            "metric": scorers[t].spec.metric,
-            "original": {"mean": float(values.mean()), "best": float(values.max())},
-            "recon": {"mean": float(np.mean(recon)), "best": float(np.max(recon)), "n": len(recon)},
-            "generated": {"mean": float(np.mean(scores)), "best": float(np.max(scores)), "n": len(scores)},
+            "metric": spec.metric,
+            "test": {
+                "zoo": {**boot.mean(zoo_preds), "n": len(tested), "scores": [float(a["test_value"][i]) for i in tested],
+                        "best_by_val": boot.point(a["test_pred"][best]),
+                        "best_by_val_ci": interval(boot.draws(a["test_pred"][best])),
+                        "last": boot.point(np.stack([a["test_pred"][i] for i in last]))},
+                "weight_average": boot.point(wa), "weight_average_ci": interval(boot.draws(wa)),
+                "majority": meta["tasks"][t]["majority"],
+                "base_init": boot.point(preds["init", t]),
+                "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "n": len(r_test),
+                          "scores": metric_rows(spec.metric, r_test, boot.labels).tolist()},
+                "generated": {**boot.mean(g_test), "best_by_val": boot.point(g_best), "n": len(g_test),
+                              "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
+                "diff": {"gen_vs_zoo_mean": boot.diff(g_test, zoo_preds),
+                         "gen_vs_weight_average": boot.diff(g_test, wa),
+                         "gen_best_vs_zoo_best": boot.diff(g_best, a["test_pred"][best]),
+                         "recon_vs_zoo_mean": boot.diff(r_test, zoo_preds)},
+            },
+            "val": {"zoo_mean": float(a["value"].mean()), "zoo_best": float(a["value"].max()),
+                    "generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
+                    "recon_mean": float(r_val.mean())},
         }
-        report["novelty"][t] = novelty(vecs, zoo_vecs)
-    # Condition c's adapters scored on every task s whose layout fits. They are de-normalized with s's
-    # statistics and drawn from the same noise, so a row differs from the diagonal only through the condition
-    # (with task-wise statistics, c's own statistics alone would make c's adapters fit c).
-    for c in names:  # sampled once per condition, de-normalized per scored task
-        x = gen.normalized(gen.conditions(c, matrix_num, quality), seed + 1, guidance, sampler)
-        report["condition_matrix"][c] = {s: float(np.mean(scorers[s](gen.denormalize(s, x))))
-                                          for s in fits[c]}
-    bar.close()
-    report["own_condition_wins"] = {
-        s: max(((c, row[s]) for c, row in report["condition_matrix"].items() if s in row), key=lambda x: x[1])[0] == s
-        for s in names}
+        dist, reg = kept[t]["dist"], spec.is_regression
+        near = np.stack([zoo_sub[i] for i in dist["nearest"]])
+        report["novelty"][t] = {
+            **{k: v for k, v in dist.items() if k != "nearest"},
+            "gen_vs_nearest_zoo_disagreement": disagreement(g_test[:, subset[t]], near, reg),
+            **{f"zoo_{gap}_disagreement":
+               disagreement(np.stack([zoo_sub[i] for i, _ in ps]), np.stack([zoo_sub[j] for _, j in ps]), reg)
+               if ps else None for gap, ps in kept[t]["pairs"].items()},
+            "disagreement_unit": "mean |score difference|" if reg else "share of test rows predicted differently"}
+    own = {t: preds["gen", t, "test"][:matrix_num][:, subset[t]] for t in names}  # the diagonal
+    for c in names:
+        report["condition_matrix"][c] = {s: mboots[s].mean(own[c] if s == c else preds["matrix", c, s])
+                                         for s in fits[c]}
+    for s in names:
+        others = [c for c in names if c != s and s in fits[c]]
+        if not others:
+            report["own_condition"][s] = {"status": "no competitor"}
+            continue
+        rival = max(others, key=lambda c: report["condition_matrix"][c][s]["mean"])
+        d = mboots[s].diff(own[s], preds["matrix", rival, s])
+        report["own_condition"][s] = {"status": {"higher": "wins", "lower": "loses"}.get(verdict(d["ci"]),
+                                                                                         "no difference"),
+                                      "best_other": rival, **d}
+    report["targets"] = targets(report)
     report["generate_seconds_per_adapter"] = float(np.median(gen_seconds))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(markdown(report))
@@ -120,49 +240,129 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     return report
 
 
-def markdown(report: dict) -> str:
-    sampling = report["sampling"]
-    quality = "" if sampling.get("quality") is None else f", quality {sampling['quality']:g}"
-    lines = [f"Sampling: {sampling['sampler'].upper()}, guidance {sampling['guidance']:g}{quality}.", "",
-             "| task | metric | original mean | original best | recon mean | recon best | generated mean | "
-             "generated best | n |", "|---|---|---|---|---|---|---|---|---|"]
+def targets(report: dict) -> dict:
+    """The held-out targets per task: generated mean ≥ zoo mean − 0.5 point; generated best-by-val ≥ zoo
+    best-by-val − 0.5; generated mean not below the weight average beyond its interval."""
+    out = {}
     for t, r in report["tasks"].items():
-        lines.append(f"| {t} | {r['metric']} | {r['original']['mean']:.4f} | {r['original']['best']:.4f} | "
-                     f"{r['recon']['mean']:.4f} | {r['recon']['best']:.4f} | {r['generated']['mean']:.4f} | "
-                     f"{r['generated']['best']:.4f} | {r['generated']['n']} |")
-    lines += ["", "Novelty (per task: median L2 from each generated vector to its nearest zoo vector, its cosine, "
-              "and the median L2 between zoo neighbours):", "",
-              "| task | gen→zoo L2 | gen→zoo cos | zoo↔zoo L2 | zoo norm |", "|---|---|---|---|---|"]
+        x = r["test"]
+        out[t] = {"mean_vs_zoo": x["generated"]["mean"] >= x["zoo"]["mean"] - TARGET_POINTS,
+                  "best_vs_zoo_best": x["generated"]["best_by_val"] >= x["zoo"]["best_by_val"] - TARGET_POINTS,
+                  "not_below_weight_average": x["diff"]["gen_vs_weight_average"]["ci"][1] >= 0}
+    return out
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    """The report's test figures as MLflow metric names (task.kind.stat) → values."""
+    out = {"generate_seconds_per_adapter": report["generate_seconds_per_adapter"]}
+    for t, r in report["tasks"].items():
+        x = r["test"]
+        for kind in ("zoo", "recon", "generated"):
+            out[f"{t}.{kind}.mean"], out[f"{t}.{kind}.best_by_val"] = x[kind]["mean"], x[kind]["best_by_val"]
+        for k in ("weight_average", "majority", "base_init"):
+            out[f"{t}.{k}"] = x[k]
+        for k, d in x["diff"].items():
+            out[f"{t}.diff.{k}"] = d["value"]
+    return out
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _diff(d: dict) -> str:
+    lo, hi = (100 * c for c in d["ci"])
+    return f"{100 * d['value']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict(d['ci'])})"
+
+
+def markdown(report: dict) -> str:
+    s = report["sampling"]
+    quality = "" if s.get("quality") is None else f", quality {s['quality']:g}"
+    lines = [f"All figures on each task's TEST rows (never read by training, ranking or picking); best-by-val = the "
+             f"adapter with the best VAL score. Intervals: 95% bootstrap over test rows ({report['bootstrap']} "
+             f"resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}.", "",
+             "| task | metric | rows train/val/test | majority | base + init head | weight average | zoo mean (n) | "
+             "zoo best-by-val | zoo last | recon mean | recon best-by-val | generated mean (n) | generated best-by-val |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t, r in report["tasks"].items():
+        x, sp = r["test"], report["splits"][t]
+        z, g, rc = x["zoo"], x["generated"], x["recon"]
+        lines.append(f"| {t} | {r['metric']} | {sp['train']}/{sp['val']}/{sp['test']} | {x['majority']:.3f} | "
+                     f"{x['base_init']:.3f} | {x['weight_average']:.3f} {_ci(x['weight_average_ci'])} | "
+                     f"{z['mean']:.3f} {_ci(z['ci'])} ({z['n']}) | {z['best_by_val']:.3f} | {z['last']:.3f} | "
+                     f"{rc['mean']:.3f} | {rc['best_by_val']:.3f} | {g['mean']:.3f} {_ci(g['ci'])} ({g['n']}) | "
+                     f"{g['best_by_val']:.3f} |")
+    lines += ["", "Paired differences in points (95% interval; \"no difference\" when it spans 0):", "",
+              "| task | generated − zoo mean | generated − weight average | gen best-by-val − zoo best-by-val | "
+              "recon − zoo mean | targets met (mean, best, ≥ w.avg) |", "|---|---|---|---|---|---|"]
+    for t, r in report["tasks"].items():
+        d, tg = r["test"]["diff"], report["targets"][t]
+        marks = " ".join("✓" if tg[k] else "✗" for k in ("mean_vs_zoo", "best_vs_zoo_best", "not_below_weight_average"))
+        lines.append(f"| {t} | {_diff(d['gen_vs_zoo_mean'])} | {_diff(d['gen_vs_weight_average'])} | "
+                     f"{_diff(d['gen_best_vs_zoo_best'])} | {_diff(d['recon_vs_zoo_mean'])} | {marks} |")
+    lines += ["", "Novelty (medians). Parameters: L2 from each generated vector to its nearest zoo vector, from each "
+              "reconstruction to its original and to the nearest zoo vector (the decoder's floor), between zoo "
+              "neighbours, and to the zoo's mean vector. Behaviour: disagreement on the first test rows (as for the matrix "
+              "below; classification: share "
+              "of rows predicted differently; regression: mean |score difference|).", "",
+              "| task | gen→zoo L2 | cos | recon→own L2 | recon→zoo L2 | zoo↔zoo L2 | gen→zoo mean | zoo→zoo mean | "
+              "gen vs nearest zoo | zoo neighbours | zoo 50 steps apart |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for t, n in report["novelty"].items():
-        lines.append(f"| {t} | {n['gen_nearest_l2_median']:.4f} | {n['gen_nearest_cos_median']:.4f} | "
-                     f"{n['zoo_neighbour_l2_median']:.4f} | {n['zoo_norm_median']:.3f} |")
+        lines.append(f"| {t} | {n['gen_nearest_l2_median']:.3f} | {n['gen_nearest_cos_median']:.4f} | "
+                     f"{n['recon_own_l2_median']:.3f} | {n['recon_nearest_l2_median']:.3f} | "
+                     f"{n['zoo_neighbour_l2_median']:.3f} | {n['gen_to_zoo_mean_l2_median']:.3f} | "
+                     f"{n['zoo_to_zoo_mean_l2_median']:.3f} | {n['gen_vs_nearest_zoo_disagreement']:.3f} | "
+                     f"{fmt(n['zoo_neighbours_disagreement'])} | {fmt(n['zoo_50_steps_apart_disagreement'])} |")
     names = list(report["tasks"])
-    lines += ["", "Condition × task (rows: condition used to generate; columns: task scored, de-normalized with its "
-              "statistics; – = layouts differ):",
-              "", "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    rows = ", ".join(f"{t} {n}" for t, n in report["subset_rows"].items())
+    lines += ["", "Condition × task on the first test rows of each task (" + rows + "); rows: the condition generating; "
+              "columns: the task scored, de-normalized with its statistics; mean over the cell's adapters [95% "
+              "interval]; – = layouts differ:", "",
+              "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for c, row in report["condition_matrix"].items():
-        lines.append(f"| {c} | " + " | ".join(f"{row[s]:.3f}" if s in row else "–" for s in names) + " |")
-    lines += ["", "Own condition wins: " + ", ".join(f"{t}: {'yes' if w else 'NO'}"
-                                                   for t, w in report["own_condition_wins"].items())]
+        lines.append(f"| {c} | " + " | ".join(f"{row[s]['mean']:.3f} {_ci(row[s]['ci'])}" if s in row else "–"
+                                              for s in names) + " |")
+    lines += ["", "Own condition against the best other condition on the same task: " + "; ".join(
+        f"{t}: {o['status']}" + (f" (vs {o['best_other']}, {_diff(o)})" if "best_other" in o else "")
+        for t, o in report["own_condition"].items())]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
+    """Per task: test scores of zoo / reconstructed / generated adapters as strips (bar: their mean), with the
+    weight average, the zoo's best-by-val and the majority class as lines; the y axis zoomed to the data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(report["tasks"])
-    keys = [("original", "mean"), ("original", "best"), ("recon", "mean"), ("generated", "mean"), ("generated", "best")]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
-    for i, (a, b) in enumerate(keys):
-        ax.bar(x + (i - 2) * 0.16, [report["tasks"][t][a][b] for t in names], 0.16, label=f"{a} {b}")
-    ax.set_xticks(x, names)
-    ax.set_ylabel("dev metric")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names) + 0.5, 3.4), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, t in zip(axes[0], names):
+        x = report["tasks"][t]["test"]
+        groups = {k: np.asarray(x[k]["scores"]) for k in ("zoo", "recon", "generated")}
+        for i, (label, values) in enumerate(groups.items()):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=10, alpha=0.7, label=label)
+            ax.hlines(values.mean(), i - 0.3, i + 0.3, color="black", lw=1.5)
+        data = np.concatenate([*groups.values(), [x["weight_average"], x["zoo"]["best_by_val"]]])
+        pad = 0.15 * (data.max() - data.min()) + 1e-3
+        lo, hi = data.min() - pad, data.max() + pad
+        title = t
+        for label, v, colour in (("weight average", x["weight_average"], "tab:green"),
+                                 ("zoo best-by-val", x["zoo"]["best_by_val"], "tab:purple"),
+                                 ("majority", x["majority"], "tab:red")):
+            if lo <= v <= hi:
+                ax.axhline(v, color=colour, ls="--", lw=1, label=label)
+            else:  # zooming to the adapters matters more than showing a far-off baseline
+                title += f"\n{label} {v:.3f} (off scale)"
+        ax.set_ylim(lo, hi)
+        ax.set_xticks(range(len(groups)), list(groups), fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel(f"test {report['tasks'][t]['metric']}", fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-

@@ -9,7 +9,7 @@ from raypdiff.config import Config
 
 def run_pipeline(cfg: Config, progress: bool = True) -> dict:
     from raypdiff import tracking
-    from raypdiff.evaluate import evaluate, markdown
+    from raypdiff.evaluate import evaluate, flat_metrics, markdown
     from raypdiff.generate import generate
     from raypdiff.train import train_generator
     from raypdiff.zoo import collect
@@ -23,7 +23,7 @@ def run_pipeline(cfg: Config, progress: bool = True) -> dict:
     report_dir = out / "report"
     report = evaluate(trained["generator"], str(report_dir), num=cfg.generate.num, seed=cfg.generate.seed)
     if cfg.tracking.enabled:
-        tracking.log_evaluation(cfg, report_dir, report)
+        tracking.log_evaluation(cfg, report_dir, flat_metrics(report))
     return {"report": report, "report_md": markdown(report), "report_dir": str(report_dir),
             "train_seconds": trained["train_seconds"], "wall_seconds": time.time() - t0}
 

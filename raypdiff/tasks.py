@@ -1,7 +1,7 @@
 """Tasks: definitions (built-in GLUE + extra, or user YAML), loaders for local files and the HF hub, metrics.
 
-A task resolves to `TaskData`: train and dev splits of text tuples and labels (class indices, or floats
-for regression), plus the fixed dev subset that every comparison in raypdiff scores on.
+A task resolves to `TaskData`: three disjoint splits of text tuples and labels (class indices, or floats for
+regression): train (fine-tuning), val (every selection) and test (reports only), with the rows each came from.
 """
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ class TaskSpec:
     label_field: str
     metric: Metric
     label_names: Optional[list[str]] = None  # None → regression (one float output)
-    # Where the rows come from: local files (train/dev paths), or the HF hub (hub = "dataset[:config]").
+    # Where the rows come from: local files, or the HF hub (hub = "dataset[:config]"). test rows come from
+    # `test`, else `dev` (GLUE's dev file); val rows from `val`, else carved out of `train`.
     train: Optional[str] = None
     dev: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
     columns: Optional[list[str]] = None  # names for header-less TSV files (GLUE CoLA)
     hub: Optional[str] = None
     hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation"})
@@ -47,7 +50,8 @@ class TaskSpec:
             _require(self.metric != "pearson", f"{where}: metric pearson needs a regression task (no label_names)")
             if self.metric == "f1":
                 _require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
-        _require(bool(self.train and self.dev) or bool(self.hub), f"{where}: give train and dev files, or hub")
+        _require(bool(self.train and (self.dev or self.test)) or bool(self.hub),
+                 f"{where}: give train and dev (or test) files, or hub")
 
     @property
     def num_labels(self) -> int:
@@ -73,9 +77,13 @@ class Split:
 @dataclass
 class TaskData:
     spec: TaskSpec
-    train: Split
-    dev: Split  # the fixed evaluation subset (see eval.max_examples)
-    dev_indices: list[int]  # rows of the full dev file that form `dev`
+    train: Split  # fine-tuning rows only: the train file minus the val rows carved from it
+    val: Split  # every selection reads these
+    test: Split  # reports only
+    splits: dict  # where each split's rows come from: {"train"|"val"|"test": {"file", "rows"}} (rows: indices)
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
 _PAIR = ["sentence1", "sentence2"]
@@ -243,29 +251,54 @@ def _load_hub(spec: TaskSpec, split: str):
         raise ConfigError(f"task {spec.name}: cannot load {spec.hub} from the hub: {e}") from None
 
 
-def load_split(spec: TaskSpec, split: Literal["train", "dev"]) -> Split:
+SplitName = Literal["train", "dev", "val", "test"]
+
+
+def _split_file(spec: TaskSpec, split: SplitName) -> Optional[str]:
+    return {"train": spec.train, "dev": spec.dev, "val": spec.val, "test": spec.test or spec.dev}[split]
+
+
+def load_split(spec: TaskSpec, split: SplitName) -> Split:
+    """All rows of one of the task's files: train, dev, its own val file, or its test file (test, else dev)."""
     where = f"task {spec.name} ({split})"
     if spec.hub and not (spec.train and spec.dev):
-        df = _load_hub(spec, split)
+        _require(split != "val", f"{where}: hub tasks have no val file (val rows are carved from train)")
+        df = _load_hub(spec, "train" if split == "train" else "dev")
         return _split_from_frame(df, spec, spec.hub_text_fields or spec.text_fields, where)
-    path = spec.train if split == "train" else spec.dev
+    path = _split_file(spec, split)
+    _require(path is not None, f"{where}: the task names no {split} file")
     df = _read_table(path, spec.columns, spec.name)
     return _split_from_frame(df, spec, spec.text_fields, f"{where} {path}")
 
 
-def dev_subset_indices(n: int, max_examples: int, seed: int) -> list[int]:
-    """The fixed dev rows every comparison scores on: all rows, or a seeded sample kept in file order."""
+def subset_indices(n: int, max_examples: int, seed: int) -> list[int]:
+    """A fixed sample of rows: all of them, or a seeded sample of max_examples kept in file order."""
     if n <= max_examples:
         return list(range(n))
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(n, size=max_examples, replace=False).tolist())
 
 
-def load_task(spec: TaskSpec, max_examples: int, subset_seed: int) -> TaskData:
-    train = load_split(spec, "train")
-    dev_full = load_split(spec, "dev")
-    idx = dev_subset_indices(len(dev_full), max_examples, subset_seed)
-    return TaskData(spec, train, dev_full.take(idx), idx)
+def load_task(spec: TaskSpec, val_examples: int, test_examples: int, seed: int) -> TaskData:
+    """The three disjoint splits. val: a sample of the task's val file, else at most val_examples (and at most a
+    fifth) of the train file's rows, which fine-tuning then never sees; test: a sample of the test file."""
+    train_full = load_split(spec, "train")
+    test_full = load_split(spec, "test")
+    test_rows = subset_indices(len(test_full), test_examples, seed)
+    if spec.val:
+        val_full = load_split(spec, "val")
+        val_rows = subset_indices(len(val_full), val_examples, seed)
+        val, train_rows, val_file = val_full.take(val_rows), list(range(len(train_full))), "val"
+    else:
+        _require(len(train_full) >= 2, f"task {spec.name}: the train file needs at least 2 rows to carve val from")
+        val_rows = subset_indices(len(train_full), min(val_examples, max(1, len(train_full) // 5)), seed + 1)
+        held = set(val_rows)
+        train_rows = [i for i in range(len(train_full)) if i not in held]
+        val, val_file = train_full.take(val_rows), "train"
+    splits = {"train": {"file": "train", "rows": len(train_rows)},
+              "val": {"file": val_file, "rows": val_rows},
+              "test": {"file": "test" if spec.test else "dev", "rows": test_rows}}
+    return TaskData(spec, train_full.take(train_rows), val, test_full.take(test_rows), splits)
 
 
 # ---- metrics (values are fractions: accuracy 0.86, not 86) ----
@@ -295,9 +328,15 @@ def score(metric: Metric, preds: np.ndarray, labels: np.ndarray) -> float:
     raise ConfigError(f"unknown metric {metric!r}")
 
 
-def majority_baseline(metric: Metric, labels: np.ndarray) -> float:
-    """The score of always predicting the most frequent dev label (0 for mcc and pearson by definition)."""
+def majority_class(train_labels: np.ndarray):
+    """The most frequent train label (chosen on train, so a baseline scored on test picks nothing there)."""
+    values, counts = np.unique(train_labels, return_counts=True)
+    return values[counts.argmax()]
+
+
+def majority_baseline(metric: Metric, labels: np.ndarray, train_labels: Optional[np.ndarray] = None) -> float:
+    """The score on `labels` of always predicting the most frequent train label (of `labels` when no train
+    labels are given); 0 for mcc and pearson by definition."""
     if metric in ("mcc", "pearson"):
         return 0.0
-    values, counts = np.unique(labels, return_counts=True)
-    return score(metric, np.full_like(labels, values[counts.argmax()]), labels)
+    return score(metric, np.full_like(labels, majority_class(labels if train_labels is None else train_labels)), labels)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from raypdiff.config import Config
@@ -39,52 +38,25 @@ def _start(cfg: Config, run_name: str):
     return mlflow.start_run(run_name=run_name)
 
 
-def log_collection(cfg: Config, zoo_dir: Path, summary: dict) -> str:
-    """One MLflow run per collection: config params, per-task metric summaries, layout and plots."""
+def log_collection(cfg: Config, zoo_dir: Path, summary: dict, artifacts: list[Path]) -> str:
+    """One MLflow run per collection: config params, per-task metric summaries (val, and test where scored),
+    and the given files (layout, config, plots)."""
     import mlflow
 
     with _start(cfg, "collect") as run:
         mlflow.log_params(flat_params(cfg.to_dict()))
         mlflow.set_tag("zoo_dir", str(zoo_dir))
         for task, s in summary["tasks"].items():
-            for k in ("mean", "best", "worst", "majority", "n"):
-                mlflow.log_metric(f"{task}.{k}", float(s[k]))
+            mlflow.log_metrics({f"{task}.{k}": float(v) for k, v in s.items() if isinstance(v, (int, float))})
         mlflow.log_metric("wall_seconds", float(summary.get("wall_seconds", 0.0)))
-        mlflow.log_artifact(str(zoo_dir / "layout.json"))
-        mlflow.log_artifact(str(zoo_dir / "config.yaml"))
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(metric_plot(zoo_dir, Path(tmp) / "metric_distribution.png"))
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
         return run.info.run_id
 
 
-def metric_plot(zoo_dir: Path, out: Path) -> str:
-    """One histogram per task of its captured checkpoints' dev metric, majority baseline marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from raypdiff.zoo import load_table, read_meta
-
-    meta = read_meta(zoo_dir, allow_incomplete=True)
-    t = load_table(zoo_dir, ["task", "value"]).to_pandas()
-    names = [n for n in meta["tasks"] if (t.task == n).any()]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        info = meta["tasks"][name]
-        ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
-        ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
-        ax.set_title(name)
-        ax.set_xlabel(info["metric"])
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return str(out)
-
-
-def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict) -> str:
-    """Loss curves and params of a generator run; the generator registered in the MLflow model registry."""
+def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict, load=None) -> str:
+    """Loss curves and params of a generator run; the generator registered in the MLflow model registry as a
+    pyfunc that `load`s it (load: generator.pt path → raypdiff.generate.Generator)."""
     import mlflow
 
     with _start(cfg, "train") as run:
@@ -94,8 +66,8 @@ def log_training(cfg: Config, generator_path: Path, history: list[dict], summary
             key = "ae_loss" if h["phase"] == "ae" else "diffusion_loss"
             mlflow.log_metric(key, h[key], step=h["step"] + (0 if h["phase"] == "ae" else offset))
         mlflow.log_metric("train_seconds", float(summary["train_seconds"]))
-        if cfg.trainer.register_model:
-            mlflow.pyfunc.log_model(name="generator", python_model=_generator_model(),
+        if cfg.trainer.register_model and load is not None:
+            mlflow.pyfunc.log_model(name="generator", python_model=_generator_model(load),
                                     artifacts={"generator": str(generator_path)},
                                     registered_model_name=cfg.trainer.model_name, pip_requirements=["raypdiff"])
         else:
@@ -103,22 +75,18 @@ def log_training(cfg: Config, generator_path: Path, history: list[dict], summary
         return run.info.run_id
 
 
-def log_evaluation(cfg: Config, report_dir: Path, report: dict) -> str:
+def log_evaluation(cfg: Config, report_dir: Path, metrics: dict[str, float]) -> str:
+    """One run per evaluation: its flat metrics, and report.json / .md / .png as artifacts."""
     import mlflow
 
     with _start(cfg, "evaluate") as run:
-        for task, r in report["tasks"].items():
-            for kind in ("original", "recon", "generated"):
-                for stat in ("mean", "best"):
-                    mlflow.log_metric(f"{task}.{kind}.{stat}", r[kind][stat])
-        mlflow.log_metric("generate_seconds_per_adapter", report["generate_seconds_per_adapter"])
+        mlflow.log_metrics(metrics)
         for name in ("report.json", "report.md", "report.png"):
             mlflow.log_artifact(str(report_dir / name))
         return run.info.run_id
 
 
-
-def _generator_model():
+def _generator_model(load):
     """MLflow pyfunc for the registry: rows {"task", "num", "seed"} → generated flat adapter vectors."""
     import warnings
 
@@ -129,9 +97,7 @@ def _generator_model():
 
         class GeneratorModel(mlflow.pyfunc.PythonModel):
             def load_context(self, context):
-                from raypdiff.generate import Generator
-
-                self.gen = Generator(context.artifacts["generator"])
+                self.gen = load(context.artifacts["generator"])
 
             def predict(self, context, model_input, params=None):
                 rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)

@@ -160,16 +160,18 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
     from raypdiff import lora
     from raypdiff.conditions import condition_bank
-    from raypdiff.tasks import TaskSpec, load_split
-    from raypdiff.zoo import read_meta, task_arrays
+    from raypdiff.tasks import TaskSpec, load_task
+    from raypdiff.zoo import check, task_arrays
 
-    meta = read_meta(zoo_dir)
+    meta = check(zoo_dir)
     names = list(meta["tasks"])
     arrays = task_arrays(zoo_dir)
     vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
     specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
-    bank = condition_bank(cfg.condition, specs, {s.name: load_split(s, "train") for s in specs})
+    ev = meta["eval"]  # condition examples come from the fine-tuning rows: val and test feed no training
+    bank = condition_bank(cfg.condition, specs, {
+        s.name: load_task(s, ev["val_examples"], ev["test_examples"], ev["split_seed"]).train for s in specs})
     base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     fingerprint = lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))
     return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
@@ -204,7 +206,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     prep = loop_cfg["prep"]
     torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
     ctx = ray.train.get_context()
-    rows = list(ray.train.get_dataset_shard("zoo").iter_rows())
+    # Ray Data may stream blocks in any order; a fixed row order makes a run depend on the zoo's contents alone.
+    rows = sorted(ray.train.get_dataset_shard("zoo").iter_rows(), key=lambda r: (r["task"], r["seed"], r["step"]))
     tasks = [r["task"] for r in rows]
     quality = (quality_ranks(tasks, np.array([r["value"] for r in rows]), prep["task_values"])
                if cfg.condition.quality else None)
@@ -241,7 +244,8 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     from ray.train.torch import TorchTrainer
 
     from raypdiff import tracking
-    from raypdiff.zoo import connect, dataset
+    from raypdiff.cluster import connect
+    from raypdiff.zoo import dataset
 
     out = Path(cfg.trainer.output_dir).expanduser().resolve()
     try:
@@ -250,7 +254,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         raise ConfigError(f"trainer.output_dir: {out} is not writable ({e.strerror})") from None
     t0 = time.time()
     prep = prepare(cfg, zoo_dir)
-    connect(cfg, progress)
+    connect(cfg.collect.ray_address, progress)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
@@ -259,7 +263,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=str(out / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "value", "vector"])},
+        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"])},
     )
     result = trainer.fit()
     if result.error:
@@ -271,5 +275,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     if cfg.tracking.enabled:
-        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary)
+        from raypdiff.generate import Generator
+
+        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary, load=Generator)
     return summary

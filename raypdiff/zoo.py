@@ -1,8 +1,10 @@
 """The checkpoint zoo: one Ray Task per (task, seed) fine-tunes LoRA and writes its captured vectors as one shard.
 
 Layout of a zoo folder:
-  shards/<task>__seed<seed>.parquet  rows (task, seed, step, metric, value, vector) — written atomically
-  meta.json                          layouts, base model, LoRA, dev subsets, versions; "complete" flag
+  shards/<task>__seed<seed>.parquet  rows (task, seed, step, metric, value, test_value, test_pred, vector), written
+                                     atomically; value: the val metric (every capture); test_value / test_pred: the
+                                     test metric and per-row predictions (a stated sample of captures, else null)
+  meta.json                          layouts, base model, LoRA, the splits' rows, versions; "complete" flag
   layout.json, config.yaml           parameter layout per task; the config that built the zoo
 A shard is written whole or not at all, so a retried or re-run task never duplicates rows, and a re-run
 only collects the (task, seed) pairs whose shard is missing.
@@ -23,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, spec_to_dict
+from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, score, spec_to_dict
 
 SHARDS = "shards"
 
@@ -35,32 +37,45 @@ def shard_name(task: str, seed: int) -> str:
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("task", pa.string()), ("seed", pa.int32()), ("step", pa.int32()),
-                      ("metric", pa.string()), ("value", pa.float64()), ("vector", pa.list_(pa.float32()))])
+    return pa.schema([("task", pa.string()), ("seed", pa.int32()), ("step", pa.int32()), ("metric", pa.string()),
+                      ("value", pa.float64()), ("test_value", pa.float64()), ("test_pred", pa.list_(pa.float32())),
+                      ("vector", pa.list_(pa.float32()))])
+
+
+def _list_array(rows: np.ndarray):
+    """(N, D) float32 → a pyarrow list<float32> array without a Python loop."""
+    import pyarrow as pa
+
+    n, d = rows.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)))
 
 
 def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int], values: list[float],
-                vectors: np.ndarray) -> None:
+                vectors: np.ndarray, test_values: list[Optional[float]], test_preds: list[Optional[np.ndarray]]) -> None:
     """Atomic: a temp file renamed into place, so readers never see half a shard."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     n = len(steps)
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * vectors.shape[1])
-    table = pa.table([pa.array([task] * n), pa.array(steps, pa.int32()), pa.array([seed] * n, pa.int32()),
-                      pa.array([metric] * n), pa.array(values, pa.float64()),
-                      pa.ListArray.from_arrays(offsets, flat)],
-                     names=["task", "step", "seed", "metric", "value", "vector"]).select(
-        ["task", "seed", "step", "metric", "value", "vector"]).cast(_schema())
+    preds = pa.array([None if p is None else np.asarray(p, np.float32) for p in test_preds], pa.list_(pa.float32()))
+    table = pa.table([pa.array([task] * n), pa.array([seed] * n, pa.int32()), pa.array(steps, pa.int32()),
+                      pa.array([metric] * n), pa.array(values, pa.float64()), pa.array(test_values, pa.float64()),
+                      preds, _list_array(vectors)], schema=_schema())
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
+def tested_captures(num: int, every: int, values: list[float]) -> list[int]:
+    """Captures scored on test: every `every`-th counting back from the last, and the best by val."""
+    return sorted({*range(num - 1, -1, -every), int(np.argmax(values))})
+
+
 def collect_one(cfg_dict: dict, spec_dict: dict, data: TaskData, seed: int, out_dir: str,
                 progress: bool = True) -> dict:
-    """Fine-tune one (task, seed), capture, score every capture on the dev subset, write the shard."""
+    """Fine-tune one (task, seed) on its train split, capture, score every capture on val and a sample on test,
+    write the shard."""
     from raypdiff import lora
 
     cfg = Config.from_dict(cfg_dict)
@@ -76,21 +91,30 @@ def collect_one(cfg_dict: dict, spec_dict: dict, data: TaskData, seed: int, out_
     steps = train.steps
     schedule = lora.capture_schedule(steps, cfg.capture.num, cfg.capture.stride)
     captured: dict[int, np.ndarray] = {}
-    bar = _bar(progress, steps + len(schedule), f"{spec.name}/s{seed}")
+    num_test = len(range(len(schedule) - 1, -1, -cfg.eval.test_every)) + 1
+    bar = _bar(progress, steps + len(schedule) + num_test, f"{spec.name}/s{seed}")
     lora.finetune(model, tok, data.train, train, steps, cfg.model.max_length, seed, cfg.model.dtype,
                   set(schedule),
                   on_capture=lambda step, vec: captured.__setitem__(step, vec),
                   on_step=lambda step, loss: bar.update(1))
     layout = lora.layout_of(model)
-    batches = lora.eval_batches(tok, data.dev, cfg.model.max_length, cfg.eval.batch_size)
+    val_batches = lora.eval_batches(tok, data.val, cfg.model.max_length, cfg.eval.batch_size)
     values = []
     for step in schedule:
         lora.load_vector(model, captured[step], layout)
-        values.append(lora.evaluate(model, batches, spec, data.dev.labels, cfg.model.dtype))
+        values.append(lora.evaluate(model, val_batches, spec, data.val.labels, cfg.model.dtype))
+        bar.update(1)
+    test_batches = lora.eval_batches(tok, data.test, cfg.model.max_length, cfg.eval.batch_size)
+    test_values: list[Optional[float]] = [None] * len(schedule)
+    test_preds: list[Optional[np.ndarray]] = [None] * len(schedule)
+    for i in tested_captures(len(schedule), cfg.eval.test_every, values):
+        lora.load_vector(model, captured[schedule[i]], layout)
+        test_preds[i] = lora.predict(model, test_batches, spec.is_regression, cfg.model.dtype)
+        test_values[i] = score(spec.metric, test_preds[i], data.test.labels)
         bar.update(1)
     bar.close()
     vectors = np.stack([captured[s] for s in schedule])  # (K, P)
-    write_shard(path, spec.name, seed, spec.metric, schedule, values, vectors)
+    write_shard(path, spec.name, seed, spec.metric, schedule, values, vectors, test_values, test_preds)
     return summarize_shard(path)
 
 
@@ -130,14 +154,14 @@ class Plan:
     done: list[tuple[str, int]]
 
 
-def prepare(cfg: Config) -> Plan:
-    """Validate everything that can be a user mistake before any Ray work starts."""
+def prepare(cfg: Config, progress: bool = True) -> Plan:
+    """Validate everything that can be a user mistake before any Ray work starts; set aside damaged shards."""
     from raypdiff import lora
 
     out = Path(cfg.collect.output_dir).expanduser().resolve()
     _check_writable(out)
     specs = resolve_specs(cfg.tasks, cfg.data.root)
-    data = {s.name: load_task(s, cfg.eval.max_examples, cfg.eval.subset_seed) for s in specs}
+    data = {s.name: load_task(s, cfg.eval.val_examples, cfg.eval.test_examples, cfg.eval.split_seed) for s in specs}
     # Fail fast on model/LoRA mistakes, and fix each task's layout before any worker runs.
     layouts = {s.name: lora.layout_of(lora.build(cfg.model, cfg.lora, s)).to_json() for s in specs}
     meta_path = out / "meta.json"
@@ -159,9 +183,52 @@ def prepare(cfg: Config) -> Plan:
     cost = {s.name: cfg.train.for_task(s.name).steps * np.mean([len(" ".join(t)) for t in data[s.name].train.texts[:500]])
             for s in specs}
     jobs = sorted(((s.name, seed) for s in specs for seed in cfg.capture.seeds), key=lambda j: -cost[j[0]])
+    sizes = {name: lora.Layout.from_json(lay).size for name, lay in layouts.items()}
+    _set_aside(out, jobs, sizes, cfg.capture.num, progress)
     done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]
     write_meta(out, cfg, specs, data, layouts, complete=False)
     return Plan(out, specs, data, [j for j in jobs if j not in done], done)
+
+
+def _set_aside(out: Path, jobs: list[tuple[str, int]], sizes: dict[str, int], rows: int, progress: bool) -> None:
+    """A re-run repairs the zoo: damaged shards of this config's jobs, and shards of (task, seed) pairs it does
+    not list, move to <zoo>/damaged/ (the former are then collected again)."""
+    names = {shard_name(*j): j for j in jobs}
+    for f in sorted((out / SHARDS).glob("*.parquet")):
+        job = names.get(f.name)
+        problem = ("not a (task, seed) of this config" if job is None
+                   else shard_problem(f, job[0], job[1], sizes[job[0]], rows))
+        if problem:
+            (out / "damaged").mkdir(exist_ok=True)
+            os.replace(f, out / "damaged" / f.name)
+            if progress:
+                again = "; collecting it again" if job else ""
+                print(f"{f}: {problem}: moved to {out / 'damaged'}{again}", file=sys.stderr)
+
+
+def shard_problem(path: Path, task: str, seed: int, size: int, rows: int) -> Optional[str]:
+    """Why the shard at `path` is not a whole, finite shard of (task, seed) with `rows` vectors of `size`; None
+    when it is."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        return f"unreadable ({str(e).splitlines()[0][:120]})"
+    if not t.schema.equals(_schema()):
+        return "not a shard of this raypdiff version (columns differ)"
+    if t.num_rows != rows:
+        return f"{t.num_rows} rows, the zoo's capture.num is {rows}"
+    if set(t["task"].to_pylist()) != {task} or set(t["seed"].to_pylist()) != {seed}:
+        return f"rows of another (task, seed) than {task}/seed {seed}"
+    lengths = np.asarray(pa.compute.list_value_length(t["vector"]).to_numpy(zero_copy_only=False))
+    if (lengths != size).any():
+        return f"vectors of length {int(lengths[lengths != size][0])}, the layout of {task} has {size}"
+    flat = t["vector"].combine_chunks().flatten().to_numpy()
+    if not np.isfinite(flat).all() or not np.isfinite(t["value"].to_numpy()).all():
+        return "NaN or Inf values"
+    return None
 
 
 def _check_writable(out: Path) -> None:
@@ -196,13 +263,14 @@ def _versions() -> dict:
     return out
 
 
-def write_meta(out: Path, cfg: Config, specs, data, layouts, complete: bool) -> None:
+def write_meta(out: Path, cfg: Config, specs, data: dict[str, TaskData], layouts, complete: bool) -> None:
     meta = {
         "complete": complete,
         **_meta_fields(cfg),
         "tasks": {s.name: {"spec": spec_to_dict(s), "metric": s.metric, "num_labels": s.num_labels,
-                           "layout": layouts[s.name], "dev_indices": data[s.name].dev_indices,
-                           "majority": majority_baseline(s.metric, data[s.name].dev.labels)}
+                           "layout": layouts[s.name], "splits": data[s.name].splits,
+                           "label_mean": float(data[s.name].train.labels.mean()),
+                           "majority": majority_baseline(s.metric, data[s.name].test.labels, data[s.name].train.labels)}
                   for s in specs},
         "versions": _versions(),
     }
@@ -217,24 +285,14 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def connect(cfg: Config, progress: bool = True) -> None:
-    """collect.ray_address, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray — never a
-    cluster that merely happens to run on this machine."""
-    import ray
-
-    if not ray.is_initialized():
-        address = cfg.collect.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=progress)
-
-
 def in_flight_limit(cfg: Config) -> int:
     """collect.max_in_flight, else twice the tasks the cluster fits now (re-read every round, so queued demand
     reaches an autoscaler and new nodes get work)."""
-    import ray
+    from raypdiff.cluster import cpus
 
     if cfg.collect.max_in_flight:
         return cfg.collect.max_in_flight
-    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cfg.collect.num_cpus))
+    return max(2, 2 * int(cpus() // cfg.collect.num_cpus))
 
 
 def collect(cfg: Config, progress: bool = True) -> dict:
@@ -242,10 +300,11 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     import ray
 
     from raypdiff import tracking
+    from raypdiff.cluster import connect
 
     t0 = time.time()
-    plan = prepare(cfg)
-    connect(cfg, progress)
+    plan = prepare(cfg, progress)
+    connect(cfg.collect.ray_address, progress)
     cfg_dict = cfg.to_dict()
     remote = ray.remote(collect_one).options(num_cpus=cfg.collect.num_cpus, num_gpus=cfg.collect.num_gpus,
                                              max_retries=cfg.collect.max_retries)
@@ -283,8 +342,34 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     write_meta(plan.out, cfg, plan.specs, plan.data, layouts, complete=True)
     summary["wall_seconds"] = time.time() - t0
     if cfg.tracking.enabled:
-        tracking.log_collection(cfg, plan.out, summary)
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = metric_plot(plan.out, Path(tmp) / "metric_distribution.png")
+            tracking.log_collection(cfg, plan.out, summary, [plan.out / "layout.json", plan.out / "config.yaml", plot])
     return summary
+
+
+def metric_plot(zoo_dir: Path, out: Path) -> Path:
+    """One histogram per task of its captures' val metric, the test majority baseline marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta = read_meta(zoo_dir, allow_incomplete=True)
+    t = load_table(zoo_dir, ["task", "value"]).to_pandas()
+    names = [n for n in meta["tasks"] if (t.task == n).any()]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        info = meta["tasks"][name]
+        ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
+        ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
+        ax.set_title(name)
+        ax.set_xlabel(f"val {info['metric']}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
 
 
 # ---- reading ----
@@ -293,9 +378,37 @@ def read_meta(zoo_dir: str | Path, allow_incomplete: bool = False) -> dict:
     p = Path(zoo_dir) / "meta.json"
     if not p.exists():
         raise ConfigError(f"{zoo_dir}: not a zoo (no meta.json)")
-    meta = json.loads(p.read_text())
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p}: unreadable zoo metadata ({e}); re-run `raypdiff collect` with its config") from None
+    if "splits" not in next(iter(meta["tasks"].values()), {"splits": 0}):
+        raise ConfigError(f"{zoo_dir}: a zoo from before train/val/test splits; collect it again")
     if not meta["complete"] and not allow_incomplete:
         raise ConfigError(f"{zoo_dir}: the zoo is incomplete (collection did not finish); re-run collect to resume")
+    return meta
+
+
+def check(zoo_dir: str | Path) -> dict:
+    """The zoo's meta.json once every shard it lists is whole, finite and of the right layout; otherwise one
+    ConfigError naming the file and the repair."""
+    from raypdiff.lora import Layout
+
+    meta = read_meta(zoo_dir)
+    folder = Path(zoo_dir) / SHARDS
+    rows, seeds = meta["capture"]["num"], meta["capture"]["seeds"]
+    expected = {shard_name(t, s): (t, s) for t in meta["tasks"] for s in seeds}
+    repair = f"re-run `raypdiff collect -c {Path(zoo_dir) / 'config.yaml'}` to repair the zoo"
+    for f in sorted(folder.glob("*.parquet")):
+        if f.name not in expected:
+            raise ConfigError(f"{f}: a shard meta.json does not list (tasks {', '.join(meta['tasks'])}, seeds "
+                              f"{seeds}); {repair}")
+    for name, (task, seed) in expected.items():
+        f = folder / name
+        problem = "missing" if not f.exists() else shard_problem(
+            f, task, seed, Layout.from_json(meta["tasks"][task]["layout"]).size, rows)
+        if problem:
+            raise ConfigError(f"{f}: {problem}; {repair}")
     return meta
 
 
@@ -310,47 +423,67 @@ def fingerprint(zoo_dir: str | Path) -> str:
 
 def load_table(zoo_dir: str | Path, columns: Optional[list[str]] = None):
     """All rows as one pyarrow Table (no Ray needed)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted((Path(zoo_dir) / SHARDS).glob("*.parquet"))
     if not files:
         raise ConfigError(f"{zoo_dir}: no shards")
-    import pyarrow as pa
-
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=columns))
+        except (pa.ArrowException, OSError) as e:
+            raise ConfigError(f"{f}: unreadable shard ({str(e).splitlines()[0][:120]}); re-run `raypdiff collect` "
+                              f"with the zoo's config to repair it") from None
+    return pa.concat_tables(tables)
 
 
 def dataset(zoo_dir: str | Path):
     """The zoo as a Ray Dataset (one row per captured checkpoint)."""
     import ray
 
-    read_meta(zoo_dir)
-    return ray.data.read_parquet(str(Path(zoo_dir).resolve() / SHARDS))
+    meta = read_meta(zoo_dir)
+    folder = Path(zoo_dir).resolve() / SHARDS
+    return ray.data.read_parquet([str(folder / shard_name(t, s)) for t in meta["tasks"] for s in meta["capture"]["seeds"]])
 
 
 def summarize(zoo_dir: str | Path) -> dict:
+    """Per task: val mean / best / worst over every capture; on test, the mean over the captures scored there,
+    the best-by-val capture's score, the last capture's (averaged over seeds) and the majority class."""
     meta = read_meta(zoo_dir, allow_incomplete=True)
-    t = load_table(zoo_dir, ["task", "value"]).to_pandas()
+    t = load_table(zoo_dir, ["task", "seed", "step", "value", "test_value"]).to_pandas()
     tasks = {}
     for name, info in meta["tasks"].items():
-        v = t.loc[t.task == name, "value"].to_numpy()
-        if len(v):
-            tasks[name] = {"metric": info["metric"], "n": int(len(v)), "mean": float(v.mean()),
-                           "best": float(v.max()), "worst": float(v.min()), "majority": info["majority"]}
+        rows = t[t.task == name]
+        if len(rows):
+            v, tested = rows["value"].to_numpy(), rows.dropna(subset=["test_value"])
+            last = rows[rows.step == rows.step.max()]
+            tasks[name] = {"metric": info["metric"], "n": int(len(v)), "mean": float(v.mean()), "best": float(v.max()),
+                           "worst": float(v.min()), "test_n": int(len(tested)),
+                           "test_mean": float(tested["test_value"].mean()),
+                           "test_best_by_val": float(rows.loc[rows["value"].idxmax(), "test_value"]),
+                           "test_last": float(last["test_value"].mean()), "majority": info["majority"]}
     return {"tasks": tasks}
 
 
-def task_arrays(zoo_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """task → {"seed", "step", "value": (N,), "vector": (N, P)} as numpy, shards concatenated."""
+def task_arrays(zoo_dir: str | Path, test: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """task → {"seed", "step", "value": (N,), "vector": (N, P)} as numpy, shards concatenated; with test=True
+    also "test_value": (N,) (NaN where not scored) and "test_pred": {row: (R,) predictions}."""
     import pyarrow.compute as pc
 
-    table = load_table(zoo_dir)
+    columns = ["task", "seed", "step", "value", "vector"] + (["test_value", "test_pred"] if test else [])
+    table = load_table(zoo_dir, columns)
     out = {}
     for task in pc.unique(table["task"]).to_pylist():
         t = table.filter(pc.equal(table["task"], task))
         flat = t["vector"].combine_chunks().flatten().to_numpy()
         out[task] = {"seed": t["seed"].to_numpy(), "step": t["step"].to_numpy(), "value": t["value"].to_numpy(),
                      "vector": flat.reshape(t.num_rows, -1).astype(np.float32)}
+        if test:
+            out[task]["test_value"] = t["test_value"].to_numpy(zero_copy_only=False).astype(np.float64)
+            out[task]["test_pred"] = {i: np.asarray(p, np.float32) for i, p in enumerate(t["test_pred"].to_pylist())
+                                      if p is not None}
     return out
 
 

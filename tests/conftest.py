@@ -1,20 +1,45 @@
-"""Shared fixtures: the real data root (the repo's sibling `shared/data`, or RAYPDIFF_DATA_DIR)."""
+"""Shared fixtures: the real data root (the repo's sibling `shared/data`, or RAYPDIFF_DATA_DIR; missing → skip,
+or fail under CI=true), and configs/tiny.yaml's zoo collected once per session on a private local Ray."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO, data_root
+from helpers import REPO, data_root, in_ci, missing_data, private_ray_env
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     root = data_root()
-    if not (root / "glue").is_dir():
-        pytest.skip(f"real GLUE data not found at {root}")
+    problem = missing_data(root, in_ci())
+    if problem is not None:
+        action, msg = problem
+        if action == "fail":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
     return root
 
 
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(data_dir) -> Path:
+    """configs/tiny.yaml's zoo (SST-2 and STS-B, seed 0, 3 captures each). Shared: tests that damage a zoo copy
+    it first."""
+    tmp = Path(tempfile.mkdtemp(prefix="rpz", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    zoo = tmp / "zoo"
+    try:
+        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", "configs/tiny.yaml",
+                            f"data.root={data_dir}", f"collect.output_dir={zoo}", "tracking.enabled=false"],
+                           cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield zoo
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

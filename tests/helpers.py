@@ -1,4 +1,5 @@
-"""Test helpers: the real data root, and `raypdiff` subprocesses on a private local Ray that leave nothing behind."""
+"""Test helpers: the real data root (skip without it locally, fail under CI), and `raypdiff` subprocesses on a
+private local Ray that leave nothing behind."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,19 @@ def data_root() -> Path:
     """RAYPDIFF_DATA_DIR, else the repo's sibling shared/data."""
     env = os.environ.get("RAYPDIFF_DATA_DIR")
     return Path(env).resolve() if env else REPO.parent / "shared" / "data"
+
+
+def missing_data(root: Path, ci: bool) -> tuple[str, str] | None:
+    """("skip" | "fail", message) when `root` holds no glue/ folder, else None. CI (CI=true) must fail: a run
+    that skips every data test because of a wrong path would otherwise pass."""
+    if (root / "glue").is_dir():
+        return None
+    msg = f"real GLUE data not found at {root}: set RAYPDIFF_DATA_DIR to the folder holding glue/ and extra/"
+    return ("fail" if ci else "skip"), msg
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
 def private_ray_env(ray_tmp: Path) -> dict:

@@ -122,7 +122,17 @@ def _empty_dev_only(tmp, zoo, data):
     dev = tmp / "dev.csv"
     dev.write_text("text,y\n")
     task["dev"] = str(dev)
-    return ["-c", write_config(tmp, [task])], "(dev)"
+    return ["-c", write_config(tmp, [task])], f"(test) {dev}: the split is empty"  # dev rows are the test split
+
+
+def _empty_val_file(tmp, zoo, data):
+    val = tmp / "val.csv"
+    val.write_text("text,y\n")
+    return ["-c", write_config(tmp, [custom_task(tmp, CSV_OK, val=str(val))])], f"(val) {val}: the split is empty"
+
+
+def _train_too_small_for_val(tmp, zoo, data):
+    return ["-c", write_config(tmp, [custom_task(tmp, "text,y\ngood,pos\n")])], "at least 2 rows to carve val"
 
 
 def _bad_metric(tmp, zoo, data):
@@ -190,6 +200,14 @@ def _capture_too_long(tmp, zoo, data):
     return ["train.steps=3", "capture.num=5"], "capture"
 
 
+def _no_val_rows(tmp, zoo, data):
+    return ["eval.val_examples=0"], "eval.val_examples"
+
+
+def _removed_eval_key(tmp, zoo, data):
+    return ["eval.max_examples=300"], "eval.max_examples"
+
+
 CASES = [
     pytest.param(_missing_data, id="missing-data-folder"),
     pytest.param(_unknown_task, id="unknown-task"),
@@ -201,6 +219,8 @@ CASES = [
     pytest.param(_empty_split_csv, id="empty-split-csv"),
     pytest.param(_empty_split_tsv, id="empty-split-tsv"),
     pytest.param(_empty_dev_only, id="empty-dev-split"),
+    pytest.param(_empty_val_file, id="empty-val-file"),
+    pytest.param(_train_too_small_for_val, id="train-one-row-no-val-file"),
     pytest.param(_bad_metric, id="custom-bad-metric"),
     pytest.param(_unknown_task_key, id="custom-unknown-key"),
     pytest.param(_bad_target, id="lora-target-missing"),
@@ -216,6 +236,8 @@ CASES = [
     pytest.param(_override_unknown_key, id="override-unknown-key"),
     pytest.param(_override_into_scalar, id="override-into-scalar"),
     pytest.param(_capture_too_long, id="capture-longer-than-training"),
+    pytest.param(_no_val_rows, id="eval-no-val-rows"),
+    pytest.param(_removed_eval_key, id="eval-removed-key"),
 ]
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -232,10 +231,7 @@ def check_zoo(zoo: Path, tasks: dict[str, list[int]], seeds: list[int]) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_ray_job_submit_builds_zoo(ray_head, tmp_path):
-    data = data_root()
-    if not (data / "glue" / "SST-2").is_dir():
-        pytest.skip(f"no GLUE data at {data} (set RAYPDIFF_DATA_DIR)")
+def test_ray_job_submit_builds_zoo(data_dir, ray_head, tmp_path):  # data_dir first: no data, no Ray head started
     out = tmp_path
     zoo = out / "zoo"
     sid = f"raypdiff-test-{os.getpid()}-{int(time.time())}"
@@ -243,7 +239,7 @@ def test_ray_job_submit_builds_zoo(ray_head, tmp_path):
     runtime_env = {"excludes": [".git", "runs", "mlruns", "bench", "*.egg-info", "__pycache__", "*.db"]}
     cmd = [*RAY_CLI, "job", "submit", "--address", ray_head["url"], "--submission-id", sid,
            "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
-           "python", "jobs/collect.py", "-c", "configs/tiny.yaml", f"data.root={data}",
+           "python", "jobs/collect.py", "-c", "configs/tiny.yaml", f"data.root={data_dir}",
            f"collect.output_dir={zoo}", f"tracking.uri=sqlite:///{out}/mlflow.db"]
     r = subprocess.run(cmd, cwd=REPO, env=_clean_env(ray_head["token"]), capture_output=True, text=True, timeout=480)
     from ray.job_submission import JobStatus, JobSubmissionClient  # HTTP only: no ray.init here

@@ -11,7 +11,7 @@ from raypdiff.config import Config, ConfigError, apply_overrides, load_config
 
 def test_defaults_are_valid():
     cfg = Config()
-    assert cfg.lora.r == 4 and cfg.train.steps == 600 and cfg.model.dtype == "bfloat16"
+    assert cfg.lora.r == 4 and cfg.train.steps == 600 and cfg.model.dtype == "auto"
     assert Config.from_dict({}) == cfg
 
 
@@ -48,7 +48,11 @@ INVALID = [
     (["tasks=[]"], "tasks"),
     (["capture.seeds=[0,0]"], "capture.seeds"),
     (["capture.seeds=[]"], "capture.seeds"),
-    (["eval.max_examples=0"], "eval.max_examples"),
+    (["eval.val_examples=0"], "eval.val_examples"),
+    (["eval.test_examples=0"], "eval.test_examples"),
+    (["eval.test_every=0"], "eval.test_every"),
+    (["eval.batch_size=0"], "eval.batch_size"),
+    (["eval.max_examples=300"], "eval.max_examples"),  # removed by the train/val/test splits: named, not ignored
     (["collect.num_cpus=0"], "collect.num_cpus"),
     (["collect.output_dir=7"], "collect.output_dir"),
     (["train=5"], "train"),
@@ -72,6 +76,9 @@ OVERRIDES = [
     (["train.lr=1"], "train.lr", 1.0),  # an int where a float is wanted
     (["train.per_task.RTE.head_lr=0.01"], "train.per_task", {"RTE": {"head_lr": 0.01}}),
     (["model.dtype=float32"], "model.dtype", "float32"),
+    (["model.dtype=auto"], "model.dtype", "auto"),
+    (["eval.val_examples=50"], "eval.val_examples", 50),
+    (["eval.split_seed=3"], "eval.split_seed", 3),
     (["lora.target_modules=[query,key,value]"], "lora.target_modules", ["query", "key", "value"]),
     (["train.per_task.SST-2={steps: 300}"], "train.per_task", {"SST-2": {"steps": 300}}),  # nested new key
     (["data.root=/some/where"], "data.root", "/some/where"),

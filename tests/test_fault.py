@@ -42,11 +42,6 @@ class Collection(RaypdiffProcess):
         return pids
 
 
-def _require_data():
-    if not (data_root() / "glue" / TASK).is_dir():
-        pytest.skip(f"no GLUE data at {data_root()} (set RAYPDIFF_DATA_DIR)")
-
-
 def check_zoo(zoo: Path) -> None:
     from raypdiff.zoo import load_table, read_meta, shard_name
 
@@ -63,9 +58,8 @@ def check_zoo(zoo: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def faulted_zoo():
+def faulted_zoo(data_dir):
     """A one-task collection whose collect_one worker is SIGKILLed mid-task; yields the run's facts."""
-    _require_data()
     tmp = Path(tempfile.mkdtemp(prefix="rpf", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     zoo = tmp / "zoo"
     run = Collection(zoo, tmp, "faulted")

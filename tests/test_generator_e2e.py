@@ -128,35 +128,151 @@ def test_generate_from_description_and_examples(built, tmp_path):
     assert manifest["label_names"] == ["neg", "pos"] and manifest["examples"] == 3
 
 
-def test_evaluate_writes_report(built, tmp_path):
+@pytest.fixture
+def inproc_ray(built, monkeypatch):
+    """`evaluate` scores on Ray actors from this process: a private local Ray (own temp dir, no RAY_ADDRESS),
+    shut down after the test so nothing outlives it."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(built["tmp"] / "ri"))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    assert not ray.is_initialized()
+    yield
+    ray.shutdown()
+
+
+REPORT_KEYS = {"splits", "tasks", "novelty", "condition_matrix", "own_condition", "sampling", "bootstrap",
+               "subset_rows", "targets", "generate_seconds_per_adapter"}
+METRIC = {"SST-2": "accuracy", "STS-B": "pearson"}
+
+
+def assert_in_ci(value: float, ci: list, what: str) -> None:
+    assert len(ci) == 2 and np.isfinite([value, *ci]).all(), (what, value, ci)
+    assert ci[0] - 1e-9 <= value <= ci[1] + 1e-9, f"{what}: {value} outside its interval {ci}"
+
+
+def check_report(report: dict, zoo: Path, num: int, recon_num: int, tasks: list[str]) -> None:
+    """The held-out report's structure, and the figures that must agree with each other and with the zoo."""
+    from raypdiff.zoo import task_arrays
+
+    meta = json.loads((zoo / "meta.json").read_text())
+    arrays = task_arrays(zoo, test=True)
+    assert set(report) == REPORT_KEYS
+    for key in ("splits", "tasks", "novelty", "condition_matrix", "own_condition", "targets", "subset_rows"):
+        assert set(report[key]) == set(tasks), key
+    for t in tasks:
+        r, a, info = report["tasks"][t], arrays[t], meta["tasks"][t]
+        assert report["splits"][t] == {"train": info["splits"]["train"]["rows"], "val": 16, "test": 24}
+        assert r["metric"] == METRIC[t] and set(r) == {"metric", "test", "val"}
+        x = r["test"]
+
+        # zoo: the captures scored on test at collect time (every 2nd from the last, and the best by val)
+        tested = sorted(a["test_pred"])
+        z = x["zoo"]
+        assert z["n"] == len(tested) and 2 <= z["n"] <= 3
+        np.testing.assert_allclose(z["scores"], a["test_value"][tested], atol=1e-6)
+        assert z["mean"] == pytest.approx(np.mean(z["scores"]), abs=1e-5)  # rescored now = scored at collect time
+        best = int(np.argmax(a["value"]))
+        assert z["best_by_val"] == pytest.approx(a["test_value"][best], abs=1e-5)
+        assert z["last"] == pytest.approx(a["test_value"][int(np.argmax(a["step"]))], abs=1e-5)
+        assert_in_ci(z["mean"], z["ci"], f"{t} zoo mean")
+        assert_in_ci(z["best_by_val"], z["best_by_val_ci"], f"{t} zoo best-by-val")
+
+        # baselines
+        assert_in_ci(x["weight_average"], x["weight_average_ci"], f"{t} weight average")
+        assert x["majority"] == info["majority"]
+        if METRIC[t] == "pearson":
+            assert x["majority"] == 0.0
+        assert np.isfinite(x["base_init"])
+
+        # reconstructed and generated adapters
+        for kind, n in (("recon", recon_num), ("generated", num)):
+            g = x[kind]
+            assert set(g) == {"mean", "ci", "best_by_val", "n", "scores"}, kind
+            assert g["n"] == len(g["scores"]) == n
+            assert g["mean"] == pytest.approx(np.mean(g["scores"]), abs=1e-9)
+            assert g["best_by_val"] in g["scores"]
+            assert_in_ci(g["mean"], g["ci"], f"{t} {kind} mean")
+
+        # paired differences: value = difference of the points above, each inside its interval
+        d = x["diff"]
+        assert set(d) == {"gen_vs_zoo_mean", "gen_vs_weight_average", "gen_best_vs_zoo_best", "recon_vs_zoo_mean"}
+        gen, rec = x["generated"], x["recon"]
+        for k, want in (("gen_vs_zoo_mean", gen["mean"] - z["mean"]),
+                        ("gen_vs_weight_average", gen["mean"] - x["weight_average"]),
+                        ("gen_best_vs_zoo_best", gen["best_by_val"] - z["best_by_val"]),
+                        ("recon_vs_zoo_mean", rec["mean"] - z["mean"])):
+            assert d[k]["value"] == pytest.approx(want, abs=1e-9), k
+            assert_in_ci(d[k]["value"], d[k]["ci"], f"{t} {k}")
+
+        # val: what the picks read
+        v = r["val"]
+        assert set(v) == {"zoo_mean", "zoo_best", "generated_mean", "generated_best", "recon_mean"}
+        assert v["zoo_mean"] == pytest.approx(float(a["value"].mean())) and v["zoo_best"] == float(a["value"].max())
+        assert v["generated_best"] >= v["generated_mean"] - 1e-12
+
+        # novelty: parameter distances and behavioural disagreement
+        nv = report["novelty"][t]
+        for k in ("gen_nearest_l2_median", "recon_own_l2_median", "recon_nearest_l2_median",
+                  "zoo_neighbour_l2_median", "gen_to_zoo_mean_l2_median", "zoo_to_zoo_mean_l2_median",
+                  "zoo_norm_median"):
+            assert np.isfinite(nv[k]) and nv[k] >= 0, k
+        assert -1 - 1e-6 <= nv["gen_nearest_cos_median"] <= 1 + 1e-6
+        assert "nearest" not in nv  # indices stay out of the report
+        assert nv["zoo_50_steps_apart_disagreement"] is None  # 6 training steps: no capture 50 steps back
+        for k in ("gen_vs_nearest_zoo_disagreement", "zoo_neighbours_disagreement"):
+            assert nv[k] >= 0, k
+            if METRIC[t] != "pearson":
+                assert nv[k] <= 1, k
+        assert nv["disagreement_unit"] == ("mean |score difference|" if METRIC[t] == "pearson"
+                                           else "share of test rows predicted differently")
+
+        # the condition matrix: SST-2's 2-label head and STS-B's 1-output head have different layouts, so
+        # each condition only fits its own task
+        assert set(report["condition_matrix"][t]) == {t}
+        cell = report["condition_matrix"][t][t]
+        assert set(cell) == {"mean", "ci"}
+        assert_in_ci(cell["mean"], cell["ci"], f"{t} matrix")
+        assert report["own_condition"][t] == {"status": "no competitor"}
+
+        # targets: one bool per target, as the figures say
+        tg = report["targets"][t]
+        assert tg == {"mean_vs_zoo": gen["mean"] >= z["mean"] - 0.005,
+                      "best_vs_zoo_best": gen["best_by_val"] >= z["best_by_val"] - 0.005,
+                      "not_below_weight_average": d["gen_vs_weight_average"]["ci"][1] >= 0}
+        assert all(type(b) is bool for b in tg.values())
+    assert report["generate_seconds_per_adapter"] > 0
+
+
+def test_evaluate_writes_report(built, tmp_path, inproc_ray):
     out = tmp_path / "report"
     assert cli.main(["evaluate", "--generator", str(built["gen"]), "--out", str(out), "--num", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert {"tasks", "condition_matrix", "novelty"} <= set(report)
-    assert set(report["tasks"]) == set(report["novelty"]) == set(report["condition_matrix"]) == set(TASKS)
-    for t, r in report["tasks"].items():
-        assert r["generated"]["n"] == 2
-        for kind in ("original", "recon", "generated"):
-            assert np.isfinite([r[kind]["mean"], r[kind]["best"]]).all()
-        assert report["condition_matrix"][t][t] == report["condition_matrix"][t][t]  # a number, not NaN
+    check_report(report, built["zoo"], num=2, recon_num=2, tasks=list(TASKS))
+    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim", "quality": 1.0, "seed": 0}  # the generator's own
+    assert report["bootstrap"] == 1000 and report["subset_rows"] == {t: 24 for t in TASKS}  # 24 < 200 test rows
     md = (out / "report.md").read_text()
-    assert all(t in md for t in TASKS)
+    assert all(t in md for t in TASKS) and "1000 resamples" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim", "quality": 1.0}  # the generator's own
 
 
-def test_evaluate_sampling_overrides(built, tmp_path):
-    """--guidance / --sampler / --quality replace the generator's sampling settings and the report says so;
-    --tasks limits it, --recon-num sets the reconstructions apart from --num."""
+def test_evaluate_sampling_overrides(built, tmp_path, inproc_ray):
+    """--guidance / --sampler / --quality / --seed replace the generator's sampling settings and the report says so;
+    --tasks limits it, --recon-num sets the reconstructions apart from --num; --bootstrap, --subset-rows and
+    --workers are honoured."""
     out = tmp_path / "report"
     args = ["evaluate", "--generator", str(built["gen"]), "--out", str(out), "--num", "2", "--tasks", "SST-2"]
     assert cli.main([*args, "--guidance", "0", "--sampler", "ddpm", "--quality", "0.5", "--recon-num", "1",
-                     "--matrix-num", "1"]) == 0
+                     "--matrix-num", "1", "--seed", "3", "--bootstrap", "200", "--subset-rows", "10",
+                     "--workers", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["tasks"]["SST-2"]["recon"]["n"] == 1 and report["tasks"]["SST-2"]["generated"]["n"] == 2
-    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm", "quality": 0.5}
-    assert set(report["tasks"]) == set(report["condition_matrix"]) == {"SST-2"}
-    assert "Sampling: DDPM, guidance 0, quality 0.5." in (out / "report.md").read_text()
+    check_report(report, built["zoo"], num=2, recon_num=1, tasks=["SST-2"])
+    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm", "quality": 0.5, "seed": 3}
+    assert report["bootstrap"] == 200 and report["subset_rows"] == {"SST-2": 10}
+    md = (out / "report.md").read_text()
+    assert "Sampling: DDPM, guidance 0, quality 0.5." in md and "200 resamples" in md and "SST-2 10" in md
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- bad input: exit 2 and exactly one `raypdiff: error:` line ----
@@ -256,6 +372,10 @@ def test_generate_bad_input(built, tmp_path, capsys, kind, args, match):
 @pytest.mark.parametrize("args,match", [(["--num", "0"], "--num: must be >= 1"),
                                         (["--recon-num", "0"], "--recon-num: must be >= 1"),
                                         (["--matrix-num", "-1"], "--matrix-num: must be >= 1"),
+                                        (["--subset-rows", "0"], "--subset-rows: must be >= 1"),
+                                        (["--bootstrap", "0"], "--bootstrap: must be >= 1"),
+                                        (["--workers", "0"], "--workers: must be >= 1"),
+                                        (["--workers", "-2"], "--workers: must be >= 1"),
                                         (["--quality", "2"], "--quality: must be in [0, 1]"),
                                         (["--tasks", "CoLA"], "unknown task 'CoLA'")])
 def test_evaluate_bad_counts(built, tmp_path, capsys, args, match):
@@ -310,3 +430,17 @@ def test_pipeline_on_the_collected_zoo(built):
     report = json.loads((adapters / "report" / "report.json").read_text())
     assert set(report["tasks"]) == set(TASKS)
     assert (adapters / "report" / "report.md").is_file() and (adapters / "report" / "report.png").is_file()
+
+    # tracking is on: one MLflow run for the evaluation, with the report's flat test figures and its files
+    import mlflow
+
+    from raypdiff.evaluate import flat_metrics
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'pipe_mlflow.db'}")
+    runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if r.info.run_name == "evaluate"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    want = flat_metrics(report)
+    assert {f"{t}.generated.mean" for t in TASKS} <= set(want)
+    assert runs[0].data.metrics == pytest.approx(want)
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"report.json", "report.md", "report.png"}

@@ -1,6 +1,6 @@
 """Generator building blocks on tiny tensors (no model loading): normalizer, parameter autoencoder, denoiser,
-diffusion loss/sampling/guidance, EMA, the `fit` loop with resume, the generator checkpoint, novelty and
-task conditions. Every case runs in well under a second."""
+diffusion loss/sampling/guidance, EMA, the `fit` loop with resume, the generator checkpoint, novelty (parameter
+distances, disagreement, zoo capture pairs) and task conditions. Every case runs in well under a second."""
 from __future__ import annotations
 
 import io
@@ -16,7 +16,7 @@ from raypdiff.conditions import condition_bank, condition_text, draw_examples, m
 from raypdiff.config import AutoencoderConfig, Config, ConditionConfig, ConfigError, DiffusionConfig
 from raypdiff.denoiser import Denoiser
 from raypdiff.diffusion import EMA, make_scheduler, sample, training_loss
-from raypdiff.evaluate import novelty
+from raypdiff.evaluate import disagreement, novelty_distances, zoo_pairs
 from raypdiff.normalize import POOLED, Normalizer
 from raypdiff.tasks import Split, TaskSpec
 
@@ -675,26 +675,82 @@ def test_generator_rejects_non_generators(tmp_path, content, match):
 
 # ---------------------------------------------------------------- novelty
 
+S = math.sqrt
+NOVELTY_KEYS = {"gen_nearest_l2_median", "gen_nearest_cos_median", "recon_own_l2_median", "recon_nearest_l2_median",
+                "zoo_neighbour_l2_median", "gen_to_zoo_mean_l2_median", "zoo_to_zoo_mean_l2_median",
+                "zoo_norm_median", "nearest"}
 NOVELTY = [
-    # generated, zoo, expected {key: value}
-    ([[2, 0], [0, 5]], [[1, 0], [4, 0], [0, 3]],
-     {"gen_nearest_l2_median": 1.5, "gen_nearest_cos_median": 1.0, "zoo_neighbour_l2_median": 3.0,
-      "zoo_norm_median": 3.0}),
-    ([[-2, 0]], [[1, 0], [0, 5]],
-     {"gen_nearest_l2_median": 3.0, "gen_nearest_cos_median": -1.0, "zoo_neighbour_l2_median": math.sqrt(26),
-      "zoo_norm_median": 3.0}),
-    ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 0]],  # copies of the zoo and one orthogonal vector
-     {"gen_nearest_l2_median": 0.0, "gen_nearest_cos_median": 1.0, "zoo_neighbour_l2_median": math.sqrt(2),
-      "zoo_norm_median": 1.0}),
+    # generated, zoo, recon, originals of the recon, expected {key: value} (worked out by hand in the comments)
+    (  # zoo mean (5/3, 1); gen → zoo: [2,0]→[1,0] 1, [0,5]→[0,3] 2; zoo neighbours 3, 3, √10; zoo norms 1, 4, 3
+        [[2, 0], [0, 5]], [[1, 0], [4, 0], [0, 3]], [[0, 2], [1, 0]], [[4, 0], [1, 0]],
+        {"gen_nearest_l2_median": 1.5, "gen_nearest_cos_median": 1.0, "nearest": [0, 2],
+         "recon_own_l2_median": S(20) / 2,  # √20 and 0
+         "recon_nearest_l2_median": 0.5,  # [0,2]→[0,3] 1, [1,0]→[1,0] 0
+         "zoo_neighbour_l2_median": 3.0, "zoo_norm_median": 3.0,
+         "gen_to_zoo_mean_l2_median": (S(10) / 3 + 13 / 3) / 2,  # |(1/3, -1)|, |(-5/3, 4)|
+         "zoo_to_zoo_mean_l2_median": S(58) / 3}),  # √13/3, √58/3, √61/3
+    (  # opposite the nearest zoo vector: cosine -1; zoo mean (0.5, 2.5); reconstructions equal to their originals
+        [[-2, 0]], [[1, 0], [0, 5]], [[1, 0], [0, 5]], [[1, 0], [0, 5]],
+        {"gen_nearest_l2_median": 3.0, "gen_nearest_cos_median": -1.0, "nearest": [0],
+         "recon_own_l2_median": 0.0, "recon_nearest_l2_median": 0.0,
+         "zoo_neighbour_l2_median": S(26), "zoo_norm_median": 3.0,
+         "gen_to_zoo_mean_l2_median": 2.5 * S(2), "zoo_to_zoo_mean_l2_median": S(6.5)}),
+    (  # two copies of zoo vectors and one orthogonal to both (equidistant: the first zoo vector is its nearest)
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 0]], [[0, 1, 1]], [[1, 0, 0]],
+        {"gen_nearest_l2_median": 0.0, "gen_nearest_cos_median": 1.0, "nearest": [0, 1, 0],
+         "recon_own_l2_median": S(3), "recon_nearest_l2_median": 1.0,
+         "zoo_neighbour_l2_median": S(2), "zoo_norm_median": 1.0,
+         "gen_to_zoo_mean_l2_median": S(0.5),  # zoo mean (0.5, 0.5, 0): √0.5, √0.5, √1.5
+         "zoo_to_zoo_mean_l2_median": S(0.5)}),
 ]
 
 
-@pytest.mark.parametrize("gen,zoo,expected", NOVELTY, ids=["line", "opposite", "copies"])
-def test_novelty_numbers(gen, zoo, expected):
-    out = novelty(np.asarray(gen, np.float64), np.asarray(zoo, np.float64))
-    assert set(out) == set(expected)
+@pytest.mark.parametrize("gen,zoo,recon,originals,expected", NOVELTY, ids=["line", "opposite", "copies"])
+def test_novelty_distances(gen, zoo, recon, originals, expected):
+    arr = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    out = novelty_distances(arr(gen), arr(zoo), arr(recon), arr(originals))
+    assert set(out) == NOVELTY_KEYS == set(expected)
+    assert out["nearest"].tolist() == expected["nearest"]
     for k, v in expected.items():
+        if k == "nearest":
+            continue
+        assert type(out[k]) is float, k  # JSON-ready
         assert out[k] == pytest.approx(v, abs=1e-6), k
+
+
+# (a, b, regression, expected): the median over pairs of rows' share predicted differently / mean |difference|
+DISAGREEMENT = [
+    ([0, 1, 1, 0], [0, 1, 0, 0], False, 0.25),
+    ([[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]], [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]], False, 0.25),
+    ([[2, 1, 0]], [[2, 1, 0]], False, 0.0),
+    ([[1.0, 2.0]], [[1.5, 1.0]], True, 0.75),
+    ([[1.0, 2.0], [0.0, 0.0]], [[1.0, 2.0], [4.0, -4.0]], True, 2.0),  # pairs 0 and 4: median 2
+]
+
+
+@pytest.mark.parametrize("a,b,regression,expected", DISAGREEMENT, ids=[f"case{i}" for i in range(len(DISAGREEMENT))])
+def test_disagreement(a, b, regression, expected):
+    dtype = np.float32 if regression else np.int64
+    got = disagreement(np.asarray(a, dtype), np.asarray(b, dtype), regression)
+    assert got == pytest.approx(expected, abs=1e-7)
+    if not regression:
+        assert 0.0 <= got <= 1.0
+
+
+# One zoo of two runs (seeds 0, 1) with captures at steps 5..8; captures 1, 3, 4, 7 were scored on test.
+PAIR_ARRAYS = {"seed": np.array([0, 0, 0, 0, 1, 1, 1, 1]), "step": np.array([5, 6, 7, 8, 5, 6, 7, 8]),
+               "test_pred": {1: None, 3: None, 4: None, 7: None}}
+
+
+@pytest.mark.parametrize("gap,limit,expected", [
+    (1, 5, [(1, 0), (3, 2), (7, 6)]),  # capture 4 is its run's first: nothing one step before it
+    (1, 2, [(3, 2), (7, 6)]),  # the last `limit`
+    (2, 5, [(3, 1), (7, 5)]),
+    (3, 5, [(3, 0), (7, 4)]),
+    (50, 5, []),
+])
+def test_zoo_pairs(gap, limit, expected):
+    assert zoo_pairs(PAIR_ARRAYS, gap, limit) == expected
 
 
 # ---------------------------------------------------------------- conditions

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +176,20 @@ def test_predict_and_evaluate(tiny, tok):
     assert lora.evaluate(model, batches, spec, dev.labels) == pytest.approx(float((preds == dev.labels).mean()))
 
 
+# (model.dtype, device, precision used): auto is bfloat16 on a GPU, float32 on a CPU; an explicit dtype is kept
+DTYPE_CASES = [
+    ("auto", "cpu", "float32"),
+    ("auto", "cuda", "bfloat16"),
+    ("float32", "cuda", "float32"),
+    ("bfloat16", "cpu", "bfloat16"),
+]
+
+
+@pytest.mark.parametrize("dtype,device,expected", DTYPE_CASES, ids=[f"{d}-{v}" for d, v, _ in DTYPE_CASES])
+def test_resolve_dtype(dtype, device, expected):
+    assert lora.resolve_dtype(dtype, torch.device(device)) == expected
+
+
 # ---- THE contract: write_adapter → a standard PEFT folder with identical logits ----
 
 def load_like_a_user(folder: Path, num_labels: int):
@@ -221,24 +233,26 @@ def test_write_adapter_unwritable(tiny, tmp_path):
 
 # ---- raypdiff export from a real (tiny) zoo ----
 
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory, data_dir, repo_dir):
-    zoo = tmp_path_factory.mktemp("zoo") / "zoo"
-    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", "configs/tiny.yaml",
-                        f"data.root={data_dir}", f"collect.output_dir={zoo}", "tracking.enabled=false"],
-                       cwd=repo_dir, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return zoo
-
-
 def test_tiny_zoo_is_complete(tiny_zoo):
-    from raypdiff.zoo import load_table, read_meta
+    """configs/tiny.yaml: val 16 rows carved from train, test 24 dev rows; every capture has a val value, the
+    captures of `tested_captures` (every 2nd from the last, and the best by val) a test value and predictions."""
+    from raypdiff.zoo import load_table, read_meta, tested_captures
 
     meta = read_meta(tiny_zoo)
     assert meta["complete"] is True and set(meta["tasks"]) == {"SST-2", "STS-B"}
     t = load_table(tiny_zoo).to_pandas()
-    assert sorted(t.step[t.task == "SST-2"]) == [4, 5, 6]
     assert len(t) == 6
+    for task, n_train in (("SST-2", 20000), ("STS-B", 5749)):
+        splits = meta["tasks"][task]["splits"]
+        assert splits["train"] == {"file": "train", "rows": n_train - 16}
+        assert splits["val"]["file"] == "train" and len(splits["val"]["rows"]) == 16
+        assert splits["test"]["file"] == "dev" and len(splits["test"]["rows"]) == 24
+        rows = t[t.task == task].sort_values("step")
+        assert rows.step.tolist() == [4, 5, 6] and np.isfinite(rows.value).all()
+        tested = tested_captures(3, 2, rows.value.tolist())
+        assert [i for i, v in enumerate(rows.test_value) if np.isfinite(v)] == tested
+        assert all((p is None) == (i not in tested) for i, p in enumerate(rows.test_pred))
+        assert all(len(rows.test_pred.iloc[i]) == 24 for i in tested)
 
 
 @pytest.mark.parametrize("task,step", [("SST-2", 6), ("STS-B", 4)])
@@ -263,29 +277,36 @@ def test_export_writes_loadable_adapter(tiny_zoo, tmp_path, tok, data_dir, task,
     cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     ref = lora.build(cfg.model, cfg.lora, spec)
     lora.load_vector(ref, vec, lora.Layout.from_json(info["layout"]))
-    dev = load_split(spec, "dev").take(info["dev_indices"][:4])
-    assert (_logits(loaded, tok, dev) - _logits(ref, tok, dev)).abs().max().item() <= 1e-5
+    val = info["splits"]["val"]
+    rows = load_split(spec, val["file"]).take(val["rows"][:4])
+    assert (_logits(loaded, tok, rows) - _logits(ref, tok, rows)).abs().max().item() <= 1e-5
 
 
-def test_export_score_matches_zoo(tiny_zoo, tmp_path, tok):
-    """Scoring the exported adapter on the zoo's dev subset gives the value stored in the zoo."""
+@pytest.mark.parametrize("task", ["SST-2", "STS-B"])
+def test_export_score_matches_zoo(tiny_zoo, tmp_path, tok, task):
+    """The exported adapter scored on the zoo's val split gives the shard's `value`; on its test split (the last
+    capture is always tested) the shard's `test_value`. The splits rebuilt from meta.json's eval settings are
+    the rows meta.json records."""
     from raypdiff import cli
     from raypdiff.tasks import TaskSpec
     from raypdiff.zoo import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
-    info = meta["tasks"]["SST-2"]
+    info, ev = meta["tasks"][task], meta["eval"]
     spec = TaskSpec(**info["spec"])
     out = tmp_path / "exported"
-    assert cli.main(["export", str(tiny_zoo), "--task", "SST-2", "--step", "6", "--out", str(out)]) == 0
-    data = load_task(spec, max_examples=len(info["dev_indices"]), subset_seed=0)
-    assert data.dev_indices == info["dev_indices"]
+    assert cli.main(["export", str(tiny_zoo), "--task", task, "--step", "6", "--out", str(out)]) == 0
+    data = load_task(spec, ev["val_examples"], ev["test_examples"], ev["split_seed"])
+    assert data.splits == info["splits"]
     loaded = load_like_a_user(out, spec.num_labels)
-    batches = lora.eval_batches(tok, data.dev, meta["base_model"]["max_length"], 16)
-    got = lora.evaluate(loaded, batches, spec, data.dev.labels, meta["base_model"]["dtype"])
     t = load_table(tiny_zoo).to_pandas()
-    stored = float(t.value[(t.task == "SST-2") & (t.step == 6)].iloc[0])
-    assert got == pytest.approx(stored, abs=1 / len(data.dev) + 1e-9)
+    row = t[(t.task == task) & (t.step == 6)].iloc[0]
+    for split, stored in ((data.val, row.value), (data.test, row.test_value)):
+        batches = lora.eval_batches(tok, split, meta["base_model"]["max_length"], ev["batch_size"])
+        got = lora.evaluate(loaded, batches, spec, split.labels, meta["base_model"]["dtype"])
+        # one row may flip at a decision boundary: the zoo scored through its own model object
+        tol = 1e-4 if spec.is_regression else 1 / len(split) + 1e-9
+        assert got == pytest.approx(float(stored), abs=tol)
 
 
 @pytest.mark.parametrize("args,match", [

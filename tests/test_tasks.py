@@ -1,14 +1,16 @@
-"""Tasks: metrics, majority baselines, built-in loaders on the real data, custom YAML tasks, dev subsets."""
+"""Tasks: metrics, majority baselines, built-in loaders on the real data, custom YAML tasks, row samples, and the
+rule for a missing data folder (the three splits themselves: test_splits.py)."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+from helpers import missing_data
 
 from raypdiff.config import ConfigError, load_config
-from raypdiff.tasks import (BUILTIN, TaskSpec, builtin_spec, dev_subset_indices, load_split, load_task,
-                            majority_baseline, resolve_specs, score)
+from raypdiff.tasks import (BUILTIN, TaskSpec, builtin_spec, load_split, load_task, majority_baseline, resolve_specs,
+                            score, subset_indices)
 
 # ---- metrics ----
 
@@ -67,6 +69,24 @@ MAJORITY_CASES = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(MAJORITY_CASES)])
 def test_majority_baseline(metric, labels, expected):
     assert majority_baseline(metric, np.array(labels)) == pytest.approx(expected)
+
+
+# (metric, train labels, scored labels, expected): the class is the train majority, whatever the scored rows hold
+MAJORITY_FROM_TRAIN_CASES = [
+    ("accuracy", [1, 1, 0], [0, 0, 0, 1], 0.25),
+    ("accuracy", [0, 0, 1], [0, 0, 0, 1], 0.75),
+    ("accuracy", [2, 2, 1, 0], [0, 1, 1, 2, 1], 0.2),
+    ("f1", [1, 1, 0], [0, 0, 1, 1], 2 * 2 / (2 * 2 + 2 + 0)),  # always 1: tp=2 fp=2 → 4/6
+    ("f1", [0, 0, 1], [0, 1, 1, 1], 0.0),  # always 0, though 1 is the scored majority
+    ("mcc", [1, 1, 0], [0, 1], 0.0),
+]
+
+
+@pytest.mark.parametrize("metric,train,labels,expected", MAJORITY_FROM_TRAIN_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(MAJORITY_FROM_TRAIN_CASES)])
+def test_majority_baseline_uses_train_labels(metric, train, labels, expected):
+    got = majority_baseline(metric, np.array(labels), train_labels=np.array(train))
+    assert got == pytest.approx(expected)
 
 
 # ---- built-in tasks on the real data ----
@@ -145,32 +165,33 @@ def test_builtin_names_and_errors(data_dir):
         load_split(builtin_spec("SST-2", str(data_dir / "nope")), "dev")
 
 
-def test_load_task_dev_subset(data_dir):
+def test_load_task_test_sample(data_dir):
     spec = builtin_spec("RTE", str(data_dir))
-    data = load_task(spec, max_examples=20, subset_seed=3)
+    data = load_task(spec, val_examples=20, test_examples=20, seed=3)
     full = load_split(spec, "dev")
-    assert len(data.dev) == 20 and data.dev_indices == sorted(data.dev_indices)
-    assert data.dev.texts == [full.texts[i] for i in data.dev_indices]
-    assert data.dev.labels.tolist() == full.labels[data.dev_indices].tolist()
-    assert load_task(spec, 20, 3).dev_indices == data.dev_indices
-    assert len(load_task(spec, 1000, 0).dev) == 277  # fewer rows than max_examples → all of them
+    idx = data.splits["test"]["rows"]
+    assert data.splits["test"]["file"] == "dev" and len(data.test) == 20 and idx == sorted(idx)
+    assert data.test.texts == [full.texts[i] for i in idx]
+    assert data.test.labels.tolist() == full.labels[idx].tolist()
+    assert load_task(spec, 20, 20, 3).splits == data.splits
+    assert len(load_task(spec, 20, 1000, 0).test) == 277  # fewer rows than test_examples → all of them
 
 
-# ---- dev subset indices ----
+# ---- row samples ----
 
 @pytest.mark.parametrize("n,k,seed", [(10, 3, 0), (100, 10, 1), (872, 500, 0), (5, 5, 0), (5, 100, 0), (1, 1, 9)])
-def test_dev_subset_indices(n, k, seed):
-    idx = dev_subset_indices(n, k, seed)
+def test_subset_indices(n, k, seed):
+    idx = subset_indices(n, k, seed)
     assert len(idx) == min(n, k)
     assert idx == sorted(idx) and len(set(idx)) == len(idx)
     assert all(isinstance(i, int) and 0 <= i < n for i in idx)
-    assert dev_subset_indices(n, k, seed) == idx  # deterministic
+    assert subset_indices(n, k, seed) == idx  # deterministic
     if n <= k:
         assert idx == list(range(n))
 
 
-def test_dev_subset_depends_on_seed():
-    assert dev_subset_indices(1000, 50, 0) != dev_subset_indices(1000, 50, 1)
+def test_subset_depends_on_seed():
+    assert subset_indices(1000, 50, 0) != subset_indices(1000, 50, 1)
 
 
 # ---- custom tasks from files ----
@@ -204,10 +225,14 @@ def _custom(tmp_path, fmt, rows=ROWS, **kw):
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_custom_task_formats(tmp_path, fmt):
     (spec,) = resolve_specs([_custom(tmp_path, fmt)], None)
-    data = load_task(spec, max_examples=3, subset_seed=0)
-    assert len(data.train) == 5 and data.train.texts[0] == ("good film",)
-    assert data.train.labels.tolist() == [1, 0, 1, 0, 1]
-    assert len(data.dev) == 3 and data.dev_indices == sorted(data.dev_indices)
+    full = load_split(spec, "train")
+    assert len(full) == 5 and full.texts[0] == ("good film",)
+    assert full.labels.tolist() == [1, 0, 1, 0, 1]
+    data = load_task(spec, val_examples=3, test_examples=3, seed=0)
+    (held,) = data.splits["val"]["rows"]  # 5 train rows: at most a fifth, 1, is carved out for val
+    assert data.val.texts == [full.texts[held]]
+    assert data.train.texts == [t for i, t in enumerate(full.texts) if i != held]
+    assert len(data.test) == 3 and data.splits["test"]["rows"] == sorted(data.splits["test"]["rows"])
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -259,6 +284,7 @@ BAD_SPECS = [
     (dict(label_names=["only"]), "label_names"),
     (dict(metric="f1", label_names=["a", "b", "c"]), "f1"),
     (dict(train=None), "train and dev"),
+    (dict(dev=None), r"train and dev \(or test\)"),
     (dict(colour="red"), "colour"),  # an unknown key
 ]
 
@@ -293,6 +319,20 @@ def test_bad_custom_file(tmp_path, fmt, rows, header, change, match):
     (spec,) = resolve_specs([entry], None)
     with pytest.raises(ConfigError, match=match):
         load_split(spec, "dev")
+
+
+# ---- the data root: missing locally → skip; missing under CI=true → fail (conftest's data_dir) ----
+
+@pytest.mark.parametrize("has_glue,ci,action", [(True, False, None), (True, True, None),
+                                                (False, False, "skip"), (False, True, "fail")])
+def test_missing_data_rule(tmp_path, has_glue, ci, action):
+    if has_glue:
+        (tmp_path / "glue").mkdir()
+    got = missing_data(tmp_path, ci)
+    if action is None:
+        assert got is None
+    else:
+        assert got[0] == action and str(tmp_path) in got[1] and "RAYPDIFF_DATA_DIR" in got[1]
 
 
 def test_unsupported_file_type(tmp_path):

@@ -34,9 +34,7 @@ def registered_checkpoint(gen: Path) -> dict | None:
 
 
 @pytest.mark.timeout(600)
-def test_worker_killed_mid_training_resumes_from_checkpoint():
-    if not (data_root() / "glue" / "SST-2").is_dir():
-        pytest.skip(f"no GLUE data at {data_root()} (set RAYPDIFF_DATA_DIR)")
+def test_worker_killed_mid_training_resumes_from_checkpoint(data_dir):
     tmp = Path(tempfile.mkdtemp(prefix="rptf", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     zoo, gen = tmp / "zoo", tmp / "gen"
     common = ["-q", "-c", "configs/tiny_gen.yaml", "tasks=[SST-2]", f"data.root={data_root()}",

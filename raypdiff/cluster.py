@@ -1,0 +1,21 @@
+"""Connecting to Ray: the one place that decides which cluster a command runs on, and what it offers."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def connect(address: Optional[str] = None, progress: bool = True) -> None:
+    """`address`, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray — never a cluster that merely
+    happens to run on this machine."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=progress)
+
+
+def cpus() -> int:
+    """CPUs the connected cluster has now (re-read by callers each round, so an autoscaler's new nodes count)."""
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1))

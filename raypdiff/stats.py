@@ -1,0 +1,62 @@
+"""Metrics vectorized over leading axes, and paired bootstrap intervals over test rows."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def metric_rows(metric: str, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """preds, labels: (..., R) → (...) metric values; the same numbers as tasks.score, many at once."""
+    p, y = np.asarray(preds), np.asarray(labels)
+    if metric == "accuracy":
+        return (p == y).mean(-1)
+    if metric == "pearson":
+        p, y = p.astype(np.float64), y.astype(np.float64)
+        pc, yc = p - p.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+        den = np.sqrt((pc ** 2).sum(-1) * (yc ** 2).sum(-1))
+        return np.where(den > 0, (pc * yc).sum(-1) / np.where(den > 0, den, 1), 0.0)
+    tp = ((p == 1) & (y == 1)).sum(-1).astype(np.float64)
+    fp = ((p == 1) & (y == 0)).sum(-1).astype(np.float64)
+    fn = ((p == 0) & (y == 1)).sum(-1).astype(np.float64)
+    if metric == "f1":
+        return np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    if metric == "mcc":
+        tn = ((p == 0) & (y == 0)).sum(-1).astype(np.float64)
+        den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        return np.where(den > 0, (tp * tn - fp * fn) / np.where(den > 0, den, 1), 0.0)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+class Bootstrap:
+    """B resamples of one task's test rows, shared by every method so differences are paired."""
+
+    def __init__(self, metric: str, labels: np.ndarray, num: int = 1000, seed: int = 0):
+        self.metric, self.labels = metric, np.asarray(labels)
+        self.idx = np.random.default_rng(seed).integers(0, len(labels), (num, len(labels)))  # (B, R)
+
+    def point(self, preds: np.ndarray) -> float:
+        """preds (n, R) → the mean over the n adapters of their metric on all rows."""
+        return float(metric_rows(self.metric, np.atleast_2d(preds), self.labels).mean())
+
+    def draws(self, preds: np.ndarray) -> np.ndarray:
+        """preds (n, R) → (B,): the adapters' mean metric on each resample of the rows."""
+        preds = np.atleast_2d(preds)
+        y = self.labels[self.idx]  # (B, R)
+        return np.mean([metric_rows(self.metric, p[self.idx], y) for p in preds], axis=0)
+
+    def mean(self, preds: np.ndarray) -> dict:
+        """{"mean", "ci"}: the point value and its 95% percentile interval."""
+        return {"mean": self.point(preds), "ci": interval(self.draws(preds))}
+
+    def diff(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """{"value", "ci"} of mean(a) − mean(b), paired over the same resampled rows."""
+        return {"value": self.point(a) - self.point(b), "ci": interval(self.draws(a) - self.draws(b))}
+
+
+def interval(draws: np.ndarray) -> list[float]:
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def verdict(ci: list[float]) -> str:
+    """A difference whose interval spans 0 is no difference."""
+    return "higher" if ci[0] > 0 else "lower" if ci[1] < 0 else "no difference"
