@@ -81,6 +81,7 @@ class ScorerPool:
         """jobs: (task, split, (k, P) vectors) → one (k, R) prediction array per job, in order."""
         import ray
 
+        jobs = list(jobs)
         pieces = [(j, task, split, vecs[i:i + self.chunk]) for j, (task, split, vecs) in enumerate(jobs)
                   for i in range(0, len(vecs), self.chunk)]
         results: dict[int, list] = {}
@@ -100,7 +101,7 @@ class ScorerPool:
         out: dict[int, list] = {}
         for k, (j, *_rest) in enumerate(pieces):
             out.setdefault(j, []).append(results[k])
-        return [np.concatenate(out[j]) for j in sorted(out)]
+        return [np.concatenate(out[j]) if j in out else np.empty((0, 0), np.float32) for j in range(len(jobs))]
 
     def close(self) -> None:
         import ray

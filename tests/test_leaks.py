@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,12 @@ def test_scrambled_test_scores_train_the_same_generator(tiny_zoo, data_dir, tmp_
     after = pq.read_table(shuffled / "shards" / "SST-2__seed0.parquet")
     assert after["test_value"].to_pylist() != before["test_value"].to_pylist()  # scrambled
     assert after["value"].equals(before["value"]) and after["vector"].equals(before["vector"])
-    a = Generator(train(tiny_zoo, tmp_path / "gen_a", data_dir, tmp_path / "ray"))
-    b = Generator(train(shuffled, tmp_path / "gen_b", data_dir, tmp_path / "ray"))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rpl", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    try:
+        a = Generator(train(tiny_zoo, tmp_path / "gen_a", data_dir, ray_tmp))
+        b = Generator(train(shuffled, tmp_path / "gen_b", data_dir, ray_tmp))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     for task in ("SST-2", "STS-B"):
         va = a.vectors(a.conditions(task, 3), task, seed=5)
         vb = b.vectors(b.conditions(task, 3), task, seed=5)

@@ -177,17 +177,26 @@ def test_predict_and_evaluate(tiny, tok):
 
 
 # (model.dtype, device, precision used): auto is bfloat16 on a GPU, float32 on a CPU; an explicit dtype is kept
+# (model.dtype, device, CPU has bf16 instructions, resolved precision)
 DTYPE_CASES = [
-    ("auto", "cpu", "float32"),
-    ("auto", "cuda", "bfloat16"),
-    ("float32", "cuda", "float32"),
-    ("bfloat16", "cpu", "bfloat16"),
+    ("auto", "cpu", False, "float32"),
+    ("auto", "cpu", True, "bfloat16"),
+    ("auto", "cuda", False, "bfloat16"),
+    ("float32", "cuda", True, "float32"),
+    ("float32", "cpu", True, "float32"),
+    ("bfloat16", "cpu", False, "bfloat16"),
 ]
 
 
-@pytest.mark.parametrize("dtype,device,expected", DTYPE_CASES, ids=[f"{d}-{v}" for d, v, _ in DTYPE_CASES])
-def test_resolve_dtype(dtype, device, expected):
+@pytest.mark.parametrize("dtype,device,bf16,expected", DTYPE_CASES, ids=[f"{d}-{v}-{b}" for d, v, b, _ in DTYPE_CASES])
+def test_resolve_dtype(monkeypatch, dtype, device, bf16, expected):
+    monkeypatch.setattr(lora, "cpu_has_bf16", lambda: bf16)
     assert lora.resolve_dtype(dtype, torch.device(device)) == expected
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert lora.cpu_has_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
 
 
 # ---- THE contract: write_adapter → a standard PEFT folder with identical logits ----
