@@ -194,7 +194,7 @@ def collate(tokenizer, rows: list[dict], labels: Optional[np.ndarray] = None) ->
 
 
 def eval_batches(tokenizer, split: Split, max_length: int, batch_size: int) -> list[tuple[dict, np.ndarray]]:
-    """Length-sorted padded batches and their row order, built once per dev subset."""
+    """Length-sorted padded batches and their row order, built once per split."""
     rows = encode(tokenizer, split, max_length)
     order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
     return [(collate(tokenizer, [rows[i] for i in idx]), idx)
