@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from raypdiff.config import load_config
-from raypdiff.evaluate import evaluate, load_splits, markdown
+from raypdiff.evaluate import evaluate, markdown
 from raypdiff.generate import Generator
 from raypdiff.train import train_generator
-from raypdiff.zoo import read_meta
+from raypdiff.zoo import load_splits, read_meta
 
 RESULTS = Path(__file__).parent / "results"
 

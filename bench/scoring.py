@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-from raypdiff.evaluate import load_splits
 from raypdiff.scoring import Scorer, ScorerPool
-from raypdiff.zoo import read_meta, task_arrays
+from raypdiff.zoo import load_splits, read_meta, task_arrays
 
 RESULTS = Path(__file__).parent / "results"
 

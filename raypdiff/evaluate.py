@@ -19,21 +19,6 @@ from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
 TARGET_POINTS = 0.005  # the issue's targets: within half a point of the zoo
 
 
-def load_splits(meta: dict, names: list[str]) -> dict:
-    """The zoo's val / test rows of each task, checked against the rows meta.json recorded at collect time."""
-    from raypdiff.tasks import TaskSpec, load_task
-
-    ev, out = meta["eval"], {}
-    for t in names:
-        info = meta["tasks"][t]
-        data = load_task(TaskSpec(**info["spec"]), ev["val_examples"], ev["test_examples"], ev["split_seed"])
-        if data.splits != info["splits"]:
-            raise ConfigError(f"task {t}: its data files changed since the zoo was collected (the val/test rows "
-                              f"differ from meta.json); collect the zoo again")
-        out[t] = data
-    return out
-
-
 def novelty_distances(generated: np.ndarray, zoo: np.ndarray, recon: np.ndarray, originals: np.ndarray) -> dict:
     """Medians: generated → nearest zoo vector (L2, cosine), reconstruction → its own original and → nearest zoo
     vector (the decoder's floor), zoo nearest-neighbour L2, and generated / zoo → the zoo's mean vector."""
@@ -101,7 +86,7 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     from raypdiff import lora
     from raypdiff.config import Config
     from raypdiff.scoring import ScorerPool
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo import check, load_splits, task_arrays
 
     gen = Generator(gen_path)
     guidance = gen.cfg.diffusion.guidance if guidance is None else guidance

@@ -160,8 +160,8 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
     from raypdiff import lora
     from raypdiff.conditions import condition_bank
-    from raypdiff.tasks import TaskSpec, load_task
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.tasks import TaskSpec
+    from raypdiff.zoo import check, load_splits, task_arrays
 
     meta = check(zoo_dir)
     names = list(meta["tasks"])
@@ -169,9 +169,8 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
     specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
-    ev = meta["eval"]  # condition examples come from the fine-tuning rows: val and test feed no training
-    bank = condition_bank(cfg.condition, specs, {
-        s.name: load_task(s, ev["val_examples"], ev["test_examples"], ev["split_seed"]).train for s in specs})
+    data = load_splits(meta, names)  # condition examples come from the fine-tuning rows: val and test feed no training
+    bank = condition_bank(cfg.condition, specs, {t: d.train for t, d in data.items()})
     base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     fingerprint = lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))
     return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,

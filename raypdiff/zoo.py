@@ -412,6 +412,19 @@ def check(zoo_dir: str | Path) -> dict:
     return meta
 
 
+def load_splits(meta: dict, names: list[str]) -> dict:
+    """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time."""
+    ev, out = meta["eval"], {}
+    for t in names:
+        info = meta["tasks"][t]
+        data = load_task(TaskSpec(**info["spec"]), ev["val_examples"], ev["test_examples"], ev["split_seed"])
+        if data.splits != info["splits"]:
+            raise ConfigError(f"task {t}: its data files changed since the zoo was collected (the val/test rows "
+                              f"differ from meta.json); collect the zoo again")
+        out[t] = data
+    return out
+
+
 def fingerprint(zoo_dir: str | Path) -> str:
     """Changes whenever the zoo's contents do: its meta.json and each shard's name, size and mtime."""
     h = hashlib.sha256((Path(zoo_dir) / "meta.json").read_bytes())
