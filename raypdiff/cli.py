@@ -51,7 +51,7 @@ def cmd_export(args) -> int:
     cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     vector = get_vector(args.zoo, args.task, args.seed, args.step)
     model = lora.build(cfg.model, cfg.lora, TaskSpec(**info["spec"]))
-    out = lora.write_adapter(model, vector, lora.Layout.from_json(info["layout"]), args.out)
+    out = lora.write_adapter(model, vector, lora.Layout.from_json(info["layout"]), args.out, cfg.model.base)
     print(f"wrote PEFT adapter for {args.task} seed {args.seed} step {args.step} to {out}")
     return 0
 
@@ -95,6 +95,33 @@ def cmd_evaluate(args) -> int:
         cfg = load_config(args.config, args.overrides)
         if cfg.tracking.enabled:
             tracking.log_evaluation(cfg, Path(args.out), flat_metrics(report))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import dataclasses
+
+    from raypdiff.serve.adapters import resolve_generator
+
+    cfg = load_config(args.config, args.overrides)
+    flags = {k: getattr(args, k) for k in ("generator", "host", "port", "replicas") if getattr(args, k) is not None}
+    serve_cfg = dataclasses.replace(cfg.serve, **flags)
+    serve_cfg.__post_init__()
+    if serve_cfg.generator.startswith("models:/") and serve_cfg.tracking_uri is None:
+        import os
+
+        from raypdiff import tracking
+
+        serve_cfg.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri(cfg)
+    path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri).resolve()
+    if not (path.is_file() or (path / "generator.pt").is_file()):
+        raise ConfigError(f"--generator: no generator at {path} (a folder holding generator.pt, the file, or "
+                          "models:/<name>/<version>)")
+    serve_cfg.generator = str(path)  # replicas read the local copy; paths made absolute for Ray's workers
+    serve_cfg.store_dir = str(Path(serve_cfg.store_dir).expanduser().resolve())
+    from raypdiff.serve.app import run
+
+    run(serve_cfg, cfg.collect.ray_address)
     return 0
 
 
@@ -208,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sampler", choices=["ddim", "ddpm"], help="sampler (default: the generator's)")
     _config_args(v)
     v.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("serve", help="serve the generator over HTTP (Ray Serve): generate, download, try adapters",
+                       description="Start a Ray Serve app on a local Ray (or RAY_ADDRESS): POST /v1/adapters generates "
+                                   "adapters from a zoo task or a description + labeled examples, GET "
+                                   "/v1/adapters/{id} downloads one as a PEFT folder (zip), POST /v1/predict labels "
+                                   "texts with one, GET /v1/tasks lists the generator's tasks; the web page is at /, "
+                                   "the OpenAPI docs at /docs. Settings: the config's serve section (serve.api_key or "
+                                   "RAYPDIFF_API_KEY requires Authorization: Bearer <key> on /v1 routes). Runs until "
+                                   "Ctrl-C.")
+    s.add_argument("--generator", help="generator folder, generator.pt, or models:/raypdiff-generator/<version> from "
+                                       "the MLflow registry (default: serve.generator, runs/generator)")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
+    s.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    s.add_argument("--replicas", type=int, help="replicas of the generator and of the predictor (default 1)")
+    _config_args(s)
+    s.set_defaults(fn=cmd_serve)
 
     pl = sub.add_parser("pipeline", help="collect (reusing a zoo) → train → generate → evaluate",
                         description="Run every stage with one config: collect (only missing shards), train the "

@@ -29,6 +29,12 @@ def draw_examples(split: Split, k: int, rng: np.random.Generator) -> list:
     return [(split.texts[i], split.labels[i]) for i in idx]
 
 
+def example_rows(spec: TaskSpec, examples: list) -> list[dict]:
+    """(texts, label) pairs → the {"text", "label"} rows `parse_examples` reads (label names, or numbers)."""
+    return [{"text": [str(x) for x in t] if len(t) > 1 else str(t[0]),
+             "label": float(y) if spec.is_regression else spec.label_names[int(y)]} for t, y in examples]
+
+
 def parse_examples(spec: TaskSpec, rows: list[dict]) -> list:
     """User examples ({"text": str | [str, str], "label": name | index | number}) → checked pairs."""
     out = []

@@ -278,6 +278,35 @@ class GenerateConfig:
         _require(self.num >= 1, f"generate.num: must be >= 1, got {self.num}")
 
 
+@dataclass
+class ServeConfig:
+    # A generator folder / generator.pt, or a registered model "models:/raypdiff-generator/<version>".
+    generator: str = "runs/generator"
+    tracking_uri: Optional[str] = None  # the MLflow store models:/ reads; None → MLFLOW_TRACKING_URI, then tracking.*
+    host: str = "127.0.0.1"  # 0.0.0.0 to listen beyond this machine
+    port: int = 8000
+    replicas: int = 1  # of the generator and of the predictor deployment
+    replica_cpus: float = 0.5  # Ray CPUs reserved per replica (the ingress reserves none)
+    threads: int = 1  # torch threads per replica
+    api_key: Optional[str] = None  # None → RAYPDIFF_API_KEY; when set, /v1 routes need "Authorization: Bearer <key>"
+    store_dir: str = "runs/serve/adapters"  # generated PEFT folders, by content id (shared storage on a cluster)
+    max_adapters: int = 1000  # the store's cap: the least recently used adapters are evicted beyond it (>= 16,
+    # the most one request makes)
+    max_batch_size: int = 16  # generation requests sampled together (@serve.batch)
+    batch_wait_s: float = 0.005
+
+    def __post_init__(self):
+        _require(bool(self.generator), "serve.generator: name a generator folder, file or models:/ URI")
+        _require(1 <= self.port <= 65535, f"serve.port: {self.port} is not a TCP port")
+        _require(self.max_adapters >= 16,
+                 f"serve.max_adapters: must be >= 16 (one request's most), got {self.max_adapters}")
+        for name in ("replicas", "threads", "max_batch_size"):
+            _require(getattr(self, name) >= 1, f"serve.{name}: must be >= 1, got {getattr(self, name)}")
+        _require(self.replica_cpus >= 0, f"serve.replica_cpus: must be >= 0, got {self.replica_cpus}")
+        _require(self.batch_wait_s >= 0, f"serve.batch_wait_s: must be >= 0, got {self.batch_wait_s}")
+        _require(self.api_key is None or len(self.api_key) >= 8, "serve.api_key: use at least 8 characters")
+
+
 TaskEntry = Union[str, dict]
 
 
@@ -301,6 +330,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")
@@ -316,7 +346,10 @@ class Config:
             )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Everything but the API key: this dict is saved beside zoos, in generators and as MLflow params."""
+        d = dataclasses.asdict(self)
+        d["serve"]["api_key"] = None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":

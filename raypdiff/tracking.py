@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raypdiff.config import Config
+from raypdiff.config import Config, ConfigError
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -105,3 +105,22 @@ def _generator_model(load):
                                          int(r.get("seed", 0))).tolist() for r in rows]
 
     return GeneratorModel()
+
+
+def download_generator(model_uri: str, uri: str | None = None) -> Path:
+    """A registered generator (models:/<name>/<version>) → the local path of its generator.pt. `uri`: the tracking
+    store (None → MLFLOW_TRACKING_URI)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except MlflowException as e:
+        raise ConfigError(f"{model_uri}: cannot load from the MLflow store {mlflow.get_tracking_uri()} "
+                          f"({str(e).splitlines()[0][:200]})") from None
+    found = sorted(local.rglob("generator.pt"))
+    if not found:
+        raise ConfigError(f"{model_uri}: the registered model holds no generator.pt")
+    return found[0]

@@ -148,7 +148,7 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
     payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
                "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
                **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
-                                       "lora")}, "base_fingerprint": prep.get("base_fingerprint")}
+                                       "lora", "examples")}, "base_fingerprint": prep.get("base_fingerprint")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -159,7 +159,7 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
 def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
     from raypdiff import lora
-    from raypdiff.conditions import condition_bank
+    from raypdiff.conditions import condition_bank, draw_examples, example_rows
     from raypdiff.tasks import TaskSpec
     from raypdiff.zoo import check, load_splits, task_arrays
 
@@ -171,12 +171,15 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
     data = load_splits(meta, names)  # condition examples come from the fine-tuning rows: val and test feed no training
     bank = condition_bank(cfg.condition, specs, {t: d.train for t, d in data.items()})
+    shown = np.random.default_rng(cfg.condition.seed)  # its own draws: the bank's stay as they were
+    examples = {s.name: example_rows(s, draw_examples(data[s.name].train, max(cfg.condition.k, 4), shown))
+                for s in specs}
     base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     fingerprint = lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))
     return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
             "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
             "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
-            "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint,
+            "examples": examples, "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint,
             "task_values": {t: a["value"] for t, a in arrays.items()}}
 
 

@@ -43,3 +43,20 @@ def tiny_zoo(data_dir) -> Path:
         yield zoo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_zoo, data_dir) -> dict:
+    """configs/tiny_gen.yaml's generator trained on `tiny_zoo` and registered in its own MLflow store:
+    {"dir", "uri" (the store), "model" (models:/ URI)}."""
+    tmp = Path(tempfile.mkdtemp(prefix="rpg", dir="/tmp"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
+    try:
+        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "train", "-q", "-c", "configs/tiny_gen.yaml",
+                            "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"trainer.output_dir={tmp / 'gen'}",
+                            f"tracking.uri={uri}"],
+                           cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield {"dir": tmp / "gen", "uri": uri, "model": "models:/raypdiff-generator/1"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -44,12 +44,13 @@ class RaypdiffProcess:
     """`python -m raypdiff.cli <args>` in its own process group on a private Ray; remembers every process seen
     below it so that none outlives the test."""
 
-    def __init__(self, args: list[str], ray_tmp: Path, log: Path):
+    def __init__(self, args: list[str], ray_tmp: Path, log: Path, env: dict | None = None):
+        """env: extra environment variables."""
         self.log = log
         self._fh = open(log, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "raypdiff.cli", *args], cwd=REPO,
-                                     env=private_ray_env(ray_tmp), stdout=self._fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     env={**private_ray_env(ray_tmp), **(env or {})}, stdout=self._fh,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.seen: dict[int, psutil.Process] = {}
 
     def scan(self) -> list[psutil.Process]:
@@ -108,3 +109,46 @@ class RaypdiffProcess:
             except psutil.NoSuchProcess:
                 pass
         self._fh.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], tmp: Path, env: dict | None = None, timeout: float = 300) -> tuple[RaypdiffProcess, str]:
+    """`raypdiff serve <args>` on a free loopback port and a private Ray → (process, base URL), once /healthz answers."""
+    import httpx
+
+    port = free_port()
+    proc = RaypdiffProcess(["serve", "--port", str(port), *args], tmp / "ray", tmp / "serve.log", env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.proc.poll() is not None:
+            proc.close()
+            raise AssertionError(f"raypdiff serve exited {proc.proc.returncode}:\n{proc.tail()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    tail = proc.tail()
+    proc.close()
+    raise AssertionError(f"raypdiff serve did not answer /healthz within {timeout:.0f}s:\n{tail}")
+
+
+def stop_server(proc: RaypdiffProcess) -> None:
+    """SIGTERM (the server shuts Serve and Ray down), then make sure nothing below it is left."""
+    if proc.proc.poll() is None:
+        proc.scan()
+        proc.proc.send_signal(signal.SIGTERM)
+        try:
+            proc.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.close()

@@ -220,11 +220,12 @@ def test_written_adapter_reproduces_logits(tiny, tok, tmp_path, task):
 
     # write through a *fresh* model (another seed): the vector alone must carry LoRA + head
     fresh = lora.build(MODEL, LORA, spec, seed=123)
-    out = lora.write_adapter(fresh, vec, layout, tmp_path / "adapter")
+    out = lora.write_adapter(fresh, vec, layout, tmp_path / "adapter", MODEL.base)
     assert (out / "adapter_config.json").is_file()
     assert (out / "adapter_model.safetensors").is_file()
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == LORA.r and sorted(cfg["target_modules"]) == sorted(LORA.target_modules)
+    assert cfg["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"  # not this machine's path
 
     loaded = load_like_a_user(out, spec.num_labels)
     got = _logits(loaded, tok, dev)

@@ -1,0 +1,157 @@
+"""The endpoint's work without Ray: `AdapterMaker` turns adapter requests into stored PEFT folders (many requests in
+one sampling batch); `AdapterPredictor` labels texts with a stored adapter. The Serve deployments wrap these."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.generate import AdapterWriter, Generator
+from raypdiff.lora import public_id
+from raypdiff.serve.store import AdapterStore, adapter_id
+from raypdiff.tasks import TaskSpec
+
+
+def resolve_generator(source: str, tracking_uri: Optional[str]) -> Path:
+    """A generator folder or file as given, or a registered model (models:/name/version) downloaded from MLflow."""
+    if source.startswith("models:/"):
+        from raypdiff import tracking
+
+        return tracking.download_generator(source, tracking_uri)
+    return Path(source)
+
+
+class AdapterMaker:
+    def __init__(self, gen: Generator, store: AdapterStore):
+        self.gen, self.store, self.writer = gen, store, AdapterWriter(gen)
+        self.base = gen.payload["base_model"]["base"]
+
+    def tasks(self) -> list[dict]:
+        out = []
+        for name in self.gen.task_names:
+            spec = self.gen.spec(name)
+            out.append({"name": name, "description": spec.description, "label_names": spec.label_names,
+                        "num_labels": spec.num_labels, "regression": spec.is_regression,
+                        "text_fields": list(spec.text_fields), "metric": spec.metric,
+                        "examples": self.gen.examples(name)})
+        return out
+
+    def _plan(self, req: dict) -> dict:
+        """One request → its conditions (num, C'), starting noise (num, Z), guidance and what the adapters are for."""
+        gen, num = self.gen, req.get("num", 1)
+        if req.get("task") is not None:
+            spec = gen.spec(req["task"])
+            cond, layout_task, novelty = gen.conditions(req["task"], num, req.get("quality")), req["task"], None
+            text_fields = list(spec.text_fields)
+        else:
+            examples = req.get("examples") or []
+            cond, layout_task, spec = gen.free_condition(req["description"], examples, req.get("label_names"), num,
+                                                         req.get("quality"))
+            emb = cond[0, :gen.bank[layout_task].shape[1]].numpy()
+            novelty = {"nearest_task": layout_task, "condition_cosine": float((gen.bank[layout_task] @ emb).mean())}
+            pairs = any(isinstance(e["text"], list) for e in examples)
+            text_fields = ["text", "text_pair"] if pairs else ["text"]
+        guidance = gen.cfg.diffusion.guidance if req.get("guidance") is None else req["guidance"]
+        return {"cond": cond, "noise": gen.initial_noise(num, req.get("seed", 0)), "guidance": guidance,
+                "layout_task": layout_task, "novelty": novelty,
+                "meta": {"task": req.get("task"), "layout_task": layout_task, "label_names": spec.label_names,
+                         "num_labels": spec.num_labels, "regression": spec.is_regression, "text_fields": text_fields,
+                         "description": spec.description, "seed": req.get("seed", 0),
+                         "base_model_name_or_path": public_id(self.base),
+                         "base_model": self.gen.payload["base_model"], "lora": self.gen.payload["lora"]}}
+
+    def make(self, reqs: list[dict]) -> list[dict]:
+        """Requests (AdapterRequest dicts) → per request {"adapters": [...], "sample_seconds"} or {"error": msg}.
+        All valid requests are sampled in one DDIM batch; each comes out as it would alone (its own noise)."""
+        plans: list = []
+        for req in reqs:
+            try:
+                plans.append(self._plan(req))
+            except ConfigError as e:
+                plans.append(str(e))
+        ok = [p for p in plans if isinstance(p, dict)]
+        t0 = time.time()
+        if ok:
+            guidance = torch.cat([torch.full((len(p["cond"]), 1), float(p["guidance"])) for p in ok])  # (B, 1)
+            x = self.gen.normalized(torch.cat([p["cond"] for p in ok]), guidance=guidance, sampler="ddim",
+                                    noise=torch.cat([p["noise"] for p in ok]))  # (B, P_max)
+        sample_s, out, row = time.time() - t0, [], 0
+        for p in plans:
+            if isinstance(p, str):
+                out.append({"error": p})
+                continue
+            vectors = self.gen.denormalize(p["layout_task"], x[row:row + len(p["cond"])])
+            row += len(p["cond"])
+            out.append({"adapters": [self._store(p, i, v) for i, v in enumerate(vectors)], "sample_seconds": sample_s})
+        return out
+
+    def _store(self, plan: dict, index: int, vector: np.ndarray) -> dict:
+        id_ = adapter_id(vector, plan["layout_task"], self.base)
+        self.store.put(id_, lambda folder: self.writer.write(plan["layout_task"], vector, folder), plan["meta"])
+        m = plan["meta"]
+        return {"id": id_, "download": f"/v1/adapters/{id_}", "task": m["task"], "layout_task": m["layout_task"],
+                "label_names": m["label_names"], "regression": m["regression"], "text_fields": m["text_fields"],
+                "seed": m["seed"], "index": index, "novelty": plan["novelty"]}
+
+
+class AdapterPredictor:
+    """Stored adapters applied to a shared base model per head shape, in float32 (so that the downloaded folder
+    under plain transformers + PEFT gives the same probabilities)."""
+
+    def __init__(self, store: AdapterStore):
+        self.store = store
+        self._models: dict = {}
+        self._toks: dict = {}
+
+    def load(self, id_: str) -> dict:
+        """The adapter's metadata and tensors; KeyError when it is not stored."""
+        from safetensors.torch import load_file
+
+        meta = self.store.meta(id_)
+        try:
+            state = load_file(str(self.store.path(id_) / "adapter_model.safetensors"))
+        except OSError:
+            raise KeyError(id_) from None
+        return {"meta": meta, "state": state}
+
+    def _model(self, meta: dict):
+        from raypdiff import lora
+
+        cfg = Config.from_dict({"model": {**meta["base_model"], "dtype": "float32"}, "lora": meta["lora"]})
+        key = (cfg.model.base, str(meta["lora"]), meta["num_labels"], meta["regression"])
+        if key not in self._models:
+            spec = TaskSpec(name=meta["layout_task"], description="-", text_fields=meta["text_fields"],
+                            label_field="label", metric="pearson" if meta["regression"] else "accuracy",
+                            label_names=meta["label_names"], train="-", dev="-")
+            self._models[key] = lora.build(cfg.model, cfg.lora, spec).eval()
+            self._toks.setdefault(cfg.model.base, lora.load_tokenizer(cfg.model))
+        return self._models[key], self._toks[cfg.model.base], cfg.model.max_length
+
+    @torch.no_grad()
+    def predict(self, adapter: dict, texts: list) -> list[dict]:
+        """texts: strings, or [first, second] pairs → one {"label", "probabilities", "score"} per text."""
+        from peft import set_peft_model_state_dict
+
+        meta = adapter["meta"]
+        pairs = [isinstance(t, (list, tuple)) for t in texts]
+        if any(pairs) and not all(pairs):
+            raise ConfigError("texts: give all single texts or all [first, second] pairs")
+        if meta["task"] is not None and all(pairs) != (len(meta["text_fields"]) == 2):
+            kind = "[first, second] pairs" if len(meta["text_fields"]) == 2 else "single texts"
+            raise ConfigError(f"texts: task {meta['task']} reads {kind} ({', '.join(meta['text_fields'])})")
+        model, tok, max_length = self._model(meta)
+        set_peft_model_state_dict(model, adapter["state"])
+        cols = list(zip(*texts)) if all(pairs) else [texts]
+        batch = tok(*[list(c) for c in cols], truncation=True, max_length=max_length, padding=True,
+                    return_tensors="pt")
+        logits = model(**batch).logits.float()  # (N, L)
+        if meta["regression"]:
+            return [{"label": None, "probabilities": None, "score": float(s)} for s in logits[:, 0]]
+        probs = logits.softmax(-1)
+        names = meta["label_names"]
+        return [{"label": names[int(p.argmax())], "probabilities": dict(zip(names, map(float, p))), "score": None}
+                for p in probs]

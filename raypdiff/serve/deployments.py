@@ -1,0 +1,72 @@
+"""The two Serve deployments behind the ingress: `Generator` (requests batched with @serve.batch into one sampling
+call) and `Predictor` (stored adapters kept loaded per replica with @serve.multiplexed, least recently used out)."""
+from __future__ import annotations
+
+from ray import serve
+
+CACHE_ADAPTERS = 32  # adapters kept loaded per predictor replica (a few hundred KB of tensors each)
+
+
+def _setup(settings: dict):
+    import torch
+
+    from raypdiff.config import Config
+    from raypdiff.serve.store import AdapterStore
+
+    cfg = Config.from_dict({"serve": settings}).serve
+    torch.set_num_threads(cfg.threads)
+    return cfg, AdapterStore(cfg.store_dir, cfg.max_adapters)
+
+
+@serve.deployment(name="Generator", health_check_period_s=10, health_check_timeout_s=30)
+class GeneratorDeployment:
+    def __init__(self, settings: dict):
+        from raypdiff.generate import Generator
+        from raypdiff.serve.adapters import AdapterMaker, resolve_generator
+
+        cfg, store = _setup(settings)
+        self.maker = AdapterMaker(Generator(resolve_generator(cfg.generator, cfg.tracking_uri)), store)
+        self.maker.gen.encoder  # load the text encoder now, not on the first request
+        self.make.set_max_batch_size(cfg.max_batch_size)
+        self.make.set_batch_wait_timeout_s(cfg.batch_wait_s)
+
+    def tasks(self) -> list[dict]:
+        return self.maker.tasks()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def make(self, reqs: list[dict]) -> list[dict]:
+        return self.maker.make(reqs)
+
+    def check_health(self) -> None:
+        if not self.maker.store.root.is_dir():
+            raise RuntimeError(f"adapter store {self.maker.store.root} is gone")
+
+
+@serve.deployment(name="Predictor", health_check_period_s=10, health_check_timeout_s=30)
+class PredictorDeployment:
+    def __init__(self, settings: dict):
+        from raypdiff.serve.adapters import AdapterPredictor
+
+        _, store = _setup(settings)
+        self.predictor = AdapterPredictor(store)
+
+    @serve.multiplexed(max_num_models_per_replica=CACHE_ADAPTERS)
+    async def adapter(self, adapter_id: str) -> dict:
+        return self.predictor.load(adapter_id)
+
+    async def predict(self, texts: list) -> dict:
+        """texts → {"predictions": [...]} for the request's multiplexed adapter id, or {"error", "status"}."""
+        from raypdiff.config import ConfigError
+
+        try:
+            adapter = await self.adapter(serve.get_multiplexed_model_id())
+        except KeyError:
+            return {"error": "unknown adapter id (never made here, or evicted from the store)", "status": 404}
+        try:
+            return {"predictions": self.predictor.predict(adapter, texts)}
+        except ConfigError as e:
+            return {"error": str(e), "status": 422}
+
+    def check_health(self) -> None:
+        if not self.predictor.store.root.is_dir():
+            raise RuntimeError(f"adapter store {self.predictor.store.root} is gone")
