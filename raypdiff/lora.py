@@ -123,7 +123,7 @@ class Layout:
 def adapter_state(model) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model)
+    return get_peft_model_state_dict(model, save_embedding_layers=False)  # never trained; "auto" asks the hub
 
 
 def layout_of(model) -> Layout:
@@ -175,13 +175,17 @@ def load_vector(model, vector: np.ndarray, layout: Layout) -> None:
 def write_adapter(model, vector: np.ndarray, layout: Layout, out_dir: str | Path, base: Optional[str] = None) -> Path:
     """Write `vector` as a standard PEFT folder (adapter_config.json + adapter_model.safetensors); `base` (the
     configured model.base) sets its base_model_name_or_path to `public_id(base)`."""
+    import json
+
     out = Path(out_dir)
     load_vector(model, vector, layout)
-    if base is not None:
-        model.peft_config["default"].base_model_name_or_path = public_id(base)
     try:
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out))
+        if base is not None:  # rewritten after saving: PEFT would look the hub id up while saving
+            path = out / "adapter_config.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": public_id(base)},
+                                       indent=2, sort_keys=True))
     except OSError as e:
         raise ConfigError(f"cannot write adapter to {out}: {e.strerror or e}") from None
     return out

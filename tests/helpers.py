@@ -152,3 +152,54 @@ def stop_server(proc: RaypdiffProcess) -> None:
         except subprocess.TimeoutExpired:
             pass
     proc.close()
+
+
+def chromium() -> str | None:
+    """A Chromium on PATH (Debian's `chromium`), or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+PAGE_TEXTS = "a warm, funny and moving film\nboring, far too long"
+
+
+def drive_page(exe: str, url: str, tmp: Path, screenshot: Path) -> dict:
+    """The web page in a real browser: check the prefill, generate, download the zip, try PAGE_TEXTS, screenshot.
+    Returns what it saw: {"tasks", "adapter_id", "zip_names", "labels"}."""
+    import re
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1200}, accept_downloads=True)
+            page.goto(url + "/")
+            expect(page.locator("#preset option").first).to_have_text("SST-2")
+            expect(page.locator("#description")).to_have_value(re.compile("sentiment"))
+            assert "=>" in page.locator("#examples").input_value()  # prefilled labeled rows
+            page.fill("#labels", "negative, positive")
+            page.click("#generate")
+            expect(page.locator("#adapter-id")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+            assert page.locator("#gen-error").inner_text() == ""
+            with page.expect_download() as dl:
+                page.click("#download")
+            zipped = tmp / "adapter.zip"
+            dl.value.save_as(zipped)
+            page.fill("#texts", PAGE_TEXTS)
+            page.click("#try")
+            rows = page.locator("#predictions tbody tr")
+            expect(rows).to_have_count(len(PAGE_TEXTS.splitlines()))
+            assert page.locator("#try-error").inner_text() == ""
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+            return {"tasks": page.locator("#preset option").count(), "adapter_id": page.locator("#adapter-id").inner_text(),
+                    "zip_names": zipfile.ZipFile(zipped).namelist(),
+                    "labels": [rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())]}
+        finally:
+            browser.close()

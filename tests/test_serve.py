@@ -71,7 +71,9 @@ def test_health_and_tasks(server):
     c = server["client"]
     r = httpx.get(f"{server['url']}/healthz")  # open: no key needed
     assert r.status_code == 200 and r.json() == {"status": "ok", "generator_tasks": 2}
-    tasks = {t["name"]: t for t in c.get("/v1/tasks").json()["tasks"]}
+    catalog = c.get("/v1/tasks").json()
+    assert catalog["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    tasks = {t["name"]: t for t in catalog["tasks"]}
     assert set(tasks) == {"SST-2", "STS-B"}
     assert tasks["SST-2"]["label_names"] == ["negative", "positive"] and not tasks["SST-2"]["regression"]
     assert tasks["STS-B"]["regression"] and tasks["STS-B"]["text_fields"] == ["sentence1", "sentence2"]

@@ -30,7 +30,8 @@ class AdapterMaker:
         self.gen, self.store, self.writer = gen, store, AdapterWriter(gen)
         self.base = gen.payload["base_model"]["base"]
 
-    def tasks(self) -> list[dict]:
+    def catalog(self) -> dict:
+        """The base model's public id and the generator's tasks, with a few labeled rows each."""
         out = []
         for name in self.gen.task_names:
             spec = self.gen.spec(name)
@@ -38,7 +39,7 @@ class AdapterMaker:
                         "num_labels": spec.num_labels, "regression": spec.is_regression,
                         "text_fields": list(spec.text_fields), "metric": spec.metric,
                         "examples": self.gen.examples(name)})
-        return out
+        return {"base_model": public_id(self.base), "tasks": out}
 
     def _plan(self, req: dict) -> dict:
         """One request → its conditions (num, C'), starting noise (num, Z), guidance and what the adapters are for."""

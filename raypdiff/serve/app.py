@@ -66,7 +66,7 @@ def _answer(result: dict):
     return result
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)  # it only awaits
 @serve.ingress(app)
 class Ingress:
     def __init__(self, generator, predictor, settings: dict):
@@ -76,7 +76,7 @@ class Ingress:
         self.generator, self.predictor = generator, predictor
         self.store = AdapterStore(cfg.store_dir, cfg.max_adapters)
         self.api_key = cfg.api_key or os.environ.get("RAYPDIFF_API_KEY") or None
-        self._tasks: Optional[list] = None
+        self._catalog: Optional[dict] = None
 
     def _auth(self, authorization: Optional[str]) -> None:
         if self.api_key is None:
@@ -86,10 +86,10 @@ class Ingress:
             raise HTTPException(401, "missing or wrong API key (send Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    async def _task_list(self) -> list:
-        if self._tasks is None:
-            self._tasks = await _retrying(lambda: self.generator.tasks.remote())
-        return self._tasks
+    async def catalog(self) -> dict:
+        if self._catalog is None:
+            self._catalog = await _retrying(lambda: self.generator.catalog.remote())
+        return self._catalog
 
     @app.get("/", include_in_schema=False)
     def page(self) -> HTMLResponse:
@@ -97,12 +97,12 @@ class Ingress:
 
     @app.get("/healthz", response_model=schemas.Health)
     async def healthz(self):
-        return {"status": "ok", "generator_tasks": len(await self._task_list())}
+        return {"status": "ok", "generator_tasks": len((await self.catalog())["tasks"])}
 
     @app.get("/v1/tasks", response_model=schemas.Tasks, **V1)
     async def tasks(self, authorization: Optional[str] = Header(None)):
         self._auth(authorization)
-        return {"tasks": await self._task_list()}
+        return await self.catalog()
 
     @app.post("/v1/adapters", response_model=schemas.Adapters, **V1)
     async def adapters(self, req: schemas.AdapterRequest, authorization: Optional[str] = Header(None)):

@@ -5,6 +5,10 @@ from __future__ import annotations
 from ray import serve
 
 CACHE_ADAPTERS = 32  # adapters kept loaded per predictor replica (a few hundred KB of tensors each)
+# Requests a replica takes at once (Serve's default is 5): the generator needs as many as it batches; beyond that
+# callers queue in the router, which backs off and loses throughput (bench/serve_load.py at concurrency 32).
+GENERATOR_ONGOING = 32
+PREDICTOR_ONGOING = 16
 
 
 def _setup(settings: dict):
@@ -18,7 +22,8 @@ def _setup(settings: dict):
     return cfg, AdapterStore(cfg.store_dir, cfg.max_adapters)
 
 
-@serve.deployment(name="Generator", health_check_period_s=10, health_check_timeout_s=30)
+@serve.deployment(name="Generator", max_ongoing_requests=GENERATOR_ONGOING, health_check_period_s=10,
+                  health_check_timeout_s=30)
 class GeneratorDeployment:
     def __init__(self, settings: dict):
         from raypdiff.generate import Generator
@@ -30,8 +35,8 @@ class GeneratorDeployment:
         self.make.set_max_batch_size(cfg.max_batch_size)
         self.make.set_batch_wait_timeout_s(cfg.batch_wait_s)
 
-    def tasks(self) -> list[dict]:
-        return self.maker.tasks()
+    def catalog(self) -> dict:
+        return self.maker.catalog()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def make(self, reqs: list[dict]) -> list[dict]:
@@ -42,7 +47,8 @@ class GeneratorDeployment:
             raise RuntimeError(f"adapter store {self.maker.store.root} is gone")
 
 
-@serve.deployment(name="Predictor", health_check_period_s=10, health_check_timeout_s=30)
+@serve.deployment(name="Predictor", max_ongoing_requests=PREDICTOR_ONGOING, health_check_period_s=10,
+                  health_check_timeout_s=30)
 class PredictorDeployment:
     def __init__(self, settings: dict):
         from raypdiff.serve.adapters import AdapterPredictor

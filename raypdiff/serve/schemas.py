@@ -49,6 +49,7 @@ class TaskInfo(_Strict):
 
 
 class Tasks(_Strict):
+    base_model: str = Field(description="the base model every adapter is for (its hub id)")
     tasks: list[TaskInfo]
 
 

@@ -1,0 +1,134 @@
+"""The endpoint's plain parts without Ray: the content-addressed store (ids, atomic writes, the cap, no paths but
+hashes), ServeConfig validation, and AdapterMaker's batching (each request comes out as it would alone)."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from raypdiff.config import Config, ConfigError, load_config
+from raypdiff.lora import public_id
+from raypdiff.serve.store import AdapterStore, adapter_id
+
+
+def fill(folder):
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"x")
+
+
+def test_adapter_id_is_a_hash_of_values_layout_and_base():
+    v = np.arange(6, dtype=np.float32)
+    a = adapter_id(v, "SST-2", "m")
+    assert len(a) == 64 and a == adapter_id(v.astype(np.float64), "SST-2", "m")  # stored as float32
+    assert len({a, adapter_id(v + 1e-6, "SST-2", "m"), adapter_id(v, "CoLA", "m"), adapter_id(v, "SST-2", "n")}) == 4
+
+
+def test_store_put_meta_zip(tmp_path):
+    store = AdapterStore(tmp_path / "s", max_adapters=16)
+    i = adapter_id(np.zeros(3, np.float32), "T", "m")
+    assert not store.exists(i)
+    store.put(i, fill, {"task": "T"})
+    assert store.exists(i) and store.meta(i) == {"id": i, "task": "T"} and len(store) == 1
+    names = zipfile.ZipFile(io.BytesIO(store.zip(i))).namelist()
+    assert sorted(names) == ["adapter_config.json", "adapter_model.safetensors", "raypdiff.json"]
+    store.put(i, lambda f: pytest.fail("an existing id is not written again"), {"task": "T"})
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_store_write_failure_leaves_nothing(tmp_path):
+    store = AdapterStore(tmp_path / "s", max_adapters=16)
+    i = "a" * 64
+
+    def broken(folder):
+        fill(folder)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.put(i, broken, {})
+    assert not store.exists(i) and list((tmp_path / "s").iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 63, "A" * 64, "../" + "a" * 61, "a" * 64 + "/..", "g" * 64, "/etc/passwd"])
+def test_store_takes_nothing_but_hashes(tmp_path, bad):
+    store = AdapterStore(tmp_path / "s", max_adapters=16)
+    assert not store.exists(bad)
+    for op in (store.meta, store.zip, store.path):
+        with pytest.raises(KeyError):
+            op(bad)
+
+
+def test_store_evicts_least_recently_used(tmp_path):
+    store = AdapterStore(tmp_path / "s", max_adapters=3)
+    ids = [f"{i:064x}" for i in range(5)]
+    for k, i in enumerate(ids[:3]):
+        store.put(i, fill, {})
+        os.utime(store.path(i) / "raypdiff.json", (1000 + k, 1000 + k))  # distinct ages
+    store.meta(ids[0])  # a use: the oldest becomes the newest
+    store.put(ids[3], fill, {})
+    store.put(ids[4], fill, {})
+    assert [store.exists(i) for i in ids] == [True, False, False, True, True] and len(store) == 3
+
+
+@pytest.mark.parametrize("override,match", [
+    ("serve.port=0", "serve.port"),
+    ("serve.port=70000", "serve.port"),
+    ("serve.replicas=0", "serve.replicas"),
+    ("serve.threads=0", "serve.threads"),
+    ("serve.max_adapters=15", "serve.max_adapters: must be >= 16"),
+    ("serve.replica_cpus=-1", "serve.replica_cpus"),
+    ("serve.api_key=short", "serve.api_key: use at least 8"),
+    ("serve.generator=", "serve.generator"),
+    ("serve.nope=1", "serve.nope: unknown setting"),
+    ("serve.port=abc", "serve.port: expected an integer"),
+])
+def test_serve_config_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_api_key_is_never_saved():
+    cfg = load_config(None, ["serve.api_key=a-long-secret"])
+    assert cfg.serve.api_key == "a-long-secret" and cfg.to_dict()["serve"]["api_key"] is None
+    assert "a-long-secret" not in cfg.to_yaml()
+    assert Config.from_dict(cfg.to_dict()).serve.api_key is None
+
+
+@pytest.mark.parametrize("base,expected", [("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+                                           ("bert-base-uncased", "bert-base-uncased"), ("/models/x", "/models/x")])
+def test_public_id(base, expected):
+    assert public_id(base) == expected
+
+
+def test_maker_batches_requests_each_as_alone(tiny_generator, tmp_path):
+    """Several requests in one sampling batch give the adapters each gives alone (to float precision: kernels round
+    differently at other batch sizes, ~1e-6 here); a bad request fails alone; the same request alone, the same id."""
+    from safetensors.numpy import load_file
+
+    from raypdiff.generate import Generator
+    from raypdiff.serve.adapters import AdapterMaker
+
+    maker = AdapterMaker(Generator(tiny_generator["dir"]), AdapterStore(tmp_path / "s", 100))
+    reqs = [{"task": "SST-2", "num": 2, "seed": 1}, {"task": "NOPE"},
+            {"description": "Is the review happy?", "label_names": ["no", "yes"],
+             "examples": [{"text": "great", "label": "yes"}], "num": 1, "seed": 2, "guidance": 0.5},
+            {"task": "STS-B", "num": 1, "seed": 3, "quality": 0.2}]
+    together = maker.make(reqs)
+    assert together[1] == {"error": "unknown task 'NOPE' for this generator (trained on: SST-2, STS-B)"}
+
+    def tensors(id_):
+        return load_file(str(maker.store.path(id_) / "adapter_model.safetensors"))
+
+    for req, got in zip(reqs, together):
+        if "error" in got:
+            continue
+        (alone,) = maker.make([req])
+        assert [a["id"] for a in maker.make([req])[0]["adapters"]] == [a["id"] for a in alone["adapters"]]
+        for a, b in zip(got["adapters"], alone["adapters"]):
+            ta, tb = tensors(a["id"]), tensors(b["id"])
+            assert ta.keys() == tb.keys() and all(np.allclose(ta[k], tb[k], rtol=0, atol=1e-5) for k in ta)
+    assert [a["layout_task"] for r in together if "adapters" in r for a in r["adapters"]] == \
+        ["SST-2", "SST-2", "SST-2", "STS-B"]
