@@ -114,6 +114,8 @@ def download_generator(model_uri: str, uri: str | None = None) -> Path:
     from mlflow.exceptions import MlflowException
 
     if uri:
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+            raise ConfigError(f"{model_uri}: no MLflow store at {uri} (set serve.tracking_uri or MLFLOW_TRACKING_URI)")
         mlflow.set_tracking_uri(uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))

@@ -132,3 +132,39 @@ def test_maker_batches_requests_each_as_alone(tiny_generator, tmp_path):
             assert ta.keys() == tb.keys() and all(np.allclose(ta[k], tb[k], rtol=0, atol=1e-5) for k in ta)
     assert [a["layout_task"] for r in together if "adapters" in r for a in r["adapters"]] == \
         ["SST-2", "SST-2", "SST-2", "STS-B"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--generator", "/nonexistent/gen"], "--generator: no generator at /nonexistent/gen"),
+    (["--generator", "models:/raypdiff-generator/1", "serve.tracking_uri=sqlite:////nonexistent/mlflow.db"],
+     "models:/raypdiff-generator/1: no MLflow store at sqlite:////nonexistent/mlflow.db"),
+    (["--port", "0"], "serve.port: 0 is not a TCP port"),
+    (["--replicas", "0"], "serve.replicas: must be >= 1"),
+    (["serve.max_adapters=3"], "serve.max_adapters: must be >= 16"),
+])
+def test_serve_command_bad_input(args, match, tmp_path):
+    """One line on stderr, exit 2, before any Ray starts."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, private_ray_env
+
+    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "serve", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env=private_ray_env(tmp_path / "ray"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raypdiff: error: ") and match in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / "ray").exists()
+
+
+def test_serve_command_unknown_registered_version(tiny_generator, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import REPO, private_ray_env
+
+    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "serve", "--generator", "models:/raypdiff-generator/99",
+                        f"serve.tracking_uri={tiny_generator['uri']}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=private_ray_env(tmp_path / "ray"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        "raypdiff: error: models:/raypdiff-generator/99: cannot load from the MLflow store"), r.stderr[-2000:]
