@@ -549,7 +549,7 @@ def make_prep(norm: Normalizer, bank: dict) -> dict:
     tasks = {t: {"spec": spec[t], "layout": LAYOUTS[t], "num_labels": 2 if t == "a" else 1} for t in ("a", "b")}
     return {"normalizer": norm.state_dict(), "bank": bank, "task_names": ["a", "b"], "num_params": P_A,
             "tasks": tasks, "zoo": "/nonexistent/zoo", "base_model": {"base": "all-MiniLM-L6-v2", "max_length": 32},
-            "lora": {"r": 4}}
+            "lora": {"r": 4}, "examples": {"a": [{"text": "good", "label": "y"}], "b": [{"text": "so so", "label": 2.5}]}}
 
 
 @pytest.fixture(scope="module")
@@ -576,6 +576,7 @@ def test_generator_load_samples_reproducibly(saved_generator, task, p):
     path, cfg, final, norm, bank = saved_generator
     g1, g2 = Generator(path), Generator(path.parent)  # the file or its folder
     assert g1.task_names == ["a", "b"] and g1.layout(task).size == p
+    assert g1.examples(task) == make_prep(norm, bank)["examples"][task]  # kept for the page's prefill
     cond = g1.conditions(task, 5)
     assert cond.shape == (5, COND + 1) and (cond[:, COND] == cfg.condition.quality_target).all()
     torch.testing.assert_close(cond[3, :COND], torch.from_numpy(bank[task][0]))  # the bank is cycled

@@ -210,3 +210,5 @@ def test_prepare_ranks_on_val_and_draws_examples_from_train(tiny_zoo, repo_dir, 
         held = set(info["splits"]["val"]["rows"])
         assert len(drawn_from[task]) == info["splits"]["train"]["rows"] == len(full) - len(held)
         assert drawn_from[task].texts == [t for i, t in enumerate(full.texts) if i not in held]
+        shown = [tuple(e["text"]) if isinstance(e["text"], list) else (e["text"],) for e in prep["examples"][task]]
+        assert shown and set(shown) <= set(drawn_from[task].texts)  # the page's prefill: fine-tuning rows too
