@@ -98,6 +98,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from raypdiff.sweep import sweep
+
+    cfg = load_config(args.config, args.overrides)
+    summary = sweep(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
+    out = Path(cfg.sweep.output_dir)
+    print((out / "sweep.md").read_text())
+    print(f"sweep: {summary['finished']} of {summary['trials']} trials in {summary['wall_seconds']:.0f}s; "
+          f"tables: {out / 'sweep.md'}")
+    return 0 if summary["finished"] == summary["trials"] else 1
+
+
 def cmd_serve(args) -> int:
     import dataclasses
 
@@ -235,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sampler", choices=["ddim", "ddpm"], help="sampler (default: the generator's)")
     _config_args(v)
     v.set_defaults(fn=cmd_evaluate)
+
+    w = sub.add_parser("sweep", help="ablation sweep on Ray Tune: latent size, normalization, N, condition, noise",
+                       description="Train and evaluate one generator per trial on Ray Tune (each trial drives its own "
+                                   "Ray Train run): the default row (once per sweep.seeds) and each sweep.axes value "
+                                   "alone (sweep.mode=one_at_a_time), or every combination (grid). The val metric is "
+                                   "the objective; the test metric with its interval goes into the tables "
+                                   "(sweep.output_dir/sweep.md, .json, .png); MLflow gets a parent run and a nested run "
+                                   "per trial. Run the same command again to resume: finished trials are kept.")
+    _config_args(w)
+    w.add_argument("--zoo", help="zoo folder (default: collect.output_dir)")
+    w.add_argument("--quiet", "-q", action="store_true")
+    w.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("serve", help="serve the generator over HTTP (Ray Serve): generate, download, try adapters",
                        description="Start a Ray Serve app on a local Ray (or RAY_ADDRESS): POST /v1/adapters generates "

@@ -307,6 +307,53 @@ class ServeConfig:
         _require(self.api_key is None or len(self.api_key) >= 8, "serve.api_key: use at least 8 characters")
 
 
+# Sweep axes and the values each takes (captures and latent: positive integers).
+SWEEP_CHOICES = {"normalize": ["none", "batch", "task"],
+                 "condition": ["onehot", "description", "k1", "k4", "k16", "no_quality"],
+                 "noise": ["none", "input", "latent", "both"]}
+
+
+@dataclass
+class SweepConfig:
+    output_dir: str = "runs/sweep"
+    # one_at_a_time: the default row (the config as it is), then each axis's other values alone; grid: every
+    # combination of the axes' values.
+    mode: Literal["one_at_a_time", "grid"] = "one_at_a_time"
+    # captures: per task, a fixed seeded subsample of the zoo; normalize: normalize.mode; condition: one-hot task id,
+    # the description alone (k=0), description + k examples, or k=condition.k without quality conditioning; latent:
+    # autoencoder.latent; noise: augmentation on the AE's input, its latent, both or none.
+    axes: dict[str, list] = field(default_factory=lambda: {
+        "captures": [10, 25, 50, 100, 200], "normalize": ["none", "batch", "task"],
+        "condition": ["onehot", "description", "k1", "k4", "k16", "no_quality"],
+        "latent": [16, 32, 64, 128, 256], "noise": ["none", "input", "latent", "both"]})
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # trainer.seed of the default row (others: the first)
+    num: int = 10  # generated adapters per task per trial
+    subsample_seed: int = 0
+    max_concurrent_trials: int = 0  # 0 → the cluster's CPUs / the CPUs one trial's training takes
+    asha: bool = False  # stop trials early on their training loss (ASHA over reports every checkpoint_every steps)
+    asha_grace: int = 2  # reports before ASHA may stop a trial
+
+    def __post_init__(self):
+        _require(bool(self.axes), "sweep.axes: name at least one axis")
+        for axis, values in self.axes.items():
+            where = f"sweep.axes.{axis}"
+            _require(axis in ("captures", "latent", *SWEEP_CHOICES),
+                     f"{where}: unknown axis (axes: captures, latent, {', '.join(SWEEP_CHOICES)})")
+            _require(isinstance(values, list) and len(values) > 0, f"{where}: give a list of values")
+            _require(len(set(map(str, values))) == len(values), f"{where}: duplicate values in {values}")
+            for v in values:
+                if axis in SWEEP_CHOICES:
+                    _require(v in SWEEP_CHOICES[axis], f"{where}: {v!r} is not one of {SWEEP_CHOICES[axis]}")
+                else:
+                    _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                             f"{where}: {v!r} is not a positive integer")
+        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+                 f"sweep.seeds: give distinct seeds, got {self.seeds}")
+        _require(self.num >= 1, f"sweep.num: must be >= 1, got {self.num}")
+        _require(self.max_concurrent_trials >= 0, "sweep.max_concurrent_trials: must be >= 0")
+        _require(self.asha_grace >= 1, f"sweep.asha_grace: must be >= 1, got {self.asha_grace}")
+
+
 TaskEntry = Union[str, dict]
 
 
@@ -331,11 +378,16 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")
         names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
         _require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
+        for section in ("autoencoder", "diffusion"):
+            b = getattr(self, section).batch_size
+            _require(b >= self.trainer.num_workers, f"{section}.batch_size: {b} is less than trainer.num_workers="
+                     f"{self.trainer.num_workers} (each DDP worker draws batch_size / num_workers rows)")
         span = self.capture.num * self.capture.stride
         for name in names:
             steps = self.train.for_task(name).steps

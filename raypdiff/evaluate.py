@@ -77,12 +77,13 @@ class Plan:
 def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 10,
              tasks: list[str] | None = None, guidance: float | None = None, sampler: str | None = None,
              quality: float | None = None, recon_num: int | None = None, workers: Optional[int] = None,
-             bootstrap: int = 1000, subset_rows: int = 200) -> dict:
+             bootstrap: int = 1000, subset_rows: int = 200, zoo: Optional[str] = None) -> dict:
     """num generated adapters per task, recon_num (default num) zoo vectors reconstructed, matrix_num per
     condition × task cell. The matrix and the behavioural novelty read the first subset_rows test rows (they would
     be most of the scoring otherwise);
     workers: scoring actors (default: one per cluster CPU). guidance / sampler / quality: sampling settings other
-    than the generator's own."""
+    than the generator's own. zoo: the zoo to compare with (default: the one the generator was trained on; a sweep
+    trial trained on a subsample compares with the whole)."""
     from raypdiff import lora
     from raypdiff.config import Config
     from raypdiff.scoring import ScorerPool
@@ -101,9 +102,10 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
             raise ConfigError(f"{name}: must be >= 1, got {n}")
     for t in names:
         gen.spec(t)
-    meta = check(gen.payload["zoo"])
+    zoo = zoo or gen.payload["zoo"]
+    meta = check(zoo)
     data = load_splits(meta, names)
-    arrays = task_arrays(gen.payload["zoo"], test=True)
+    arrays = task_arrays(zoo, test=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})

@@ -73,7 +73,11 @@ class ScorerPool:
         n = workers or max(1, cpus() // threads)
         shared = {name: (spec, layout, {k: ray.put(v) for k, v in rows.items()})
                   for name, (spec, layout, rows) in tasks.items()}
-        actor = ray.remote(num_cpus=threads)(_Worker)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # the cluster's CPUs, not the caller's placement group (a sweep trial's holds next to none)
+        actor = ray.remote(num_cpus=threads)(_Worker).options(
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
         self.actors = [actor.remote(threads, base_model, lora_cfg, batch_size, shared) for _ in range(n)]
         self.chunk = chunk
 

@@ -86,6 +86,57 @@ def log_evaluation(cfg: Config, report_dir: Path, metrics: dict[str, float]) -> 
         return run.info.run_id
 
 
+def sweep_parent(cfg: Config, out: Path) -> str:
+    """The sweep's parent run: the one recorded in out/mlflow_parent.json when resuming, else a new one with the
+    config as params."""
+    import mlflow
+
+    record = out / "mlflow_parent.json"
+    if record.is_file():
+        run_id = json.loads(record.read_text())["run_id"]
+        mlflow.set_tracking_uri(tracking_uri(cfg))
+        try:
+            mlflow.get_run(run_id)
+            return run_id
+        except mlflow.exceptions.MlflowException:
+            pass  # another store now: start afresh there
+    with _start(cfg, "sweep") as run:
+        mlflow.log_params(flat_params(cfg.to_dict()))
+        mlflow.set_tag("sweep_dir", str(out))
+    record.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri(cfg)}))
+    return run.info.run_id
+
+
+def log_trial(cfg: Config, parent: str, name: str, params: dict, metrics: dict, artifacts: list[Path]) -> None:
+    """A nested run under the sweep's parent, once per trial name (a resumed sweep does not log a trial twice)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    exp = mlflow.get_run(parent).info.experiment_id
+    found = mlflow.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
+                                                    f"tags.raypdiff_trial = '{name}'", output_format="list")
+    if found:
+        return
+    with mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent, nested=True):
+        mlflow.set_tag("raypdiff_trial", name)
+        mlflow.log_params(flat_params(params))
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            if path.is_file():
+                mlflow.log_artifact(str(path))
+
+
+def log_sweep_summary(cfg: Config, parent: str, metrics: dict, artifacts: list[Path]) -> None:
+    """The sweep's tables and plot on its parent run."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    with mlflow.start_run(run_id=parent):
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+
+
 def _generator_model(load):
     """MLflow pyfunc for the registry: rows {"task", "num", "seed"} → generated flat adapter vectors."""
     import warnings

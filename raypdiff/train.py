@@ -52,19 +52,39 @@ def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
     return m.module if hasattr(m, "module") else m
 
 
-def _all_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean over DDP workers (identity without torch.distributed)."""
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over DDP workers (identity without torch.distributed)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         t = t.clone()
         torch.distributed.all_reduce(t)
-        t /= torch.distributed.get_world_size()
     return t
 
 
-def _optimize(opt, loss: torch.Tensor, phase: str, step: int, total: int, history: list, after) -> None:
-    """One optimizer step; every 50th step (and the last) goes into the loss history."""
+class Shards:
+    """This worker's place among the DDP workers: its share of each global batch, and the weight that makes DDP's
+    gradient average (equal per worker) the average over the zoo's rows when shards differ in size."""
+
+    def __init__(self, n_local: int):
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if dist else 0
+        self.world = torch.distributed.get_world_size() if dist else 1
+        self.total = int(_all_sum(torch.tensor(float(n_local), dtype=torch.float64)).item())
+        self.weight = self.world * n_local / self.total  # Σ_workers weight·grad / world = Σ (n_i / N)·grad_i
+
+    def batch(self, size: int) -> int:
+        """Rows this worker draws of a global batch of `size` (the shares add up to `size`)."""
+        return size // self.world + int(self.rank < size % self.world)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """(n_local, D) → (D,): the mean over every worker's rows."""
+        return _all_sum(x.sum(0, dtype=torch.float64)).float() / self.total
+
+
+def _optimize(opt, loss: torch.Tensor, weight: float, phase: str, step: int, total: int, history: list,
+              after) -> None:
+    """One optimizer step on weight·loss; every 50th step (and the last) goes into the loss history (unweighted)."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight).backward()
     opt.step()
     m = {"phase": phase, "step": step, f"{phase}_loss": loss.item()}
     if step % 50 == 0 or step == total:
@@ -103,33 +123,33 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         if on_step:
             on_step(m, snapshot)
 
-    n = data.x.shape[0]
+    n, shards = data.x.shape[0], Shards(data.x.shape[0])
     if phase == "ae":
         ae.train()
         while step < cfg.autoencoder.steps:
-            idx = torch.randint(0, n, (cfg.autoencoder.batch_size,), generator=gen)
+            idx = torch.randint(0, n, (shards.batch(cfg.autoencoder.batch_size),), generator=gen)
             step += 1
-            _optimize(ae_opt, ae_loss(ae, data.x[idx], data.mask[idx]), "ae", step, cfg.autoencoder.steps,
-                      history, after)
+            _optimize(ae_opt, ae_loss(ae, data.x[idx], data.mask[idx]), shards.weight, "ae", step,
+                      cfg.autoencoder.steps, history, after)
         phase, step = "diffusion", 0
     ae.eval()
     with torch.no_grad():
         z = _unwrap(ae).encode(data.x)  # (N, Z)
     if latent_stats is None:
-        mean = _all_mean(z.mean(0))
-        std = _all_mean(((z - mean) ** 2).mean(0)).sqrt() + 1e-6
+        mean = shards.mean(z)
+        std = shards.mean((z - mean) ** 2).sqrt() + 1e-6
         latent_stats = {"mean": mean, "std": std}
     z = (z - latent_stats["mean"]) / latent_stats["std"]
     den.train()
     while step < cfg.diffusion.steps:
-        idx = torch.randint(0, n, (cfg.diffusion.batch_size,), generator=gen)
+        idx = torch.randint(0, n, (shards.batch(cfg.diffusion.batch_size),), generator=gen)
         draw = torch.randint(0, data.bank.shape[1], (len(idx),), generator=gen)
         cond = data.bank[data.task_idx[idx], draw]  # (B, C): a different example set per sample
         if data.quality is not None:
             cond = with_quality(cond, data.quality[idx])  # (B, C + 1)
         step += 1
         loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
-        _optimize(den_opt, loss, "diffusion", step, cfg.diffusion.steps, history, after)
+        _optimize(den_opt, loss, shards.weight, "diffusion", step, cfg.diffusion.steps, history, after)
     phase = "done"
     return snapshot()
 
@@ -235,13 +255,15 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             if ctx.get_world_rank() == 0:
                 torch.save(snap, Path(d) / "state.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({**m, "resumed": state is not None}, checkpoint=checkpoint)
+            ray.train.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": state is not None},
+                             checkpoint=checkpoint)
 
     fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank())
 
 
-def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
-    """Train on Ray Train; writes <trainer.output_dir>/generator.pt; logs to MLflow. Returns a summary."""
+def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None) -> dict:
+    """Train on Ray Train; writes <trainer.output_dir>/generator.pt; logs to MLflow. Returns a summary.
+    callbacks: Ray Train callbacks (a sweep trial passes Tune's TuneReportCallback)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -264,8 +286,10 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
                                      resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
         run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=str(out / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"])},
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
+        # read before the workers start: with every CPU held by a Train worker no read task could run (2 workers
+        # on 2 CPUs never got their shards)
+        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"]).materialize()},
     )
     result = trainer.fit()
     if result.error:

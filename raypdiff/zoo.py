@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -410,6 +411,34 @@ def check(zoo_dir: str | Path) -> dict:
         if problem:
             raise ConfigError(f"{f}: {problem}; {repair}")
     return meta
+
+
+def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path) -> Path:
+    """A zoo of `per_task` captures of each task (an equal share from each seed's run), drawn with `seed`: the same
+    rows for the same arguments. Written whole or not at all; an existing one is reused."""
+    import pyarrow.parquet as pq
+
+    meta = check(zoo_dir)
+    seeds, have = meta["capture"]["seeds"], meta["capture"]["num"]
+    if per_task % len(seeds) or not 0 < per_task <= have * len(seeds):
+        raise ConfigError(f"captures={per_task}: the zoo has {have} captures from each of {len(seeds)} seed(s) per "
+                          f"task; ask for a multiple of {len(seeds)} up to {have * len(seeds)}")
+    out = Path(out_dir)
+    if (out / "meta.json").is_file():
+        return out
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / SHARDS).mkdir(parents=True)
+    k = per_task // len(seeds)
+    for i, name in enumerate(sorted(shard_name(t, s) for t in meta["tasks"] for s in seeds)):
+        table = pq.read_table(Path(zoo_dir) / SHARDS / name)
+        rows = np.sort(np.random.default_rng([seed, i]).choice(have, size=k, replace=False))
+        pq.write_table(table.take(rows), tmp / SHARDS / name)
+    sub = {**meta, "capture": {**meta["capture"], "num": k},
+           "subsample": {"of": str(Path(zoo_dir).resolve()), "per_task": per_task, "seed": seed}}
+    (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
+    os.replace(tmp, out)
+    return out
 
 
 def load_splits(meta: dict, names: list[str]) -> dict:

@@ -1,0 +1,146 @@
+"""Ablation sweeps: the plan and its overrides as tables of tiny cases, bad sweep configs (one line, exit 2), and
+`raypdiff sweep` on configs/tiny_sweep.yaml on a real local Ray: trials end to end, MLflow parent + nested runs read
+back from the SQLite store, and a sweep whose driver is killed resuming without re-running finished trials."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from helpers import REPO, RaypdiffProcess
+
+from raypdiff.config import ConfigError, load_config
+from raypdiff.sweep import plan, trial_config
+
+
+def test_default_plan_is_one_axis_at_a_time_around_the_defaults():
+    cfg = load_config(REPO / "configs" / "sweep.yaml", [])
+    names = [t["name"] for t in plan(cfg, 100)]
+    assert names[:2] == ["default,seed=0", "default,seed=1"]
+    assert names[2:] == ["captures=10", "captures=25", "captures=50", "normalize=none", "normalize=task",
+                         "condition=onehot", "condition=description", "condition=k1", "condition=k16",
+                         "condition=no_quality", "latent=16", "latent=32", "latent=128", "latent=256",
+                         "noise=none", "noise=input", "noise=latent"]
+
+
+def test_grid_plan_is_every_combination():
+    cfg = load_config(None, ["sweep.mode=grid", "sweep.axes={normalize: [none, task], latent: [16, 32, 64]}"])
+    trials = plan(cfg, 100)
+    assert len(trials) == 6 and len({t["name"] for t in trials}) == 6
+    assert {(t["settings"]["normalize"], t["settings"]["latent"]) for t in trials} == \
+        {(n, z) for n in ("none", "task") for z in (16, 32, 64)}
+
+
+@pytest.mark.parametrize("axis,value,expect", [
+    ("normalize", "task", {"normalize.mode": "task"}),
+    ("latent", 16, {"autoencoder.latent": 16}),
+    ("noise", "none", {"autoencoder.input_noise": 0.0, "autoencoder.latent_noise": 0.0}),
+    ("noise", "input", {"autoencoder.input_noise": 0.001, "autoencoder.latent_noise": 0.0}),
+    ("noise", "latent", {"autoencoder.input_noise": 0.0, "autoencoder.latent_noise": 0.1}),
+    ("noise", "both", {"autoencoder.input_noise": 0.001, "autoencoder.latent_noise": 0.1}),
+    ("condition", "onehot", {"condition.encoder": "onehot"}),
+    ("condition", "description", {"condition.k": 0, "condition.quality": True}),
+    ("condition", "k16", {"condition.k": 16, "condition.quality": True}),
+    ("condition", "no_quality", {"condition.quality": False, "condition.k": 4}),
+])
+def test_axis_values_set_the_config(axis, value, expect):
+    cfg = load_config(None, [])
+    got = trial_config(cfg, {"settings": {axis: value}, "seed": 3}).to_dict()
+    for key, v in expect.items():
+        section, field = key.split(".")
+        assert got[section][field] == v
+    assert got["trainer"]["seed"] == 3 and got["tracking"]["enabled"] is False
+
+
+@pytest.mark.parametrize("override,match", [
+    ("sweep.axes={depth: [1, 2]}", "sweep.axes.depth: unknown axis"),
+    ("sweep.axes={normalize: [task, layer]}", "sweep.axes.normalize: 'layer' is not one of"),
+    ("sweep.axes={latent: [16, -1]}", "sweep.axes.latent: -1 is not a positive integer"),
+    ("sweep.axes={latent: [16, 16]}", "sweep.axes.latent: duplicate values"),
+    ("sweep.axes={}", "sweep.axes: name at least one axis"),
+    ("sweep.mode=random", "sweep.mode: 'random' is not one of"),
+    ("sweep.seeds=[]", "sweep.seeds: give distinct seeds"),
+    ("sweep.num=0", "sweep.num: must be >= 1"),
+])
+def test_bad_sweep_config_is_one_error(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def _nested_runs(uri: str) -> tuple[list, list]:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = [r for r in runs if r.info.run_name == "sweep"]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, nested
+
+
+def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
+    """Three trials one at a time; the driver is SIGKILLed once the first has finished; the same command then
+    completes the sweep without re-running it, MLflow holds one parent and three nested runs, the tables are full."""
+    tmp = Path(tempfile.mkdtemp(prefix="rpw", dir="/tmp"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    args = ["sweep", "-q", "-c", "configs/tiny_sweep.yaml", "--zoo", str(tiny_zoo), f"data.root={data_dir}",
+            f"sweep.output_dir={tmp / 'sweep'}", "sweep.axes={normalize: [batch, none, task]}", f"tracking.uri={uri}"]
+    first_report = tmp / "sweep" / "trials" / "default,seed=0" / "report" / "report.json"
+    try:
+        proc = RaypdiffProcess(args, tmp / "ray", tmp / "first.log")
+        try:
+            deadline = time.time() + 600
+            while not first_report.exists() and proc.proc.poll() is None and time.time() < deadline:
+                time.sleep(1)
+            assert first_report.exists(), proc.tail()
+            time.sleep(5)  # Tune records the finished trial
+        finally:
+            proc.close()  # SIGKILL: the driver and every process below it
+        stamp = first_report.stat().st_mtime_ns
+        summary_file = tmp / "sweep" / "sweep.json"
+        assert not summary_file.exists()
+
+        again = RaypdiffProcess(args, tmp / "ray2", tmp / "second.log")
+        try:
+            assert again.proc.wait(timeout=900) == 0, again.tail()
+        finally:
+            again.close()
+        assert first_report.stat().st_mtime_ns == stamp  # the finished trial was not run again
+        s = json.loads(summary_file.read_text())
+        assert s["trials"] == 3 and s["finished"] == 3 and not s["failed"]
+        assert set(s["axes"]["normalize"]) == {"batch", "none", "task", "default"}
+        for v in ("batch", "none", "task"):
+            row = s["axes"]["normalize"][v]
+            assert set(row["tasks"]) == {"SST-2", "STS-B"}
+            for t in row["tasks"].values():
+                assert t["test_ci"][0] <= t["test"] <= t["test_ci"][1] and -1 <= t["val"] <= 1
+        assert (tmp / "sweep" / "sweep.png").stat().st_size > 5000
+        assert "## normalize (default: batch)" in (tmp / "sweep" / "sweep.md").read_text()
+        import mlflow
+
+        parents, nested = _nested_runs(uri)
+        assert len(parents) == 1 and sorted(r.info.run_name for r in nested) == \
+            ["default,seed=0", "normalize=none", "normalize=task"]
+        assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
+        assert all("val" in r.data.metrics and "SST-2.test" in r.data.metrics for r in nested)
+        assert "sweep.md" in {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sweep_asks_for_more_captures_than_the_zoo_has(tiny_zoo, data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import private_ray_env
+
+    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "sweep", "-q", "-c", "configs/tiny_sweep.yaml", "--zoo",
+                        str(tiny_zoo), f"data.root={data_dir}", f"sweep.output_dir={tmp_path / 's'}",
+                        "sweep.axes={captures: [2, 5]}", "tracking.enabled=false"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=private_ray_env(tmp_path / "ray"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == ("raypdiff: error: captures=5: the zoo has 3 captures from each of 1 "
+                                                 "seed(s) per task; ask for a multiple of 1 up to 3")
+    assert not (tmp_path / "ray").exists()  # refused before Ray started
