@@ -279,6 +279,10 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     t0 = time.time()
     prep = prepare(cfg, zoo_dir)
     connect(cfg.collect.ray_address, progress)
+    if not progress:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
