@@ -19,6 +19,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, applied after --config")
 
 
+def _zoo_job_args(p: argparse.ArgumentParser) -> None:
+    """A config, the zoo to read and --quiet: the verbs that train on a zoo."""
+    _config_args(p)
+    p.add_argument("--zoo", help="zoo folder (default: collect.output_dir)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
 def cmd_collect(args) -> int:
     from raypdiff.zoo import collect
 
@@ -197,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the normalizer, embed task conditions, then train the parameter autoencoder "
                                    "and the conditional latent denoiser on Ray Train (trainer.num_workers DDP "
                                    "workers). Writes <trainer.output_dir>/generator.pt and registers it in MLflow.")
-    _config_args(t)
-    t.add_argument("--zoo", help="zoo folder (default: collect.output_dir)")
-    t.add_argument("--quiet", "-q", action="store_true")
+    _zoo_job_args(t)
     t.set_defaults(fn=cmd_train)
 
     g = sub.add_parser("generate", help="generate PEFT adapters from a task name or a description + examples",
@@ -255,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the objective; the test metric with its interval goes into the tables "
                                    "(sweep.output_dir/sweep.md, .json, .png); MLflow gets a parent run and a nested run "
                                    "per trial. Run the same command again to resume: finished trials are kept.")
-    _config_args(w)
-    w.add_argument("--zoo", help="zoo folder (default: collect.output_dir)")
-    w.add_argument("--quiet", "-q", action="store_true")
+    _zoo_job_args(w)
     w.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("serve", help="serve the generator over HTTP (Ray Serve): generate, download, try adapters",
