@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raypdiff.serve import schemas
 from raypdiff.serve.deployments import GeneratorDeployment, PredictorDeployment
-from raypdiff.serve.store import ID_PATTERN, AdapterStore
+from raypdiff.serve.store import ID_PATTERN, UNKNOWN, AdapterStore
 
 PAGE = Path(__file__).parent / "page" / "index.html"
 RETRIES = 3  # calls to a deployment whose replica died on the way are sent again (to a live replica)
@@ -77,6 +77,7 @@ class Ingress:
         self.store = AdapterStore(cfg.store_dir, cfg.max_adapters)
         self.api_key = cfg.api_key or os.environ.get("RAYPDIFF_API_KEY") or None
         self._catalog: Optional[dict] = None
+        self._page = PAGE.read_text()  # read once, not per request
 
     def _auth(self, authorization: Optional[str]) -> None:
         if self.api_key is None:
@@ -93,7 +94,7 @@ class Ingress:
 
     @app.get("/", include_in_schema=False)
     def page(self) -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text())
+        return HTMLResponse(self._page)
 
     @app.get("/healthz", response_model=schemas.Health)
     async def healthz(self):
@@ -123,7 +124,7 @@ class Ingress:
         try:
             data = self.store.zip(adapter_id)
         except KeyError:
-            raise HTTPException(404, "unknown adapter id (never made here, or evicted from the store)") from None
+            raise HTTPException(404, UNKNOWN) from None
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="adapter-{adapter_id[:12]}.zip"'})
 
@@ -138,7 +139,7 @@ class Ingress:
             try:
                 self.store.meta(adapter_id)  # counts as a use: adapters in use stay in the store
             except KeyError:
-                raise HTTPException(404, "unknown adapter id (never made here, or evicted from the store)") from None
+                raise HTTPException(404, UNKNOWN) from None
         texts = [t if isinstance(t, str) else list(t) for t in req.texts]
         handle = self.predictor.options(multiplexed_model_id=adapter_id)
         result = _answer(await _retrying(lambda: handle.predict.remote(texts)))

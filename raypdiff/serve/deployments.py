@@ -22,6 +22,12 @@ def _setup(settings: dict):
     return cfg, AdapterStore(cfg.store_dir, cfg.max_adapters)
 
 
+def _check_store(store) -> None:
+    """Health: a replica whose adapter store disappeared (an unmounted share) is unhealthy."""
+    if not store.root.is_dir():
+        raise RuntimeError(f"adapter store {store.root} is gone")
+
+
 @serve.deployment(name="Generator", max_ongoing_requests=GENERATOR_ONGOING, health_check_period_s=10,
                   health_check_timeout_s=30)
 class GeneratorDeployment:
@@ -43,8 +49,7 @@ class GeneratorDeployment:
         return self.maker.make(reqs)
 
     def check_health(self) -> None:
-        if not self.maker.store.root.is_dir():
-            raise RuntimeError(f"adapter store {self.maker.store.root} is gone")
+        _check_store(self.maker.store)
 
 
 @serve.deployment(name="Predictor", max_ongoing_requests=PREDICTOR_ONGOING, health_check_period_s=10,
@@ -63,16 +68,16 @@ class PredictorDeployment:
     async def predict(self, texts: list) -> dict:
         """texts → {"predictions": [...]} for the request's multiplexed adapter id, or {"error", "status"}."""
         from raypdiff.config import ConfigError
+        from raypdiff.serve.store import UNKNOWN
 
         try:
             adapter = await self.adapter(serve.get_multiplexed_model_id())
         except KeyError:
-            return {"error": "unknown adapter id (never made here, or evicted from the store)", "status": 404}
+            return {"error": UNKNOWN, "status": 404}
         try:
             return {"predictions": self.predictor.predict(adapter, texts)}
         except ConfigError as e:
             return {"error": str(e), "status": 422}
 
     def check_health(self) -> None:
-        if not self.predictor.store.root.is_dir():
-            raise RuntimeError(f"adapter store {self.predictor.store.root} is gone")
+        _check_store(self.predictor.store)

@@ -18,6 +18,7 @@ import numpy as np
 ID_PATTERN = r"^[0-9a-f]{64}$"
 META = "raypdiff.json"  # what the adapter is for (labels, text fields, base model), shipped inside the zip
 ZIPPED = ("adapter_config.json", "adapter_model.safetensors", META)
+UNKNOWN = "unknown adapter id (never made here, or evicted from the store)"
 
 
 def adapter_id(vector: np.ndarray, layout_task: str, base: str) -> str:
