@@ -1,6 +1,6 @@
 """The ablation sweep (configs/sweep.yaml: N, normalization, condition, latent size, noise; two seeds for the default
-row) on the default zoo, its tables and plot copied to bench/results/ablation.{json,md,png}. Resumable: run it again
-after an interruption.
+row) on the six-task zoo collected with two seeds (collected first; a complete one is reused), its tables and plot
+copied to bench/results/ablation.{json,md,png}. Resumable: run it again after an interruption.
 
     python bench/ablation.py --data-root ../shared/data
 """
@@ -25,8 +25,9 @@ def main() -> None:
     from raypdiff.config import load_config
 
     cfg = load_config(ROOT / args.config, [f"data.root={args.data_root}", *args.overrides])
-    subprocess.run([sys.executable, "-m", "raypdiff.cli", "sweep", "-c", args.config, f"data.root={args.data_root}",
-                    *args.overrides], cwd=ROOT, check=True)
+    for verb in ("collect", "sweep"):
+        subprocess.run([sys.executable, "-m", "raypdiff.cli", verb, "-c", args.config, f"data.root={args.data_root}",
+                        *args.overrides], cwd=ROOT, check=True)
     src = ROOT / cfg.sweep.output_dir if not Path(cfg.sweep.output_dir).is_absolute() else Path(cfg.sweep.output_dir)
     for ext in ("json", "md", "png"):
         shutil.copy(src / f"sweep.{ext}", Path(args.out) / f"ablation.{ext}")

@@ -70,8 +70,37 @@ class Plan:
             self.keys.append(key)
             self.jobs.append((task, split, np.asarray(vectors, np.float32)))
 
-    def run(self, pool, bar) -> dict:
-        return dict(zip(self.keys, pool.predict(self.jobs, bar)))
+    def score(self, meta: dict, splits: dict, workers: Optional[int]) -> dict:
+        """Score every job on a scorer pool over the tasks' named splits; key → (n, R) predictions."""
+        from raypdiff.scoring import ScorerPool
+
+        pool = ScorerPool(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                          {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], s) for t, s in splits.items()},
+                          workers=workers)
+        try:
+            with tqdm(total=sum(len(v) for _, _, v in self.jobs), desc="score adapters", unit="adapter") as bar:
+                return dict(zip(self.keys, pool.predict(self.jobs, bar)))
+        finally:
+            pool.close()
+
+
+def _check_counts(workers: Optional[int], **counts: int) -> None:
+    for name, n in {**counts, "workers": 1 if workers is None else workers}.items():  # None: one per cluster CPU
+        if n < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {n}")
+
+
+def _load(gen_path: str, tasks: Optional[list[str]], zoo: Optional[str]):
+    """The generator, the task names (validated), and the zoo's meta, splits and per-task arrays."""
+    from raypdiff.zoo import check, load_splits, task_arrays
+
+    gen = Generator(gen_path)
+    names = tasks or gen.task_names
+    for t in names:
+        gen.spec(t)
+    zoo = zoo or gen.payload["zoo"]
+    meta = check(zoo)
+    return gen, names, meta, load_splits(meta, names), task_arrays(zoo, test=True)
 
 
 def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_num: int = 10,
@@ -86,26 +115,14 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     trial trained on a subsample compares with the whole)."""
     from raypdiff import lora
     from raypdiff.config import Config
-    from raypdiff.scoring import ScorerPool
-    from raypdiff.zoo import check, load_splits, task_arrays
 
-    gen = Generator(gen_path)
+    recon_num = num if recon_num is None else recon_num
+    _check_counts(num=num, recon_num=recon_num, matrix_num=matrix_num, subset_rows=subset_rows,
+                  bootstrap=bootstrap, workers=workers)
+    gen, names, meta, data, arrays = _load(gen_path, tasks, zoo)
     guidance = gen.cfg.diffusion.guidance if guidance is None else guidance
     sampler = sampler or gen.cfg.diffusion.sampler
     quality = gen.resolve_quality(quality)
-    names = tasks or gen.task_names
-    recon_num = num if recon_num is None else recon_num
-    for name, n in (("--num", num), ("--recon-num", recon_num), ("--matrix-num", matrix_num),
-                    ("--subset-rows", subset_rows), ("--bootstrap", bootstrap),
-                    ("--workers", 1 if workers is None else workers)):  # None: one per cluster CPU
-        if n < 1:
-            raise ConfigError(f"{name}: must be >= 1, got {n}")
-    for t in names:
-        gen.spec(t)
-    zoo = zoo or gen.payload["zoo"]
-    meta = check(zoo)
-    data = load_splits(meta, names)
-    arrays = task_arrays(zoo, test=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
@@ -140,17 +157,9 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
         for s in fits[t]:
             if s != t:
                 plan.add(("matrix", t, s), s, "subset", gen.denormalize(s, x[:matrix_num]))
-    total = sum(len(v) for _, _, v in plan.jobs)
     subset = {t: list(range(min(subset_rows, len(data[t].test)))) for t in names}
-    pool = ScorerPool(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                      {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"],
-                           {"val": data[t].val, "test": data[t].test, "subset": data[t].test.take(subset[t])})
-                       for t in names}, workers=workers)
-    try:
-        with tqdm(total=total, desc="score adapters", unit="adapter") as bar:
-            preds = plan.run(pool, bar)
-    finally:
-        pool.close()
+    preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test, "subset": data[t].test.take(subset[t])}
+                              for t in names}, workers)
 
     report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
                                    "test": len(data[t].test)} for t in names},
@@ -224,6 +233,42 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(markdown(report))
     plot(report, out / "report.png")
+    return report
+
+
+def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, workers: Optional[int] = None,
+                       bootstrap: int = 1000, zoo: Optional[str] = None) -> dict:
+    """The lean report a sweep trial needs: only the generated adapters are scored, on val (the objective; picks
+    best-by-val) and test (mean with its interval), beside what costs nothing to add: the zoo's collect-time test
+    scores and the majority class. Writes report.json."""
+    _check_counts(num=num, bootstrap=bootstrap, workers=workers)
+    gen, names, meta, data, arrays = _load(gen_path, None, zoo)
+    quality = gen.resolve_quality(None)
+    plan = Plan()
+    for t in names:
+        x = gen.normalized(gen.conditions(t, num, quality), seed, gen.cfg.diffusion.guidance, gen.cfg.diffusion.sampler)
+        for split in ("val", "test"):
+            plan.add(("gen", t, split), t, split, gen.denormalize(t, x))
+    preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test} for t in names}, workers)
+    report: dict = {"scope": "generated", "tasks": {}, "bootstrap": bootstrap,
+                    "sampling": {"guidance": gen.cfg.diffusion.guidance, "sampler": gen.cfg.diffusion.sampler,
+                                 "quality": quality, "seed": seed}}
+    for t in names:
+        a, spec = arrays[t], gen.spec(t)
+        boot = Bootstrap(spec.metric, data[t].test.labels, bootstrap, seed)
+        g_val = metric_rows(spec.metric, preds["gen", t, "val"], data[t].val.labels)
+        g_test = preds["gen", t, "test"]
+        zoo_preds = np.stack([a["test_pred"][i] for i in sorted(a["test_pred"])])
+        report["tasks"][t] = {
+            "metric": spec.metric,
+            "test": {"generated": {**boot.mean(g_test), "best_by_val": boot.point(g_test[int(np.argmax(g_val))]),
+                                   "n": len(g_test), "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
+                     "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta["tasks"][t]["majority"]},
+            "val": {"generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
+                    "zoo_mean": float(a["value"].mean())}}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
 

@@ -86,7 +86,7 @@ def run_trial(config: dict, table: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raypdiff.evaluate import evaluate
+    from raypdiff.evaluate import evaluate_generated
     from raypdiff.train import train_generator
 
     trial = table[config["trial"]]
@@ -94,9 +94,11 @@ def run_trial(config: dict, table: dict) -> None:
     out = Path(trial["dir"])
     cfg.trainer.output_dir = str(out / "generator")
     summary = train_generator(cfg, trial["zoo"], progress=False, callbacks=[TuneReportCallback()])
-    report = evaluate(summary["generator"], str(out / "report"), num=cfg.sweep.num, recon_num=1, matrix_num=1,
-                      subset_rows=50, workers=1, zoo=trial["full_zoo"])
-    ray.tune.report({**trial_metrics(report), "train_seconds": summary["train_seconds"]})
+    report = evaluate_generated(summary["generator"], str(out / "report"), num=cfg.sweep.num, workers=1,
+                                zoo=trial["full_zoo"])
+    # the last training loss again: ASHA (sweep.asha) reads "loss" in every report
+    ray.tune.report({**trial_metrics(report), "train_seconds": summary["train_seconds"],
+                     "loss": (summary["final"] or {}).get("loss", float("nan"))})
 
 
 def trial_metrics(report: dict) -> dict:
@@ -105,7 +107,7 @@ def trial_metrics(report: dict) -> dict:
     for t, r in report["tasks"].items():
         g = r["test"]["generated"]
         out.update({f"{t}.val": r["val"]["generated_mean"], f"{t}.test": g["mean"],
-                    f"{t}.test_lo": g["ci"][0], f"{t}.test_hi": g["ci"][1]})
+                    f"{t}.test_lo": g["ci"][0], f"{t}.test_hi": g["ci"][1], f"{t}.zoo_test": r["test"]["zoo"]["mean"]})
     tasks = list(report["tasks"])
     out["val"] = float(np.mean([out[f"{t}.val"] for t in tasks]))
     out["average_test"] = float(np.mean([out[f"{t}.test"] for t in tasks]))
@@ -191,7 +193,7 @@ class TrialLogger(Callback):
                                                          "trainer.seed": t["seed"]},
                            {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and
                             not isinstance(v, bool) and (k in ("val", "average_test", "train_seconds") or "." in k)},
-                           [report / f for f in ("report.json", "report.md", "report.png")])
+                           [report / "report.json"])
 
     def finish(self, rows: dict, summary: dict, artifacts: list[Path]) -> None:
         from raypdiff import tracking
@@ -219,11 +221,16 @@ def summarize(cfg: Config, trials: list[dict], rows: dict, wall: float) -> dict:
     tasks = sorted({k.rsplit(".", 1)[0] for m in done.values() for k in m if k.endswith(".test")})
     out: dict = {"mode": cfg.sweep.mode, "trials": len(trials), "finished": len(done),
                  "failed": {n: r["error"] for n, r in rows.items() if r["error"] is not None},
+                 "stopped": sorted(n for n, r in rows.items() if r["error"] is None and n not in done),  # by ASHA
                  "wall_seconds": wall, "trial_seconds": float(sum(m.get("time_total_s", 0.0) for m in done.values())),
-                 "tasks": tasks, "axes": {}, "default_seeds": {}}
+                 "tasks": tasks, "axes": {}, "defaults": {}, "default_seeds": {}}
     if cfg.sweep.mode == "grid":
         out["grid"] = [{"settings": t["settings"], **_row(tasks, done[t["name"]])} for t in trials if t["name"] in done]
         return out
+    if done:  # the zoo's own adapters on test (the same in every trial): the scale the generated figures sit on
+        ref = next(iter(done.values()))
+        out["zoo_test"] = {t: ref[f"{t}.zoo_test"] for t in tasks}
+        out["zoo_average_test"] = float(np.mean(list(out["zoo_test"].values())))
     defaults = [t for t in trials if t["name"].startswith("default,")]
     out["default_seeds"] = {str(t["seed"]): _row(tasks, done[t["name"]]) for t in defaults if t["name"] in done}
     first = defaults[0]["name"]
@@ -231,7 +238,7 @@ def summarize(cfg: Config, trials: list[dict], rows: dict, wall: float) -> dict:
         base = defaults[0]["settings"][axis]
         out["axes"][axis] = {str(v): _row(tasks, done[first if v == base else f"{axis}={v}"])
                              for v in values if (first if v == base else f"{axis}={v}") in done}
-        out["axes"][axis]["default"] = str(base)  # which value is the default row's
+        out["defaults"][axis] = str(base)  # which value is the default row's
     out["noise"] = _noise(out["default_seeds"])
     out["claims"] = claims(out)
     return out
@@ -256,7 +263,7 @@ def claims(summary: dict) -> dict:
         verdict = "holds" if min(gaps) > noise else "does not hold" if max(gaps) < -noise else "no difference"
         return {"values": vals, "gaps": gaps, "noise": noise, "verdict": verdict}
 
-    n = {int(k): v["average_test"] for k, v in axes.get("captures", {}).items() if k != "default"}
+    n = {int(k): v["average_test"] for k, v in axes.get("captures", {}).items()}
     if len(n) >= 2:
         xs = sorted(n)
         slope = float(np.polyfit(np.log(xs), [n[x] for x in xs], 1)[0])
@@ -282,22 +289,26 @@ def markdown(s: dict) -> str:
     tasks = s["tasks"]
     head = "| value | val | " + " | ".join(f"{t} test [95% CI]" for t in tasks) + " | average test |"
     sep = "|---" * (len(tasks) + 3) + "|"
+    if "zoo_test" in s:
+        lines.append("the zoo's own adapters (collected, test): " + ", ".join(f"{t} {v:.3f}" for t, v in
+                     s["zoo_test"].items()) + f"; average {s['zoo_average_test']:.4f}")
     for seed, r in s.get("default_seeds", {}).items():
         lines.append(f"default row, seed {seed}: average test {r['average_test']:.4f}, val {r['val']:.4f}")
     for axis, values in s.get("axes", {}).items():
-        lines += ["", f"## {axis} (default: {values['default']})", "", head, sep]
+        default = s["defaults"][axis]
+        lines += ["", f"## {axis} (default: {default})", "", head, sep]
         for v, r in values.items():
-            if v == "default":
-                continue
             cells = " | ".join(f"{r['tasks'][t]['test']:.3f} [{r['tasks'][t]['test_ci'][0]:.3f}, "
                                f"{r['tasks'][t]['test_ci'][1]:.3f}]" for t in tasks)
-            lines.append(f"| {v}{' (default)' if v == values['default'] else ''} | {r['val']:.3f} | {cells} | "
+            lines.append(f"| {v}{' (default)' if v == default else ''} | {r['val']:.3f} | {cells} | "
                          f"{r['average_test']:.4f} |")
     if s.get("claims"):
         lines += ["", "## The paper's claims, as measured here", "", "| claim | verdict | figures |", "|---|---|---|"]
         for claim, c in s["claims"].items():
             figs = ", ".join(f"{k} {v:.4f}" for k, v in (c.get("values") or {}).items() if v is not None)
             lines.append(f"| {claim} | {c['verdict']} | {figs} |")
+    if s.get("stopped"):
+        lines += ["", "Stopped early by ASHA (no evaluation): " + ", ".join(s["stopped"])]
     if s.get("failed"):
         lines += ["", "Failed trials: " + "; ".join(f"{k}: {v}" for k, v in s["failed"].items())]
     return "\n".join(lines) + "\n"
@@ -311,8 +322,7 @@ def plot(s: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = {a: {v: r for v, r in vals.items() if v != "default"} for a, vals in s.get("axes", {}).items()}
-    axes = {a: v for a, v in axes.items() if v}
+    axes = {a: vals for a, vals in s.get("axes", {}).items() if vals}
     fig, panels = plt.subplots(1, max(1, len(axes)), figsize=(4.2 * max(1, len(axes)), 3.6), squeeze=False)
     seeds = [r["average_test"] for r in s.get("default_seeds", {}).values()]
     for ax, (axis, vals) in zip(panels[0], axes.items()):

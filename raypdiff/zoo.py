@@ -407,34 +407,36 @@ def check(zoo_dir: str | Path) -> dict:
     for name, (task, seed) in expected.items():
         f = folder / name
         problem = "missing" if not f.exists() else shard_problem(
-            f, task, seed, Layout.from_json(meta["tasks"][task]["layout"]).size, rows)
+            f, task, seed, Layout.from_json(meta["tasks"][task]["layout"]).size,
+            meta["capture"].get("per_seed", {}).get(str(seed), rows))  # a subsample's seeds may hold one less
         if problem:
             raise ConfigError(f"{f}: {problem}; {repair}")
     return meta
 
 
 def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path) -> Path:
-    """A zoo of `per_task` captures of each task (an equal share from each seed's run), drawn with `seed`: the same
-    rows for the same arguments. Written whole or not at all; an existing one is reused."""
+    """A zoo of `per_task` captures of each task (shared as evenly as the seeds' runs allow, the first seeds taking
+    one more), drawn with `seed`: the same rows for the same arguments. Written whole or not at all; an existing one
+    is reused."""
     import pyarrow.parquet as pq
 
     meta = check(zoo_dir)
     seeds, have = meta["capture"]["seeds"], meta["capture"]["num"]
-    if per_task % len(seeds) or not 0 < per_task <= have * len(seeds):
+    if not len(seeds) <= per_task <= have * len(seeds):
         raise ConfigError(f"captures={per_task}: the zoo has {have} captures from each of {len(seeds)} seed(s) per "
-                          f"task; ask for a multiple of {len(seeds)} up to {have * len(seeds)}")
+                          f"task; ask for {len(seeds)} to {have * len(seeds)}")
     out = Path(out_dir)
     if (out / "meta.json").is_file():
         return out
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / SHARDS).mkdir(parents=True)
-    k = per_task // len(seeds)
-    for i, name in enumerate(sorted(shard_name(t, s) for t in meta["tasks"] for s in seeds)):
-        table = pq.read_table(Path(zoo_dir) / SHARDS / name)
-        rows = np.sort(np.random.default_rng([seed, i]).choice(have, size=k, replace=False))
-        pq.write_table(table.take(rows), tmp / SHARDS / name)
-    sub = {**meta, "capture": {**meta["capture"], "num": k},
+    share = {s: per_task // len(seeds) + (j < per_task % len(seeds)) for j, s in enumerate(seeds)}
+    for i, (t, s) in enumerate(sorted(((t, s) for t in meta["tasks"] for s in seeds), key=lambda j: shard_name(*j))):
+        table = pq.read_table(Path(zoo_dir) / SHARDS / shard_name(t, s))
+        rows = np.sort(np.random.default_rng([seed, i]).choice(have, size=share[s], replace=False))
+        pq.write_table(table.take(rows), tmp / SHARDS / shard_name(t, s))
+    sub = {**meta, "capture": {**meta["capture"], "num": max(share.values()), "per_seed": share},
            "subsample": {"of": str(Path(zoo_dir).resolve()), "per_task": per_task, "seed": seed}}
     (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
     os.replace(tmp, out)

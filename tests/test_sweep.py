@@ -18,9 +18,9 @@ from raypdiff.sweep import plan, trial_config
 
 def test_default_plan_is_one_axis_at_a_time_around_the_defaults():
     cfg = load_config(REPO / "configs" / "sweep.yaml", [])
-    names = [t["name"] for t in plan(cfg, 100)]
+    names = [t["name"] for t in plan(cfg, 200)]
     assert names[:2] == ["default,seed=0", "default,seed=1"]
-    assert names[2:] == ["captures=10", "captures=25", "captures=50", "normalize=none", "normalize=task",
+    assert names[2:] == ["captures=10", "captures=25", "captures=50", "captures=100", "normalize=none", "normalize=task",
                          "condition=onehot", "condition=description", "condition=k1", "condition=k16",
                          "condition=no_quality", "latent=16", "latent=32", "latent=128", "latent=256",
                          "noise=none", "noise=input", "noise=latent"]
@@ -110,7 +110,8 @@ def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
         assert first_report.stat().st_mtime_ns == stamp  # the finished trial was not run again
         s = json.loads(summary_file.read_text())
         assert s["trials"] == 3 and s["finished"] == 3 and not s["failed"]
-        assert set(s["axes"]["normalize"]) == {"batch", "none", "task", "default"}
+        assert set(s["axes"]["normalize"]) == {"batch", "none", "task"} and s["defaults"]["normalize"] == "batch"
+        assert s["zoo_test"].keys() == {"SST-2", "STS-B"} and not s["stopped"]
         for v in ("batch", "none", "task"):
             row = s["axes"]["normalize"][v]
             assert set(row["tasks"]) == {"SST-2", "STS-B"}
@@ -142,5 +143,72 @@ def test_sweep_asks_for_more_captures_than_the_zoo_has(tiny_zoo, data_dir, tmp_p
                        text=True, timeout=300, env=private_ray_env(tmp_path / "ray"))
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == ("raypdiff: error: captures=5: the zoo has 3 captures from each of 1 "
-                                                 "seed(s) per task; ask for a multiple of 1 up to 3")
+                                                 "seed(s) per task; ask for 1 to 3")
     assert not (tmp_path / "ray").exists()  # refused before Ray started
+
+
+def two_seed_zoo(tiny_zoo: Path, out: Path) -> Path:
+    """tiny_zoo with its seed-0 runs copied as seed 1 (rows relabelled): a zoo of two runs per task."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raypdiff.zoo import SHARDS, shard_name
+
+    shutil.copytree(tiny_zoo, out)
+    meta = json.loads((out / "meta.json").read_text())
+    for t in meta["tasks"]:
+        table = pq.read_table(out / SHARDS / shard_name(t, 0))
+        seed = table.schema.get_field_index("seed")
+        table = table.set_column(seed, table.schema.field(seed), pa.array([1] * table.num_rows, table["seed"].type))
+        pq.write_table(table, out / SHARDS / shard_name(t, 1))
+    meta["capture"]["seeds"] = [0, 1]
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+@pytest.mark.parametrize("per_task,shares", [(2, [1, 1]), (5, [3, 2]), (6, [3, 3])])
+def test_subsample_shares_captures_over_seeds(tiny_zoo, tmp_path, per_task, shares):
+    """An odd count splits as evenly as it can (the first seed one more); the subsample passes the zoo check and is
+    the same rows when asked again."""
+    import pyarrow.parquet as pq
+
+    from raypdiff.zoo import SHARDS, check, shard_name, subsample
+
+    zoo = two_seed_zoo(tiny_zoo, tmp_path / "zoo")
+    sub = subsample(zoo, per_task, 0, tmp_path / "sub")
+    check(sub)
+    for t in ("SST-2", "STS-B"):
+        assert [pq.read_table(sub / SHARDS / shard_name(t, s)).num_rows for s in (0, 1)] == shares
+    again = subsample(zoo, per_task, 0, tmp_path / "again")
+    for f in (sub / SHARDS).iterdir():
+        assert pq.read_table(f).equals(pq.read_table(again / SHARDS / f.name))
+    for bad in (1, 7):
+        with pytest.raises(ConfigError, match=f"captures={bad}: .* ask for 2 to 6$"):
+            subsample(zoo, bad, 0, tmp_path / f"bad{bad}")
+
+
+def test_sweep_with_asha_accounts_for_every_trial(tiny_zoo, data_dir, tmp_path):
+    """ASHA (sweep.asha) reads the training loss of every report, the last one included: the sweep finishes, the
+    first trial (alone at its rung) runs to its evaluation, and every trial is either in the tables or listed as
+    stopped early, having trained for fewer reports than the finished ones."""
+    import subprocess
+    import sys
+
+    from helpers import private_ray_env
+
+    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "sweep", "-q", "-c", "configs/tiny_sweep.yaml", "--zoo",
+                        str(tiny_zoo), f"data.root={data_dir}", f"sweep.output_dir={tmp_path / 's'}",
+                        "sweep.axes={latent: [8, 2, 16]}", "sweep.asha=true", "sweep.asha_grace=1",
+                        "tracking.enabled=false"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                       env=private_ray_env(tmp_path / "ray"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    finished = {v for v in s["axes"]["latent"]}
+    assert "8" in finished and not s["failed"]
+    assert len(finished) + len(s["stopped"]) == s["trials"] == 3
+    iterations = {}
+    for f in (tmp_path / "s" / "tune").rglob("result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        iterations[rows[-1]["config"]["trial"]] = rows[-1]["training_iteration"]
+    for name in s["stopped"]:
+        assert iterations[name] < iterations["default,seed=0"]
