@@ -141,8 +141,10 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     per_trial = cfg.trainer.num_workers * cfg.trainer.cpus_per_worker
     concurrent = cfg.sweep.max_concurrent_trials or max(1, int(cpus() // per_trial))
     logger = TrialLogger(cfg, out, trials) if cfg.tracking.enabled else None
-    # the trial function holds next to no CPU (Tune refuses none): its Train workers and its scorer ask for their own
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, table=table), {"CPU": 0.01})
+    # The trial function holds no CPU (its Train workers and its scorer ask for their own) but a bundle must hold
+    # something: 1 MiB of memory. Even 0.01 CPU per trial left 0.98 of 2 CPUs, and the second trial's worker never
+    # started.
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, table=table), {"CPU": 0, "memory": 2 ** 20})
     space = {"trial": ray.tune.grid_search([t["name"] for t in trials])}
     path = out / "tune" / EXPERIMENT
     t0 = time.time()
