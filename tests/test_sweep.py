@@ -80,6 +80,18 @@ def _nested_runs(uri: str) -> tuple[list, list]:
     return parents, nested
 
 
+def _terminated(sweep_dir: Path, name: str) -> bool:
+    """Whether Tune's saved experiment state records trial `name` as finished."""
+    for f in (sweep_dir / "tune").glob("*/experiment_state-*.json"):
+        try:
+            trials = [json.loads(t[0]) for t in json.loads(f.read_text())["trial_data"]]
+        except (ValueError, KeyError, OSError):  # being rewritten
+            continue
+        if any(t["config"]["trial"] == name and t["status"] == "TERMINATED" for t in trials):
+            return True
+    return False
+
+
 def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
     """Three trials one at a time; the driver is SIGKILLed once the first has finished; the same command then
     completes the sweep without re-running it, MLflow holds one parent and three nested runs, the tables are full."""
@@ -95,7 +107,10 @@ def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
             while not first_report.exists() and proc.proc.poll() is None and time.time() < deadline:
                 time.sleep(1)
             assert first_report.exists(), proc.tail()
-            time.sleep(5)  # Tune records the finished trial
+            while not _terminated(tmp / "sweep", "default,seed=0") and proc.proc.poll() is None \
+                    and time.time() < deadline:
+                time.sleep(1)  # until Tune's saved state has the trial as finished: what a resume reads
+            assert _terminated(tmp / "sweep", "default,seed=0"), proc.tail()
         finally:
             proc.close()  # SIGKILL: the driver and every process below it
         stamp = first_report.stat().st_mtime_ns
