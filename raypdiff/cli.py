@@ -114,7 +114,7 @@ def cmd_sweep(args) -> int:
     print((out / "sweep.md").read_text())
     print(f"sweep: {summary['finished']} of {summary['trials']} trials in {summary['wall_seconds']:.0f}s; "
           f"tables: {out / 'sweep.md'}")
-    return 0 if summary["finished"] == summary["trials"] else 1
+    return 1 if summary["failed"] else 0  # a trial ASHA stopped is not a failure
 
 
 def cmd_serve(args) -> int:
