@@ -247,8 +247,9 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
     plan = Plan()
     for t in names:
         x = gen.normalized(gen.conditions(t, num, quality), seed, gen.cfg.diffusion.guidance, gen.cfg.diffusion.sampler)
+        vecs = gen.denormalize(t, x)
         for split in ("val", "test"):
-            plan.add(("gen", t, split), t, split, gen.denormalize(t, x))
+            plan.add(("gen", t, split), t, split, vecs)
     preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test} for t in names}, workers)
     report: dict = {"scope": "generated", "tasks": {}, "bootstrap": bootstrap,
                     "sampling": {"guidance": gen.cfg.diffusion.guidance, "sampler": gen.cfg.diffusion.sampler,
