@@ -45,6 +45,31 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from raypdiff.holdout import family_folds, kfold
+    from raypdiff.tasks import resolve_specs, summarize
+
+    cfg = load_config(args.config, args.overrides)
+    specs = resolve_specs(cfg.tasks, cfg.data.root)
+    rows = summarize(specs, cfg.eval.val_examples, cfg.eval.test_examples, cfg.eval.split_seed)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print("| task | family | from | labels | metric | train | val | test | majority (test) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        labels = "regression" if r["labels"] is None else " / ".join(r["labels"])
+        origin = f"twin of {r['twin_of']}" if r["twin_of"] else (r["source"] or "")
+        print(f"| {r['task']} | {r['family'] or ''} | {origin} | {labels} | {r['metric']} | {r['train']} | "
+              f"{r['val']} | {r['test']} | {r['majority_test']:.3f} |")
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    print(f"\n{len(rows)} tasks, {len(families)} families, {sum(bool(r['twin_of']) for r in rows)} label-swapped twins")
+    if args.folds:
+        for fold in kfold(specs, args.folds, cfg.eval.split_seed) + family_folds(specs):
+            print(f"{fold.name}: holds out {len(fold.heldout)} ({', '.join(fold.heldout)})")
+    return 0
+
+
 def cmd_export(args) -> int:
     from raypdiff import lora
     from raypdiff.config import Config
@@ -189,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("zoo", help="zoo folder (collect.output_dir)")
     z.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     z.set_defaults(fn=cmd_zoo)
+
+    ts = sub.add_parser("tasks", help="check a task list (e.g. the many-task suite): load every task, show its splits",
+                        description="Resolve the config's tasks (built-in, custom and derived ones), load each task's "
+                                    "train / val / test rows as collect would, and print one row per task: family, "
+                                    "source, labels, metric, split sizes and the majority class on test. A task "
+                                    "that cannot load is a one-line error.")
+    _config_args(ts)
+    ts.add_argument("--folds", type=int, metavar="K",
+                    help="also list the hold-out folds: K folds over tasks (twins together) and one per family")
+    ts.add_argument("--json", action="store_true", help="print JSON rows instead of a Markdown table")
+    ts.set_defaults(fn=cmd_tasks)
 
     e = sub.add_parser("export", help="write one zoo checkpoint as a PEFT adapter folder",
                        description="Write the checkpoint (task, seed, step) of a zoo as a standard PEFT adapter "

@@ -36,6 +36,14 @@ class TaskSpec:
     hub: Optional[str] = None
     hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation"})
     hub_text_fields: Optional[list[str]] = None
+    family: Optional[str] = None  # sentiment, topic, nli, ...: leave-one-family-out holds a whole family out
+    # A derived task relabels the rows of `source` (a built-in task, or one defined earlier in the list): `relabel`
+    # maps each of its label names to source labels (default: the source label of the same name), and rows whose
+    # label maps nowhere are dropped. Resolved specs carry `source_label_names` to read the source's files.
+    source: Optional[str] = None
+    relabel: Optional[dict[str, list[str]]] = None
+    source_label_names: Optional[list[str]] = None
+    twin_of: Optional[str] = None  # the task this one is a label-swapped copy of: never in different hold-out folds
 
     def __post_init__(self):
         _require(bool(self.name), "task: every task needs a name")
@@ -52,6 +60,16 @@ class TaskSpec:
                 _require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
         _require(bool(self.train and (self.dev or self.test)) or bool(self.hub),
                  f"{where}: give train and dev (or test) files, or hub")
+        if self.relabel is not None:
+            _require(self.label_names is not None and bool(self.source_label_names),
+                     f"{where}: relabel needs label_names and the source's label names")
+            _require(sorted(self.relabel) == sorted(self.label_names),
+                     f"{where}: relabel must map exactly the labels {self.label_names}, got {list(self.relabel)}")
+            mapped = [s for n in self.label_names for s in self.relabel[n]]
+            _require(all(s in self.source_label_names for s in mapped),
+                     f"{where}: relabel names a label outside the source's {self.source_label_names}")
+            _require(len(set(mapped)) == len(mapped) and all(self.relabel[n] for n in self.label_names),
+                     f"{where}: relabel must map every label to one or more source labels, each used once")
 
     @property
     def num_labels(self) -> int:
@@ -91,46 +109,46 @@ _ENT = ["entailment", "not_entailment"]
 _GLUE: dict[str, dict] = {
     "SST-2": dict(description="Classify the sentiment of a movie review sentence as negative or positive.",
                   text_fields=["sentence"], label_field="label", metric="accuracy",
-                  label_names=["negative", "positive"], hub="nyu-mll/glue:sst2"),
+                  label_names=["negative", "positive"], hub="nyu-mll/glue:sst2", family="sentiment"),
     "CoLA": dict(description="Decide whether an English sentence is grammatically acceptable.",
                  text_fields=["sentence"], label_field="label", metric="mcc",
                  label_names=["unacceptable", "acceptable"], columns=["source", "label", "mark", "sentence"],
-                 hub="nyu-mll/glue:cola"),
+                 hub="nyu-mll/glue:cola", family="grammar"),
     "MRPC": dict(description="Decide whether two news sentences are paraphrases of each other.",
-                 text_fields=["#1 String", "#2 String"], label_field="Quality", metric="f1",
+                 text_fields=["#1 String", "#2 String"], label_field="Quality", metric="f1", family="paraphrase",
                  label_names=["not_equivalent", "equivalent"], hub="nyu-mll/glue:mrpc", hub_text_fields=_PAIR),
     "STS-B": dict(description="Rate how similar in meaning two sentences are, from 0 (unrelated) to 5 (equivalent).",
                   text_fields=_PAIR, label_field="score", metric="pearson", label_names=None,
-                  hub="nyu-mll/glue:stsb", hub_text_fields=_PAIR),
+                  hub="nyu-mll/glue:stsb", hub_text_fields=_PAIR, family="similarity"),
     "RTE": dict(description="Decide whether the first passage entails the second sentence.",
                 text_fields=_PAIR, label_field="label", metric="accuracy", label_names=_ENT,
-                hub="nyu-mll/glue:rte"),
+                hub="nyu-mll/glue:rte", family="nli"),
     "QNLI": dict(description="Decide whether a sentence contains the answer to a question.",
                  text_fields=["question", "sentence"], label_field="label", metric="accuracy",
-                 label_names=_ENT, hub="nyu-mll/glue:qnli"),
+                 label_names=_ENT, hub="nyu-mll/glue:qnli", family="nli"),
     "WNLI": dict(description="Decide whether a sentence with a pronoun replaced is entailed by the original.",
                  text_fields=_PAIR, label_field="label", metric="accuracy",
-                 label_names=["not_entailment", "entailment"], hub="nyu-mll/glue:wnli"),
+                 label_names=["not_entailment", "entailment"], hub="nyu-mll/glue:wnli", family="nli"),
 }
 _EXTRA: dict[str, dict] = {
     "SUBJ": dict(description="Classify a movie review sentence as objective or subjective.",
                  text_fields=["sentence"], label_field="label", metric="accuracy",
-                 label_names=["objective", "subjective"]),
+                 label_names=["objective", "subjective"], family="subjectivity"),
     "CR": dict(description="Classify the sentiment of a customer product review as negative or positive.",
                text_fields=["sentence"], label_field="label", metric="accuracy",
-               label_names=["negative", "positive"]),
+               label_names=["negative", "positive"], family="sentiment"),
     "MPQA": dict(description="Classify the polarity of a short opinion phrase as negative or positive.",
                  text_fields=["sentence"], label_field="label", metric="accuracy",
-                 label_names=["negative", "positive"]),
+                 label_names=["negative", "positive"], family="sentiment"),
     "TREC": dict(description="Classify the type of answer a question asks for.",
-                 text_fields=["sentence"], label_field="label", metric="accuracy",
+                 text_fields=["sentence"], label_field="label", metric="accuracy", family="question type",
                  label_names=["abbreviation", "description", "entity", "human", "location", "numeric"]),
     "SICK-E": dict(description="Decide whether the first sentence contradicts, is neutral to, or entails the second.",
                    text_fields=_PAIR, label_field="label", metric="accuracy",
-                   label_names=["contradiction", "neutral", "entailment"]),
+                   label_names=["contradiction", "neutral", "entailment"], family="nli"),
     "AGNews": dict(description="Classify the topic of a news article.",
                    text_fields=["sentence"], label_field="label", metric="accuracy",
-                   label_names=["world", "sports", "business", "science/technology"]),
+                   label_names=["world", "sports", "business", "science/technology"], family="topic"),
 }
 BUILTIN = sorted(_GLUE) + sorted(_EXTRA)
 
@@ -153,18 +171,62 @@ def builtin_spec(name: str, data_root: Optional[str]) -> TaskSpec:
 
 
 def resolve_specs(entries: list, data_root: Optional[str]) -> list[TaskSpec]:
-    specs = []
+    specs: dict[str, TaskSpec] = {}
     for entry in entries:
         if isinstance(entry, str):
-            specs.append(builtin_spec(entry, data_root))
+            spec = builtin_spec(entry, data_root)
         elif isinstance(entry, dict):
             try:
-                specs.append(TaskSpec(**entry))
+                spec = TaskSpec(**(_derive(entry, specs, data_root) if entry.get("source") else entry))
             except TypeError as e:
-                raise ConfigError(f"task {entry.get('name', '?')}: {e}".replace("__init__() ", "")) from None
+                raise ConfigError(f"task {entry.get('name', '?')}: {e}".replace("TaskSpec.__init__() ", "")) from None
         else:
             raise ConfigError(f"tasks: each entry is a task name or a mapping, got {entry!r}")
-    return specs
+        specs[spec.name] = spec
+    check_twins(list(specs.values()))
+    return list(specs.values())
+
+
+def _derive(entry: dict, earlier: dict[str, TaskSpec], data_root: Optional[str]) -> dict:
+    """A derived task's full spec: its source's fields, overridden by the entry's, with `relabel` composed down
+    to the root task's labels (a twin of a derived task reads the root's files)."""
+    where = f"task {entry.get('name', '?')}"
+    name = entry["source"]
+    base = earlier[name] if name in earlier else builtin_spec(name, data_root)
+    _require(not base.is_regression, f"{where}: source {name} is a regression task; only class labels relabel")
+    _require(bool(entry.get("description")), f"{where}: a derived task needs its own description")
+    names = entry.get("label_names")
+    _require(isinstance(names, list) and len(names) >= 2, f"{where}: a derived task needs label_names")
+    relabel = entry.get("relabel") or {n: [n] for n in names}
+    _require(isinstance(relabel, dict), f"{where}: relabel must map label names to lists of {name}'s labels")
+    composed = {}
+    for new, olds in relabel.items():
+        olds = [olds] if isinstance(olds, str) else list(olds)
+        bad = [o for o in olds if o not in base.label_names]
+        if bad:
+            raise ConfigError(f"{where}: relabel {new}: {bad[0]!r} is not a label of {name} {base.label_names}")
+        composed[new] = [s for o in olds for s in (base.relabel[o] if base.relabel else [o])]
+    d = {**asdict(base), "twin_of": None, **entry}
+    d.update(relabel=composed, source_label_names=base.source_label_names or base.label_names)
+    return d
+
+
+def check_twins(specs: list[TaskSpec]) -> None:
+    """A label-swapped twin reads the same rows as its task, with the same label sets in reverse order."""
+    by_name = {s.name: s for s in specs}
+    for a in specs:
+        if a.twin_of is None:
+            continue
+        where = f"task {a.name}: twin_of {a.twin_of}"
+        _require(a.twin_of in by_name and a.twin_of != a.name, f"{where}: no such other task in the list")
+        b = by_name[a.twin_of]
+        rows = ("train", "dev", "val", "test", "hub", "text_fields", "label_field")
+        _require(all(getattr(a, f) == getattr(b, f) for f in rows), f"{where}: the twins must read the same rows")
+        _require(not a.is_regression and a.label_names == list(reversed(b.label_names or [])),
+                 f"{where}: label_names must be {b.name}'s in reverse order")
+        mapping = lambda s: s.relabel or {n: [n] for n in s.label_names}  # noqa: E731
+        _require(mapping(a) == mapping(b), f"{where}: each label must cover the same source labels in both")
+        _require(a.family == b.family, f"{where}: twins must share a family (hold-out folds keep them together)")
 
 
 def spec_to_dict(spec: TaskSpec) -> dict:
@@ -199,14 +261,14 @@ def _read_table(path: str, columns: Optional[list[str]], task: str):
     return df
 
 
-def _labels(raw, spec: TaskSpec, where: str) -> np.ndarray:
-    if spec.is_regression:
+def _labels(raw, names: Optional[list[str]], where: str) -> np.ndarray:
+    """Class ids of `names` (by name or index), or floats when names is None (regression)."""
+    if names is None:
         try:
             return np.asarray([float(v) for v in raw], dtype=np.float32)
         except (TypeError, ValueError):
             bad = next(v for v in raw if not _is_float(v))
             raise ConfigError(f"{where}: label {bad!r} is not a number (regression task)") from None
-    names = spec.label_names
     out = np.empty(len(raw), dtype=np.int64)
     for i, v in enumerate(raw):
         s = str(v).strip()
@@ -235,7 +297,15 @@ def _split_from_frame(df, spec: TaskSpec, text_fields: list[str], where: str) ->
     if len(df) == 0:
         raise ConfigError(f"{where}: the split is empty")
     texts = list(zip(*[df[c].astype(str).tolist() for c in text_fields]))
-    return Split(texts, _labels(df[spec.label_field].tolist(), spec, where))
+    labels = _labels(df[spec.label_field].tolist(), spec.source_label_names or spec.label_names, where)
+    if spec.relabel is None:
+        return Split(texts, labels)
+    to_new = np.full(len(spec.source_label_names), -1, dtype=np.int64)  # source id → this task's id (-1: dropped)
+    for i, n in enumerate(spec.label_names):
+        to_new[[spec.source_label_names.index(s) for s in spec.relabel[n]]] = i
+    keep = np.flatnonzero(to_new[labels] >= 0)
+    _require(len(keep) > 0, f"{where}: no rows carry the source labels {spec.label_names} map to")
+    return Split([texts[i] for i in keep], to_new[labels[keep]])
 
 
 def _load_hub(spec: TaskSpec, split: str):
@@ -340,3 +410,14 @@ def majority_baseline(metric: Metric, labels: np.ndarray, train_labels: Optional
     if metric in ("mcc", "pearson"):
         return 0.0
     return score(metric, np.full_like(labels, majority_class(labels if train_labels is None else train_labels)), labels)
+
+
+def summarize(specs: list[TaskSpec], val_examples: int, test_examples: int, seed: int) -> list[dict]:
+    """Load every task's three splits (a broken definition fails here, not in a Ray worker) and describe them."""
+    rows = []
+    for s in specs:
+        d = load_task(s, val_examples, test_examples, seed)
+        rows.append({"task": s.name, "family": s.family, "source": s.source, "twin_of": s.twin_of,
+                     "metric": s.metric, "labels": s.label_names, "train": len(d.train), "val": len(d.val),
+                     "test": len(d.test), "majority_test": majority_baseline(s.metric, d.test.labels, d.train.labels)})
+    return rows

@@ -1,0 +1,64 @@
+"""Hold-out folds over tasks for the unseen-task evaluation: k-fold and leave-one-family-out. A held-out task's
+label-swapped twin is held out with it, so no fold's generator has seen either."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from raypdiff.config import ConfigError, _require
+from raypdiff.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str  # "fold-0", ... or "family-<family>"
+    heldout: tuple[str, ...]  # evaluated as unseen
+    train: tuple[str, ...]  # the zoo tasks this fold's generator trains on
+
+
+def twin_groups(specs: list[TaskSpec]) -> list[list[str]]:
+    """Tasks joined by twin_of (transitively), each group in list order, groups in order of their first task."""
+    parent = {s.name: s.name for s in specs}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for s in specs:
+        if s.twin_of is not None:
+            _require(s.twin_of in parent, f"task {s.name}: twin_of {s.twin_of} is not in the task list")
+            parent[root(s.name)] = root(s.twin_of)
+    groups: dict[str, list[str]] = {}
+    for s in specs:
+        groups.setdefault(root(s.name), []).append(s.name)
+    return list(groups.values())
+
+
+def _fold(name: str, heldout: set[str], specs: list[TaskSpec]) -> Fold:
+    return Fold(name, tuple(s.name for s in specs if s.name in heldout),
+                tuple(s.name for s in specs if s.name not in heldout))
+
+
+def kfold(specs: list[TaskSpec], k: int, seed: int = 0) -> list[Fold]:
+    """k folds that hold out every task exactly once: twin groups shuffled by `seed`, each dealt to the fold
+    holding the fewest tasks so far (folds differ in size by at most the largest group)."""
+    groups = twin_groups(specs)
+    _require(2 <= k <= len(groups), f"holdout k: must be 2..{len(groups)} (the number of twin groups), got {k}")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    folds: list[set[str]] = [set() for _ in range(k)]
+    for g in order:
+        min(folds, key=len).update(groups[g])
+    return [_fold(f"fold-{i}", held, specs) for i, held in enumerate(folds)]
+
+
+def family_folds(specs: list[TaskSpec]) -> list[Fold]:
+    """One fold per family: the whole family held out, the generator trained on every other family."""
+    missing = [s.name for s in specs if not s.family]
+    if missing:
+        raise ConfigError(f"leave-one-family-out: task {missing[0]} (and {len(missing) - 1} more) has no family")
+    families = list(dict.fromkeys(s.family for s in specs))
+    _require(len(families) >= 2, f"leave-one-family-out: needs 2+ families, got {families}")
+    # twins share a family (tasks.check_twins), so a family fold never splits a twin pair
+    return [_fold(f"family-{f}", {s.name for s in specs if s.family == f}, specs) for f in families]
