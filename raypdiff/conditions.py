@@ -1,4 +1,4 @@
-"""Task conditions: the description plus k labeled examples as text, embedded by a text encoder.
+"""Task conditions: the description plus k labeled examples, embedded by a text encoder as one text or per label.
 
 Encoders: the packaged MiniLM (mean-pooled sentence embedding, offline), CLIP's text tower via open_clip,
 or a one-hot task id (ablation). `condition_bank` caches num_sets different example draws per task.
@@ -22,6 +22,35 @@ def condition_text(spec: TaskSpec, examples: list[tuple[tuple[str, ...], object]
         raise ConfigError(f"task {spec.name}: the condition needs a non-empty description")
     lines = [spec.description.strip()] + [example_line(spec, t, y) for t, y in examples]
     return "\n".join(lines)
+
+
+def label_slots(spec: TaskSpec, examples: list, max_labels: int) -> list[list[str]]:
+    """per_label pooling: for each label in index order, its name alone and one "<name>: <text>" line per example
+    of it (regression: one slot of "<score>: <text>" lines)."""
+    if spec.is_regression:
+        return [[f"{float(y):.1f}: {' / '.join(t)}" for t, y in examples] or ["a score"]]
+    if spec.num_labels > max_labels:
+        raise ConfigError(f"task {spec.name}: {spec.num_labels} labels, more than condition.max_labels={max_labels}")
+    return [[name] + [f"{name}: {' / '.join(t)}" for t, y in examples if int(y) == j]
+            for j, name in enumerate(spec.label_names)]
+
+
+def embed(encoder, cfg: ConditionConfig, spec: TaskSpec, example_sets: list[list]) -> np.ndarray:
+    """One condition per example set: (S, C) for text pooling, (S, C * (1 + max_labels)) for per_label."""
+    if cfg.pooling == "text":
+        return encoder.encode([condition_text(spec, ex) for ex in example_sets]).astype(np.float32)
+    lines, where = [condition_text(spec, [])], [(slice(None), 0)]  # the description fills slot 0 of every set
+    for i, ex in enumerate(example_sets):
+        for j, slot in enumerate(label_slots(spec, ex, cfg.max_labels)):
+            lines += slot
+            where += [(i, 1 + j)] * len(slot)
+    emb = encoder.encode(lines)  # (lines, C), in one batched pass
+    out = np.zeros((len(example_sets), 1 + cfg.max_labels, emb.shape[1]), np.float32)
+    count = np.zeros(out.shape[:2] + (1,), np.float32)
+    for (i, j), e in zip(where, emb):
+        out[i, j] += e
+        count[i, j] += 1
+    return (out / np.maximum(count, 1)).reshape(len(example_sets), -1)  # each slot: the mean of its lines
 
 
 def draw_examples(split: Split, k: int, rng: np.random.Generator) -> list:
@@ -144,8 +173,5 @@ def condition_bank(cfg: ConditionConfig, specs: list[TaskSpec], trains: dict[str
         return {n: np.repeat(eye[i:i + 1], cfg.num_sets, 0) for i, n in enumerate(names)}
     encoder = make_encoder(cfg)
     rng = np.random.default_rng(cfg.seed)
-    bank = {}
-    for spec in specs:
-        texts = [condition_text(spec, draw_examples(trains[spec.name], cfg.k, rng)) for _ in range(cfg.num_sets)]
-        bank[spec.name] = encoder.encode(texts).astype(np.float32)
-    return bank
+    return {spec.name: embed(encoder, cfg, spec, [draw_examples(trains[spec.name], cfg.k, rng)
+                                                  for _ in range(cfg.num_sets)]) for spec in specs}

@@ -191,6 +191,11 @@ class ConditionConfig:
     # minilm: the packaged sentence encoder; clip: open_clip text tower; onehot: task id (ablation)
     encoder: Literal["minilm", "clip", "onehot"] = "minilm"
     k: int = 4  # labeled examples in each condition text
+    # text: description + example lines as one text, one embedding (C); per_label: the description and each label
+    # slot ("<name>: <example>" lines of that label, mean-pooled) embedded apart and concatenated in label order
+    # (C * (1 + max_labels)), so the condition says which output index each label is.
+    pooling: Literal["text", "per_label"] = "text"
+    max_labels: int = 6  # per_label: label slots (tasks with more labels are refused)
     num_sets: int = 32  # different example draws per task, cached as embeddings
     clip_model: str = "ViT-B-32"
     clip_checkpoint: Optional[str] = None  # local open_clip weights (offline); None → hub tag clip_pretrained
@@ -204,6 +209,8 @@ class ConditionConfig:
     def __post_init__(self):
         _require(self.encoder in ("minilm", "clip", "onehot"), f"condition.encoder: {self.encoder!r} is not minilm, clip or onehot")
         _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
+        _require(self.pooling in ("text", "per_label"), f"condition.pooling: {self.pooling!r} is not text or per_label")
+        _require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")
         _require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
         _require(0 <= self.quality_target <= 1,
                  f"condition.quality_target: must be in [0, 1], got {self.quality_target}")

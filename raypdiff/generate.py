@@ -136,7 +136,7 @@ class Generator:
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
         the same label count whose condition embeddings are closest."""
-        from raypdiff.conditions import condition_text, parse_examples
+        from raypdiff.conditions import embed, parse_examples
 
         if not description or not description.strip():
             raise ConfigError("--description: must not be empty")
@@ -144,8 +144,7 @@ class Generator:
             raise ConfigError("this generator uses one-hot task conditions: it can only generate zoo tasks")
         spec = TaskSpec(name="custom", description=description, text_fields=["text"], label_field="label",
                         metric="accuracy" if label_names else "pearson", label_names=label_names, train="-", dev="-")
-        text = condition_text(spec, parse_examples(spec, examples))
-        emb = self.encoder.encode([text])[0]
+        emb = embed(self.encoder, self.cfg.condition, spec, [parse_examples(spec, examples)])[0]
         fits = [t for t in self.task_names if self.tasks[t]["num_labels"] == spec.num_labels]
         if not fits:
             raise ConfigError(f"no task in this generator has {spec.num_labels} labels "

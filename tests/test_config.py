@@ -32,6 +32,8 @@ INVALID = [
     (["train.per_task={SST-2: 5}"], "train.per_task.SST-2: expected"),
     (["train.steps=5", "capture.num=6"], "capture"),
     (["train.steps=10", "capture.num=4", "capture.stride=3"], "capture"),
+    (["condition.pooling=mean"], "condition.pooling"),
+    (["condition.max_labels=0"], "condition.max_labels"),
     (["train.stepz=5"], "train.stepz"),
     (["trian.steps=5"], "trian"),
     (["train.steps=ten"], "train.steps"),

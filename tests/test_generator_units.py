@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from raypdiff.autoencoder import ParamAutoencoder, ae_loss
-from raypdiff.conditions import condition_bank, condition_text, draw_examples, make_encoder, parse_examples
+from raypdiff.conditions import (condition_bank, condition_text, draw_examples, embed, label_slots, make_encoder,
+                                 parse_examples)
 from raypdiff.config import AutoencoderConfig, Config, ConditionConfig, ConfigError, DiffusionConfig
 from raypdiff.denoiser import Denoiser
 from raypdiff.diffusion import EMA, make_scheduler, sample, training_loss
@@ -789,6 +790,60 @@ def test_empty_description_is_a_config_error(description):
     s.description = description  # and condition_text refuses a spec that slipped through
     with pytest.raises(ConfigError, match="description"):
         condition_text(s, [])
+
+
+SLOTS = [
+    # labels, examples, max_labels, expected slots
+    (("neg", "pos"), [], 6, [["neg"], ["pos"]]),
+    (("neg", "pos"), [(("dull",), 0), (("fine",), 1), (("bad",), 0)], 2,
+     [["neg", "neg: dull", "neg: bad"], ["pos", "pos: fine"]]),
+    (("pos", "neg"), [(("dull",), 1), (("fine",), 0)], 2, [["pos", "pos: fine"], ["neg", "neg: dull"]]),  # a twin
+    (("a", "b", "c"), [(("x", "y"), 2)], 3, [["a"], ["b"], ["c", "c: x / y"]]),
+    (None, [(("a cat", "a dog"), 3.0)], 1, [["3.0: a cat / a dog"]]),
+    (None, [], 1, [["a score"]]),
+]
+
+
+@pytest.mark.parametrize("labels,examples,max_labels,expected", SLOTS)
+def test_label_slots(labels, examples, max_labels, expected):
+    assert label_slots(spec(labels), examples, max_labels) == expected
+
+
+def test_label_slots_refuse_too_many_labels():
+    with pytest.raises(ConfigError, match="3 labels, more than condition.max_labels=2"):
+        label_slots(spec(("a", "b", "c")), [], 2)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return make_encoder(ConditionConfig())
+
+
+def test_per_label_embedding_slots(minilm):
+    cfg = ConditionConfig(pooling="per_label", max_labels=3)
+    examples = [[(("dull",), 0), (("fine",), 1), (("bad",), 0)], [(("great",), 1)]]
+    emb = embed(minilm, cfg, spec(("neg", "pos")), examples)
+    c = minilm.dim
+    assert emb.shape == (2, c * 4) and emb.dtype == np.float32
+    slots = emb.reshape(2, 4, c)
+    np.testing.assert_allclose(slots[:, 0], np.repeat(minilm.encode(["Sentiment of a movie review."]), 2, 0), atol=1e-5)
+    np.testing.assert_allclose(slots[0, 1], minilm.encode(["neg", "neg: dull", "neg: bad"]).mean(0), atol=1e-5)
+    np.testing.assert_allclose(slots[1, 1], minilm.encode(["neg"])[0], atol=1e-5)  # no example: the name alone
+    np.testing.assert_allclose(slots[1, 2], minilm.encode(["pos", "pos: great"]).mean(0), atol=1e-5)
+    assert not slots[:, 3].any()  # a 2-label task leaves the third slot empty
+
+
+def test_per_label_twin_swaps_slots(minilm):
+    """A label-swapped twin (names and ids reversed, same examples) gets the same slots in the other order: the
+    condition says which output index is which label, which one text with the same lines cannot."""
+    cfg = ConditionConfig(pooling="per_label", max_labels=2)
+    ex = [(("dull",), 0), (("fine",), 1)]
+    a = embed(minilm, cfg, spec(("neg", "pos")), [ex]).reshape(3, -1)
+    b = embed(minilm, cfg, spec(("pos", "neg")), [[(t, 1 - y) for t, y in ex]]).reshape(3, -1)
+    np.testing.assert_allclose(a[1:], b[1:][::-1], atol=1e-5)
+    text = ConditionConfig(pooling="text")
+    np.testing.assert_allclose(embed(minilm, text, spec(("neg", "pos")), [ex]),
+                               embed(minilm, text, spec(("pos", "neg")), [[(t, 1 - y) for t, y in ex]]), atol=1e-5)
 
 
 PARSE_OK = [
