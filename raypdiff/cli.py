@@ -112,6 +112,18 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_holdout(args) -> int:
+    from raypdiff.unseen import run
+
+    cfg = load_config(args.config, args.overrides)
+    report = run(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
+    print(f"{report['task_count']} held-out tasks ({report['scheme']}), skipped {len(report['skipped'])}; "
+          f"average on test:")
+    for method, value in report["average"].items():
+        print(f"  {method:22s} {value:.4f}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from raypdiff.evaluate import evaluate, markdown
 
@@ -288,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sampler", choices=["ddim", "ddpm"], help="sampler (default: the generator's)")
     _config_args(v)
     v.set_defaults(fn=cmd_evaluate)
+
+    ho = sub.add_parser("holdout", help="tasks never seen: per hold-out fold, train a generator without them, then "
+                                        "score its adapters for them against baselines",
+                        description="Split the zoo's tasks into hold-out folds (holdout.scheme: kfold over tasks, a "
+                                    "task's label-swapped twin always with it, or leave-one-family-out). Per fold, "
+                                    "train a generator on the other tasks only, then give it each held-out task's "
+                                    "description and holdout.examples labeled train rows, and score on test: "
+                                    "majority, a prototype classifier, the nearest zoo task's adapter, LoRA "
+                                    "fine-tuned on the same examples (holdout.finetune_steps), the generated "
+                                    "adapters (mean, best-by-val), generated + the same fine-tuning, and the task's "
+                                    "own zoo adapters. Writes <holdout.output_dir>/<scheme>/holdout.json; finished "
+                                    "folds are kept and a re-run continues.")
+    _zoo_job_args(ho)
+    ho.set_defaults(fn=cmd_holdout)
 
     w = sub.add_parser("sweep", help="ablation sweep on Ray Tune: latent size, normalization, N, condition, noise",
                        description="Train and evaluate one generator per trial on Ray Tune (each trial drives its own "

@@ -361,6 +361,29 @@ class SweepConfig:
         _require(self.asha_grace >= 1, f"sweep.asha_grace: must be >= 1, got {self.asha_grace}")
 
 
+@dataclass
+class HoldoutConfig:
+    """The unseen-task evaluation (`raypdiff holdout`): generators trained without the tasks they are scored on."""
+    scheme: Literal["kfold", "family"] = "kfold"  # kfold: folds over tasks; family: leave one family out
+    folds: int = 5  # kfold only; a task's label-swapped twin is always held out with it
+    examples: int = 4  # k labeled train rows given for an unseen task (its condition, and the fine-tuning rows)
+    num: int = 3  # generated adapters per held-out task
+    finetune_steps: int = 50  # the equal budget: LoRA fine-tuned on the k examples from scratch / from generated
+    finetune_lr: float = 1e-3
+    k_values: list[int] = field(default_factory=lambda: [0, 1, 4, 16])  # condition sensitivity: examples given
+    bootstrap: int = 1000
+    seed: int = 0
+    output_dir: str = "runs/holdout"
+
+    def __post_init__(self):
+        _require(self.scheme in ("kfold", "family"), f"holdout.scheme: {self.scheme!r} is not kfold or family")
+        for name in ("folds", "examples", "num", "finetune_steps", "bootstrap"):
+            _require(getattr(self, name) >= (2 if name == "folds" else 1),
+                     f"holdout.{name}: must be >= {2 if name == 'folds' else 1}, got {getattr(self, name)}")
+        _require(self.finetune_lr > 0, f"holdout.finetune_lr: must be > 0, got {self.finetune_lr}")
+        _require(all(k >= 0 for k in self.k_values), f"holdout.k_values: must be >= 0, got {self.k_values}")
+
+
 TaskEntry = Union[str, dict]
 
 
@@ -386,6 +409,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")

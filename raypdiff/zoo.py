@@ -443,6 +443,34 @@ def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path
     return out
 
 
+def select_tasks(zoo_dir: str | Path, tasks: list[str], out_dir: str | Path) -> Path:
+    """A zoo of only `tasks` (their shards hard-linked, or copied across file systems): what a hold-out fold's
+    generator trains on. Written whole or not at all; an existing one with the same tasks is reused."""
+    meta = check(zoo_dir)
+    unknown = [t for t in tasks if t not in meta["tasks"]]
+    if unknown:
+        raise ConfigError(f"task {unknown[0]} is not in the zoo {zoo_dir} (tasks: {', '.join(meta['tasks'])})")
+    out = Path(out_dir)
+    if (out / "meta.json").is_file() and list(read_meta(out)["tasks"]) == list(tasks):
+        return out
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / SHARDS).mkdir(parents=True)
+    for t in tasks:
+        for s in meta["capture"]["seeds"]:
+            src, dst = Path(zoo_dir) / SHARDS / shard_name(t, s), tmp / SHARDS / shard_name(t, s)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+    sub = {**meta, "tasks": {t: meta["tasks"][t] for t in tasks},
+           "selection": {"of": str(Path(zoo_dir).resolve()), "tasks": list(tasks)}}
+    (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
 def load_splits(meta: dict, names: list[str]) -> dict:
     """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time."""
     ev, out = meta["eval"], {}

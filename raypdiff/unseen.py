@@ -1,0 +1,208 @@
+"""Tasks the generator never saw: per hold-out fold, a generator trained without the fold's tasks (nor their twins)
+makes adapters for each from its description and k labeled examples, scored on test beside majority, a prototype
+classifier, the nearest zoo task's adapter, LoRA fine-tuned on the same k examples, and the in-zoo oracle."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.stats import Bootstrap, metric_rows
+from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
+
+METHODS = ("majority", "prototype", "nearest_task", "finetune", "generated", "generated_best_by_val",
+           "generated_finetune", "oracle")
+
+
+def map_head(vector: np.ndarray, layout, src: Optional[list[str]], dst: Optional[list[str]]) -> np.ndarray:
+    """A classifier's flat vector with its head's output rows reordered from label order `src` to `dst` when both
+    name the same labels (e.g. a twin); otherwise unchanged, labels taken by position."""
+    if src is None or dst is None or src == dst or sorted(src) != sorted(dst):
+        return vector
+    order = [src.index(n) for n in dst]
+    out, pos = vector.copy(), 0
+    for name, shape in zip(layout.names, layout.shapes):
+        size = math.prod(shape)
+        if name.rsplit(".", 2)[-2] in ("classifier", "score") and shape[0] == len(src):  # the task head
+            out[pos:pos + size] = vector[pos:pos + size].reshape(shape)[order].ravel()
+        pos += size
+    return out
+
+
+def prototype(encoder, spec: TaskSpec, examples: list, rows: Split) -> np.ndarray:
+    """Predictions on `rows` from the k examples' base-model sentence embeddings: the nearest class centroid
+    (a label without examples is never predicted); for regression, the similarity-weighted mean example score."""
+    ex = encoder.encode([" / ".join(t) for t, _ in examples])  # (k, C), L2-normalized
+    x = encoder.encode([" / ".join(t) for t in rows.texts])  # (R, C)
+    y = np.asarray([v for _, v in examples])
+    if spec.is_regression:
+        w = np.maximum(x @ ex.T, 0) + 1e-6  # (R, k)
+        return (w @ y.astype(np.float64) / w.sum(1)).astype(np.float32)
+    sims = np.full((len(x), spec.num_labels), -np.inf)
+    for j in range(spec.num_labels):
+        if (y == j).any():
+            sims[:, j] = x @ ex[y == j].mean(0)
+    return sims.argmax(1)
+
+
+def finetune(cfg: Config, spec: TaskSpec, layout, examples: list, start: Optional[np.ndarray], seed: int) -> np.ndarray:
+    """LoRA fine-tuned on the k examples alone for holdout.finetune_steps, from a fresh adapter or from `start`."""
+    from raypdiff import lora
+
+    h = cfg.holdout
+    labels = np.asarray([y for _, y in examples], np.float32 if spec.is_regression else np.int64)
+    model = lora.build(cfg.model, cfg.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
+    if start is not None:
+        lora.load_vector(model, start, layout)
+    train = dataclasses.replace(cfg.train, lr=h.finetune_lr, head_lr=None, warmup_steps=0, per_task={},
+                                batch_size=min(cfg.train.batch_size, len(examples)))
+    lora.finetune(model, lora.load_tokenizer(cfg.model), Split([t for t, _ in examples], labels), train,
+                  h.finetune_steps, cfg.model.max_length, seed, cfg.model.dtype, set(), lambda step, vec: None)
+    return lora.flatten(model)
+
+
+def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data: TaskData) -> tuple[dict, np.ndarray]:
+    """Every method on one held-out task's test rows (mean and 95% interval), condition sensitivity, and the
+    generated adapters' test predictions (for the twin flip check)."""
+    from raypdiff.conditions import draw_examples, example_rows
+    from raypdiff.lora import Layout
+    from raypdiff.scoring import Scorer
+
+    h, t = cfg.holdout, spec.name
+    rng = np.random.default_rng([h.seed, zlib.crc32(t.encode())])
+    examples = draw_examples(data.train, h.examples, rng)
+    layout = Layout.from_json(meta["tasks"][t]["layout"])
+    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                    {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], {"val": data.val, "test": data.test})})
+    boot = Bootstrap(spec.metric, data.test.labels, h.bootstrap, h.seed)
+
+    def generated(ex: list) -> tuple[np.ndarray, str]:
+        """(num, P) adapters from the description and `ex` (seeded noise: the same per call), and the zoo task
+        whose layout and statistics they take."""
+        cond, nearest, _ = gen.free_condition(spec.description, example_rows(spec, ex), spec.label_names, h.num)
+        return gen.vectors(cond, nearest, h.seed), nearest
+
+    vecs, nearest = generated(examples)
+    g_val = metric_rows(spec.metric, scorer.predict(t, "val", vecs), data.val.labels)  # (num,): selection only
+    g_test = scorer.predict(t, "test", vecs)  # (num, R)
+    best = int(np.argmax(g_val))
+    near = arrays[nearest]
+    near_vec = map_head(near["vector"][int(np.argmax(near["value"]))], layout, gen.spec(nearest).label_names,
+                        spec.label_names)
+    tuned = np.stack([near_vec, finetune(cfg, spec, layout, examples, None, h.seed),
+                      finetune(cfg, spec, layout, examples, vecs[best], h.seed)])
+    p = scorer.predict(t, "test", tuned)  # (3, R)
+    oracle = arrays[t]["test_pred"]
+    constant = np.full(len(data.test), majority_class(data.train.labels))
+    methods = {"majority": boot.mean(constant), "prototype": boot.mean(prototype(gen.encoder, spec, examples, data.test)),
+               "nearest_task": boot.mean(p[0]), "finetune": boot.mean(p[1]), "generated": boot.mean(g_test),
+               "generated_best_by_val": boot.mean(g_test[best]), "generated_finetune": boot.mean(p[2]),
+               "oracle": boot.mean(np.stack([oracle[i] for i in sorted(oracle)]))}
+    out = {"metric": spec.metric, "nearest_zoo_task": nearest, "examples": len(examples), "methods": methods,
+           "diff": {"generated - nearest_task": boot.diff(g_test, p[0]),
+                    "generated_finetune - finetune": boot.diff(p[2], p[1])}}
+    sensitivity = {}
+    for k in h.k_values:  # fewer or more examples, and the same examples with random labels
+        ex_k = draw_examples(data.train, k, np.random.default_rng([h.seed, k, zlib.crc32(t.encode())]))
+        sensitivity[f"k={k}"] = boot.point(scorer.predict(t, "test", generated(ex_k)[0]))
+    if not spec.is_regression:
+        noise = np.random.default_rng([h.seed, 1, zlib.crc32(t.encode())]).integers(0, spec.num_labels, len(examples))
+        sensitivity["random_labels"] = boot.point(scorer.predict(t, "test", generated(
+            [(x, int(y)) for (x, _), y in zip(examples, noise)])[0]))
+    out["sensitivity"] = sensitivity
+    if spec.num_labels == 2:  # the same examples with their labels flipped should flip the predictions
+        flipped = scorer.predict(t, "test", generated([(x, 1 - int(y)) for x, y in examples])[0])
+        out["flip"] = {"flipped_examples": float((flipped == 1 - g_test).mean()), "score": boot.point(flipped)}
+    return out, g_test
+
+
+def folds_for(cfg: Config, specs: list[TaskSpec]):
+    from raypdiff.holdout import family_folds, kfold
+
+    h = cfg.holdout
+    return kfold(specs, h.folds, h.seed) if h.scheme == "kfold" else family_folds(specs)
+
+
+def run_fold(cfg: Config, zoo_dir: str, fold, out: Path, progress: bool = True) -> dict:
+    """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks."""
+    from raypdiff.generate import Generator
+    from raypdiff.train import train_generator
+    from raypdiff.zoo import check, load_splits, select_tasks, task_arrays
+
+    fold_cfg = Config.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"],
+                                                              "output_dir": str(out / "generator")}})
+    gen_path = out / "generator" / "generator.pt"
+    t0 = time.time()
+    if not gen_path.is_file():
+        train_generator(fold_cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), progress)
+    train_s = time.time() - t0
+    gen, meta = Generator(gen_path), check(zoo_dir)
+    leaked = set(fold.heldout) & set(gen.task_names)
+    if leaked:
+        raise ConfigError(f"{fold.name}: its generator was trained on held-out task {sorted(leaked)[0]}")
+    shapes = {gen.tasks[x]["num_labels"] for x in gen.task_names}
+    skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
+               for t in fold.heldout if meta["tasks"][t]["num_labels"] not in shapes}
+    scored = [t for t in fold.heldout if t not in skipped]
+    data, arrays = load_splits(meta, scored), task_arrays(zoo_dir, test=True)
+    tasks, preds = {}, {}
+    for t in scored:
+        if progress:
+            print(f"{fold.name}: scoring held-out task {t}", file=sys.stderr)
+        tasks[t], preds[t] = score_task(gen, cfg, meta, arrays, TaskSpec(**meta["tasks"][t]["spec"]), data[t])
+    twins = {}
+    for t in fold.heldout:  # both twins are in the same fold; their test rows are the same rows
+        twin = meta["tasks"][t]["spec"].get("twin_of")
+        if twin in preds:
+            twins[f"{t} | {twin}"] = float((preds[t] == 1 - preds[twin]).mean())
+    return {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
+            "train_seconds": train_s, "score_seconds": time.time() - t0 - train_s, "tasks": tasks, "twins": twins,
+            "skipped": skipped}
+
+
+def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
+    """Every fold of holdout.scheme (finished folds are read back, not re-run); writes holdout.json."""
+    from raypdiff.zoo import check
+
+    meta = check(zoo_dir)
+    specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
+    out = Path(cfg.holdout.output_dir).expanduser().resolve() / cfg.holdout.scheme
+    folds, results = folds_for(cfg, specs), []
+    for fold in folds:
+        path = out / fold.name / "fold.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(run_fold(cfg, zoo_dir, fold, path.parent, progress), indent=1))
+        results.append(json.loads(path.read_text()))
+    report = summarize(results, cfg.holdout.scheme)
+    (out / "holdout.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def summarize(folds: list[dict], scheme: str) -> dict:
+    """Per held-out task: each method's {mean, ci}; per method: the average over tasks and how many tasks the
+    generated adapter's paired interval puts above the nearest task / fine-tuning; flip rates."""
+    tasks = {t: r for f in folds for t, r in f["tasks"].items()}
+    average = {m: float(np.mean([r["methods"][m]["mean"] for r in tasks.values()])) for m in METHODS}
+    wins = {d: sum(r["diff"][d]["ci"][0] > 0 for r in tasks.values()) for d in next(iter(tasks.values()))["diff"]}
+    flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
+    twins = {k: v for f in folds for k, v in f["twins"].items()}
+    sens = sorted({k for r in tasks.values() for k in r["sensitivity"]})
+    keep = ("fold", "heldout", "train_tasks", "train_seconds", "score_seconds")
+    return {"scheme": scheme, "folds": [{k: f[k] for k in keep} for f in folds],
+            "tasks": {t: {m: r["methods"][m] for m in METHODS} | {"nearest_zoo_task": r["nearest_zoo_task"]}
+                      for t, r in tasks.items()},
+            "average": average, "higher_by_interval": wins, "task_count": len(tasks),
+            "skipped": {t: why for f in folds for t, why in f["skipped"].items()},
+            "sensitivity": {k: float(np.mean([r["sensitivity"][k] for r in tasks.values() if k in r["sensitivity"]]))
+                            for k in sens},
+            "flip": {"flipped_examples_mean": float(np.mean(flips)) if flips else None, "tasks": len(flips),
+                     "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}}
