@@ -108,13 +108,24 @@ class Generator:
         return torch.randn((num, self.den.latent), generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
+    def latents(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float | torch.Tensor] = None,
+                sampler: Optional[str] = None, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """cond: (B, C) → (B, Z) sampled latents, in the autoencoder's latent space."""
+        gen = torch.Generator().manual_seed(seed)
+        z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler, noise=noise)  # (B, Z), standardized
+        return z * self.latent_stats["std"] + self.latent_stats["mean"]
+
+    @torch.no_grad()
     def normalized(self, cond: torch.Tensor, seed: int = 0, guidance: Optional[float | torch.Tensor] = None,
                    sampler: Optional[str] = None, noise: Optional[torch.Tensor] = None) -> np.ndarray:
         """cond: (B, C) → (B, P_max) decoded vectors, still in the normalizer's space."""
-        gen = torch.Generator().manual_seed(seed)
-        z = sample(self.den, cond, self.cfg.diffusion, gen, guidance, sampler, noise=noise)  # (B, Z)
-        z = z * self.latent_stats["std"] + self.latent_stats["mean"]
-        return self.ae.decode(z).numpy()
+        return self.ae.decode(self.latents(cond, seed, guidance, sampler, noise)).numpy()
+
+    @torch.no_grad()
+    def encode(self, task: str, vectors: np.ndarray) -> torch.Tensor:
+        """Zoo vectors of `task`, (N, P_task) → (N, Z) latents (no augmentation noise)."""
+        x = torch.from_numpy(self.normalizer.apply(task, vectors))
+        return self.ae.encode(torch.nn.functional.pad(x, (0, self.payload["num_params"] - x.shape[1])))
 
     def denormalize(self, stats_task: str, x: np.ndarray) -> np.ndarray:
         """(B, P_max) normalized → (B, P_task) raw adapter vectors, with `stats_task`'s layout and statistics."""
@@ -128,9 +139,7 @@ class Generator:
     @torch.no_grad()
     def reconstruct(self, task: str, vectors: np.ndarray) -> np.ndarray:
         """Zoo vectors through the autoencoder (no augmentation noise): (N, P_task) → (N, P_task)."""
-        x = torch.from_numpy(self.normalizer.apply(task, vectors))
-        pad = torch.nn.functional.pad(x, (0, self.payload["num_params"] - x.shape[1]))
-        return self.normalizer.invert(task, self.ae.decode(self.ae.encode(pad)).numpy()[:, :x.shape[1]])
+        return self.normalizer.invert(task, self.ae.decode(self.encode(task, vectors)).numpy()[:, :vectors.shape[1]])
 
     def free_condition(self, description: str, examples: list[dict], label_names: Optional[list[str]],
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:

@@ -77,12 +77,17 @@ def log_training(cfg: Config, generator_path: Path, history: list[dict], summary
 
 def log_evaluation(cfg: Config, report_dir: Path, metrics: dict[str, float]) -> str:
     """One run per evaluation: its flat metrics, and report.json / .md / .png as artifacts."""
+    return log_report(cfg, "evaluate", metrics, [report_dir / n for n in ("report.json", "report.md", "report.png")])
+
+
+def log_report(cfg: Config, run_name: str, metrics: dict[str, float], artifacts: list[Path]) -> str:
+    """One run holding a report: its flat metrics and its files as artifacts."""
     import mlflow
 
-    with _start(cfg, "evaluate") as run:
+    with _start(cfg, run_name) as run:
         mlflow.log_metrics(metrics)
-        for name in ("report.json", "report.md", "report.png"):
-            mlflow.log_artifact(str(report_dir / name))
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
         return run.info.run_id
 
 

@@ -69,6 +69,11 @@ def finetune(cfg: Config, spec: TaskSpec, layout, examples: list, start: Optiona
     return lora.flatten(model)
 
 
+def _rng(seed: int, task: str, *more: int) -> np.random.Generator:
+    """The draws for one held-out task: the same wherever they are made (scores, pictures), per purpose."""
+    return np.random.default_rng([seed, zlib.crc32(task.encode()), *(m + 2 for m in more)])
+
+
 def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data: TaskData) -> tuple[dict, np.ndarray]:
     """Every method on one held-out task's test rows (mean and 95% interval), condition sensitivity, and the
     generated adapters' test predictions (for the twin flip check)."""
@@ -77,8 +82,7 @@ def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data:
     from raypdiff.scoring import Scorer
 
     h, t = cfg.holdout, spec.name
-    rng = np.random.default_rng([h.seed, zlib.crc32(t.encode())])
-    examples = draw_examples(data.train, h.examples, rng)
+    examples = draw_examples(data.train, h.examples, _rng(h.seed, t))
     layout = Layout.from_json(meta["tasks"][t]["layout"])
     scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
                     {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], {"val": data.val, "test": data.test})})
@@ -111,10 +115,10 @@ def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data:
                     "generated_finetune - finetune": boot.diff(p[2], p[1])}}
     sensitivity = {}
     for k in h.k_values:  # fewer or more examples, and the same examples with random labels
-        ex_k = draw_examples(data.train, k, np.random.default_rng([h.seed, k, zlib.crc32(t.encode())]))
+        ex_k = draw_examples(data.train, k, _rng(h.seed, t, k))
         sensitivity[f"k={k}"] = boot.point(scorer.predict(t, "test", generated(ex_k)[0]))
     if not spec.is_regression:
-        noise = np.random.default_rng([h.seed, 1, zlib.crc32(t.encode())]).integers(0, spec.num_labels, len(examples))
+        noise = _rng(h.seed, t, -1).integers(0, spec.num_labels, len(examples))
         sensitivity["random_labels"] = boot.point(scorer.predict(t, "test", generated(
             [(x, int(y)) for (x, _), y in zip(examples, noise)])[0]))
     out["sensitivity"] = sensitivity
@@ -183,8 +187,56 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
             path.write_text(json.dumps(run_fold(cfg, zoo_dir, fold, path.parent, progress), indent=1))
         results.append(json.loads(path.read_text()))
     report = summarize(results, cfg.holdout.scheme)
+    pics = out / "pictures.json"
+    if not pics.is_file():  # from a fold holding out a twin pair, when one does: its path is the flip
+        i = next((i for i, r in enumerate(results) if r["twins"]), 0)
+        pics.write_text(json.dumps(pictures(cfg, zoo_dir, folds[i], results[i], out), indent=1))
+    report["pictures"] = json.loads(pics.read_text())
     (out / "holdout.json").write_text(json.dumps(report, indent=1))
+    (out / "holdout.md").write_text(markdown(report))
+    plot(report, out / "holdout.png")
+    if cfg.tracking.enabled:
+        from raypdiff import tracking
+
+        metrics = {f"average.{m}": v for m, v in report["average"].items()}
+        tracking.log_report(cfg, f"holdout-{cfg.holdout.scheme}", metrics,
+                            [out / n for n in ("holdout.json", "holdout.md", "holdout.png", "map.png", "path.png")])
     return report
+
+
+def pictures(cfg: Config, zoo_dir: str, fold, result: dict, out: Path) -> dict:
+    """From one fold's generator: the latent map (its zoo tasks, and adapters generated for every task,
+    held-out ones from their description and examples) and a condition path between two tasks with the same head
+    (a held-out task and its twin when there is one, else its nearest zoo task), scored on both tasks' test rows."""
+    from raypdiff.conditions import draw_examples, example_rows
+    from raypdiff.generate import Generator
+    from raypdiff.latents import interpolate, latent_map, plot_map, plot_path
+    from raypdiff.scoring import Scorer
+    from raypdiff.zoo import check, load_splits, task_arrays
+
+    h = cfg.holdout
+    gen, meta = Generator(out / fold.name / "generator" / "generator.pt"), check(zoo_dir)
+    scored = list(result["tasks"])
+    specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in scored}
+    data = load_splits(meta, scored)
+    conds = {t: gen.conditions(t, h.num) for t in gen.task_names}
+    for t, spec in specs.items():
+        examples = example_rows(spec, draw_examples(data[t].train, h.examples, _rng(h.seed, t)))
+        conds[t] = gen.free_condition(spec.description, examples, spec.label_names, h.num)[0]
+    m = latent_map(gen, task_arrays(zoo_dir), conds, seed=h.seed)
+    plot_map(m, scored, out / "map.png", f"{fold.name}: zoo latents (dots), generated (x; stars: held out)")
+    twins = [(t, specs[t].twin_of) for t in scored if specs[t].twin_of in specs]
+    a, b = twins[0] if twins else (scored[0], result["tasks"][scored[0]]["nearest_zoo_task"])
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    vecs = interpolate(gen, conds[a][0], conds[b][0], result["tasks"][a]["nearest_zoo_task"], alphas, h.seed)
+    both = load_splits(meta, [a, b])
+    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                    {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], {"test": both[t].test}) for t in (a, b)})
+    scores = {t: metric_rows(meta["tasks"][t]["metric"], scorer.predict(t, "test", vecs), both[t].test.labels).tolist()
+              for t in (a, b)}
+    plot_path(alphas, scores, a, b, out / "path.png")
+    return {"fold": fold.name, "map": {"points": len(m["task"]), "png": "map.png"},
+            "path": {"from": a, "to": b, "alphas": alphas, "scores": scores, "png": "path.png"}}
 
 
 def summarize(folds: list[dict], scheme: str) -> dict:
@@ -206,3 +258,54 @@ def summarize(folds: list[dict], scheme: str) -> dict:
                             for k in sens},
             "flip": {"flipped_examples_mean": float(np.mean(flips)) if flips else None, "tasks": len(flips),
                      "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}}
+
+
+def _ci(r: dict) -> str:
+    return f"{r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+
+
+def markdown(report: dict) -> str:
+    """The report as tables: methods averaged over held-out tasks, then per task with 95% intervals."""
+    lines = [f"# Unseen tasks ({report['scheme']}): {report['task_count']} held-out tasks", "",
+             "Each task scored on its test rows by a generator that never saw it (nor its twin); mean [95% bootstrap "
+             "interval over test rows].", "", "| method | average over tasks |", "|---|---|"]
+    lines += [f"| {m} | {v:.4f} |" for m, v in report["average"].items()]
+    lines += ["", "Tasks where the paired interval puts the first above the second: " + ", ".join(
+        f"{d}: {n} of {report['task_count']}" for d, n in report["higher_by_interval"].items()), ""]
+    lines += ["| task | nearest zoo task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 2) + "|"]
+    for t, r in report["tasks"].items():
+        lines.append(f"| {t} | {r['nearest_zoo_task']} | " + " | ".join(_ci(r[m]) for m in METHODS) + " |")
+    flip = report["flip"]
+    lines += ["", "Condition sensitivity (generated mean on test, averaged over tasks): " + ", ".join(
+        f"{k} {v:.4f}" for k, v in report["sensitivity"].items()),
+        f"Flipped examples flip {flip['flipped_examples_mean'] or 0:.1%} of predictions ({flip['tasks']} binary tasks); "
+        f"label-swapped twins: {flip['twins_mean'] or 0:.1%} ({len(flip['twins'])} pairs)."]
+    if report["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{t} ({why})" for t, why in report["skipped"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> Path:
+    """Per held-out task, each method's test mean with its interval; the average over tasks in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"])
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(tasks) * len(METHODS) / 4), 5))
+    width = 0.8 / len(METHODS)
+    for i, m in enumerate(METHODS):
+        r = [report["tasks"][t][m] for t in tasks]
+        mean = np.array([x["mean"] for x in r])
+        err = np.abs(np.array([x["ci"] for x in r]).T - mean)
+        ax.bar(np.arange(len(tasks)) + (i - len(METHODS) / 2) * width, mean, width, yerr=err, capsize=1,
+               label=f"{m} ({report['average'][m]:.3f})")
+    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("test metric")
+    ax.set_title(f"held-out tasks ({report['scheme']}); legend: average over tasks")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

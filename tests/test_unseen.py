@@ -80,7 +80,8 @@ def test_select_tasks(tiny_zoo, tmp_path):
 def test_holdout_end_to_end(data_dir):
     tmp = Path(tempfile.mkdtemp(prefix="rph", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     try:
-        common = ["-c", "configs/tiny_holdout.yaml", f"data.root={data_dir}", "tracking.enabled=false"]
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
+        common = ["-c", "configs/tiny_holdout.yaml", f"data.root={data_dir}", f"tracking.uri={uri}"]
         env = private_ray_env(tmp / "ray")
         r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", *common,
                             f"collect.output_dir={tmp / 'zoo'}"], cwd=REPO, env=env, capture_output=True, text=True,
@@ -112,6 +113,22 @@ def test_holdout_end_to_end(data_dir):
         assert set(report["sensitivity"]) == {"k=0", "k=2", "random_labels"}
         assert report["flip"]["tasks"] == 4 and list(report["flip"]["twins"]) == ["SST-2-swapped | SST-2"]
         assert 0 <= report["flip"]["twins_mean"] <= 1
+        out = tmp / "out" / "kfold"
+        path = report["pictures"]["path"]
+        assert (path["from"], path["to"]) == ("SST-2-swapped", "SST-2")  # the held-out twin pair
+        assert all(len(v) == len(path["alphas"]) for v in path["scores"].values())
+        assert report["pictures"]["map"]["points"] > 0
+        for name in ("holdout.md", "holdout.png", "map.png", "path.png"):
+            assert (out / name).stat().st_size > 0, name
+        assert "| SST-2 | " in (out / "holdout.md").read_text()
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        (run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                  if r.info.run_name == "holdout-kfold"]
+        assert run.data.metrics["average.generated"] == pytest.approx(report["average"]["generated"])
+        assert {"holdout.json", "map.png", "path.png"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(
+            run.info.run_id)}
         # a re-run reads the finished folds back: no training, the same report
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
