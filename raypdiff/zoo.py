@@ -321,6 +321,9 @@ def collect(cfg: Config, progress: bool = True) -> dict:
             print(f"{name}: {t.steps} steps, lr {t.lr:g}{head}, batch {t.batch_size}", file=sys.stderr)
     bar = tqdm(total=len(plan.todo) + len(plan.done), initial=len(plan.done), desc="collect (task, seed)",
                disable=not progress)
+    # Collection time over every call that built this zoo, updated per shard so an interrupted call still counts.
+    timing = plan.out / "collect_seconds.json"
+    before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
     while queue or pending:
         limit = in_flight_limit(cfg)
         while queue and len(pending) < limit:  # backpressure
@@ -333,6 +336,7 @@ def collect(cfg: Config, progress: bool = True) -> dict:
             raise RuntimeError(f"a collection task failed after {cfg.collect.max_retries} retries; finished shards "
                                f"are kept and a re-run resumes: {e}") from None
         bar.update(1)
+        _atomic_text(timing, json.dumps({"seconds": before + time.time() - t0}))
     bar.close()
     missing = [j for j in plan.todo if not (plan.out / SHARDS / shard_name(*j)).exists()]
     if missing:
@@ -342,6 +346,7 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     layouts = json.loads((plan.out / "layout.json").read_text())
     write_meta(plan.out, cfg, plan.specs, plan.data, layouts, complete=True)
     summary["wall_seconds"] = time.time() - t0
+    summary["collect_seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
     if cfg.tracking.enabled:
         with tempfile.TemporaryDirectory() as tmp:
             plot = metric_plot(plan.out, Path(tmp) / "metric_distribution.png")
