@@ -35,14 +35,16 @@ def main() -> None:
                        cwd=ROOT, check=True)
     zoo = ROOT / cfg.collect.output_dir
     meta = read_meta(zoo)
-    families = {info["spec"]["family"] for info in meta["tasks"].values()}
+    families = {info["spec"]["family"] for info in meta["tasks"].values()} - {None}
+    timing = zoo / "collect_seconds.json"  # absent for a zoo collected before it was recorded
     reports = {s: json.loads((ROOT / cfg.holdout.output_dir / s / "holdout.json").read_text()) for s in args.schemes}
     result = {
         "suite": {"tasks": len(meta["tasks"]), "families": len(families),
                   "captures": len(meta["tasks"]) * meta["capture"]["num"] * len(meta["capture"]["seeds"]),
                   "seeds": meta["capture"]["seeds"],
-                  "collect_seconds": json.loads((zoo / "collect_seconds.json").read_text())["seconds"]},
+                  "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None},
         "holdout": {s: r["tasks"] for s, r in reports.items()},
+        "nearest_zoo_task": {s: r["nearest_zoo_task"] for s, r in reports.items()},
         "average": {s: r["average"] for s, r in reports.items()},
         "higher_by_interval": {s: r["higher_by_interval"] for s, r in reports.items()},
         "skipped": {s: r["skipped"] for s, r in reports.items()},
@@ -52,10 +54,12 @@ def main() -> None:
         "folds": {s: r["folds"] for s, r in reports.items()},
     }
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "unseen.json").write_text(json.dumps(result, indent=1))
     suite = result["suite"]
+    took = "an unrecorded time" if suite["collect_seconds"] is None else f"{suite['collect_seconds']:.0f} s"
     head = [f"# Unseen tasks on the suite: {suite['tasks']} tasks, {suite['families']} families, {suite['captures']} "
-            f"captures (seeds {suite['seeds']}), collected in {suite['collect_seconds']:.0f} s", ""]
+            f"captures (seeds {suite['seeds']}), collected in {took}", ""]
     (out / "unseen.md").write_text("\n".join(head) + "\n\n".join(
         (ROOT / cfg.holdout.output_dir / s / "holdout.md").read_text() for s in args.schemes))
     first = ROOT / cfg.holdout.output_dir / args.schemes[0]

@@ -64,8 +64,9 @@ def cmd_tasks(args) -> int:
               f"{r['val']} | {r['test']} | {r['majority_test']:.3f} |")
     families = list(dict.fromkeys(r["family"] for r in rows))
     print(f"\n{len(rows)} tasks, {len(families)} families, {sum(bool(r['twin_of']) for r in rows)} label-swapped twins")
-    if args.folds:
-        for fold in kfold(specs, args.folds, cfg.eval.split_seed) + family_folds(specs):
+    if args.folds:  # as `raypdiff holdout` makes them: holdout.seed; by family when every task has one
+        folds = kfold(specs, args.folds, cfg.holdout.seed) + (family_folds(specs) if all(families) else [])
+        for fold in folds:
             print(f"{fold.name}: holds out {len(fold.heldout)} ({', '.join(fold.heldout)})")
     return 0
 

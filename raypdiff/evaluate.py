@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
-from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
+from raypdiff.stats import Bootstrap, format_ci, interval, metric_rows, verdict
 
 TARGET_POINTS = 0.005  # the targets: within half a point of the zoo
 
@@ -299,10 +299,6 @@ def flat_metrics(report: dict) -> dict[str, float]:
     return out
 
 
-def _ci(ci: list[float]) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def _diff(d: dict) -> str:
     lo, hi = (100 * c for c in d["ci"])
     return f"{100 * d['value']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict(d['ci'])})"
@@ -321,9 +317,9 @@ def markdown(report: dict) -> str:
         x, sp = r["test"], report["splits"][t]
         z, g, rc = x["zoo"], x["generated"], x["recon"]
         lines.append(f"| {t} | {r['metric']} | {sp['train']}/{sp['val']}/{sp['test']} | {x['majority']:.3f} | "
-                     f"{x['base_init']:.3f} | {x['weight_average']:.3f} {_ci(x['weight_average_ci'])} | "
-                     f"{z['mean']:.3f} {_ci(z['ci'])} ({z['n']}) | {z['best_by_val']:.3f} | {z['last']:.3f} | "
-                     f"{rc['mean']:.3f} | {rc['best_by_val']:.3f} | {g['mean']:.3f} {_ci(g['ci'])} ({g['n']}) | "
+                     f"{x['base_init']:.3f} | {x['weight_average']:.3f} {format_ci(x['weight_average_ci'])} | "
+                     f"{z['mean']:.3f} {format_ci(z['ci'])} ({z['n']}) | {z['best_by_val']:.3f} | {z['last']:.3f} | "
+                     f"{rc['mean']:.3f} | {rc['best_by_val']:.3f} | {g['mean']:.3f} {format_ci(g['ci'])} ({g['n']}) | "
                      f"{g['best_by_val']:.3f} |")
     lines += ["", "Paired differences in points (95% interval; \"no difference\" when it spans 0):", "",
               "| task | generated − zoo mean | generated − weight average | gen best-by-val − zoo best-by-val | "
@@ -354,7 +350,7 @@ def markdown(report: dict) -> str:
               "interval]; – = layouts differ:", "",
               "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for c, row in report["condition_matrix"].items():
-        lines.append(f"| {c} | " + " | ".join(f"{row[s]['mean']:.3f} {_ci(row[s]['ci'])}" if s in row else "–"
+        lines.append(f"| {c} | " + " | ".join(f"{row[s]['mean']:.3f} {format_ci(row[s]['ci'])}" if s in row else "–"
                                               for s in names) + " |")
     lines += ["", "Own condition against the best other condition on the same task: " + "; ".join(
         f"{t}: {o['status']}" + (f" (vs {o['best_other']}, {_diff(o)})" if "best_other" in o else "")

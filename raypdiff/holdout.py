@@ -57,7 +57,8 @@ def family_folds(specs: list[TaskSpec]) -> list[Fold]:
     """One fold per family: the whole family held out, the generator trained on every other family."""
     missing = [s.name for s in specs if not s.family]
     if missing:
-        raise ConfigError(f"leave-one-family-out: task {missing[0]} (and {len(missing) - 1} more) has no family")
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(f"leave-one-family-out: task {missing[0]}{more} has no family")
     families = list(dict.fromkeys(s.family for s in specs))
     _require(len(families) >= 2, f"leave-one-family-out: needs 2+ families, got {families}")
     # twins share a family (tasks.check_twins), so a family fold never splits a twin pair

@@ -57,6 +57,10 @@ def interval(draws: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def format_ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def verdict(ci: list[float]) -> str:
     """A difference whose interval spans 0 is no difference."""
     return "higher" if ci[0] > 0 else "lower" if ci[1] < 0 else "no difference"

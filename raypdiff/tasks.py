@@ -211,6 +211,10 @@ def _derive(entry: dict, earlier: dict[str, TaskSpec], data_root: Optional[str])
     return d
 
 
+def _label_map(spec: TaskSpec) -> dict[str, list[str]]:
+    return spec.relabel or {n: [n] for n in spec.label_names}
+
+
 def check_twins(specs: list[TaskSpec]) -> None:
     """A label-swapped twin reads the same rows as its task, with the same label sets in reverse order."""
     by_name = {s.name: s for s in specs}
@@ -220,12 +224,13 @@ def check_twins(specs: list[TaskSpec]) -> None:
         where = f"task {a.name}: twin_of {a.twin_of}"
         _require(a.twin_of in by_name and a.twin_of != a.name, f"{where}: no such other task in the list")
         b = by_name[a.twin_of]
-        rows = ("train", "dev", "val", "test", "hub", "text_fields", "label_field")
-        _require(all(getattr(a, f) == getattr(b, f) for f in rows), f"{where}: the twins must read the same rows")
+        differ = [f for f in ("train", "dev", "val", "test", "hub", "text_fields", "label_field")
+                  if getattr(a, f) != getattr(b, f)]
+        if differ:
+            raise ConfigError(f"{where}: the twins must read the same rows, but their {differ[0]} differs")
         _require(not a.is_regression and a.label_names == list(reversed(b.label_names or [])),
                  f"{where}: label_names must be {b.name}'s in reverse order")
-        mapping = lambda s: s.relabel or {n: [n] for n in s.label_names}  # noqa: E731
-        _require(mapping(a) == mapping(b), f"{where}: each label must cover the same source labels in both")
+        _require(_label_map(a) == _label_map(b), f"{where}: each label must cover the same source labels in both")
         _require(a.family == b.family, f"{where}: twins must share a family (hold-out folds keep them together)")
 
 
@@ -304,7 +309,7 @@ def _split_from_frame(df, spec: TaskSpec, text_fields: list[str], where: str) ->
     for i, n in enumerate(spec.label_names):
         to_new[[spec.source_label_names.index(s) for s in spec.relabel[n]]] = i
     keep = np.flatnonzero(to_new[labels] >= 0)
-    _require(len(keep) > 0, f"{where}: no rows carry the source labels {spec.label_names} map to")
+    _require(len(keep) > 0, f"{where}: no row has a label that relabel maps to {spec.label_names}")
     return Split([texts[i] for i in keep], to_new[labels[keep]])
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.stats import Bootstrap, metric_rows
+from raypdiff.stats import Bootstrap, format_ci, metric_rows
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 METHODS = ("majority", "prototype", "nearest_task", "finetune", "generated", "generated_best_by_val",
@@ -38,8 +38,9 @@ def map_head(vector: np.ndarray, layout, src: Optional[list[str]], dst: Optional
 
 
 def prototype(encoder, spec: TaskSpec, examples: list, rows: Split) -> np.ndarray:
-    """Predictions on `rows` from the k examples' base-model sentence embeddings: the nearest class centroid
-    (a label without examples is never predicted); for regression, the similarity-weighted mean example score."""
+    """Predictions on `rows` from the k examples' sentence embeddings (the condition encoder; MiniLM is also the
+    base model): the nearest class centroid (a label without examples is never predicted); for regression, the
+    similarity-weighted mean example score."""
     ex = encoder.encode([" / ".join(t) for t, _ in examples])  # (k, C), L2-normalized
     x = encoder.encode([" / ".join(t) for t in rows.texts])  # (R, C)
     y = np.asarray([v for _, v in examples])
@@ -53,20 +54,31 @@ def prototype(encoder, spec: TaskSpec, examples: list, rows: Split) -> np.ndarra
     return sims.argmax(1)
 
 
-def finetune(cfg: Config, spec: TaskSpec, layout, examples: list, start: Optional[np.ndarray], seed: int) -> np.ndarray:
-    """LoRA fine-tuned on the k examples alone for holdout.finetune_steps, from a fresh adapter or from `start`."""
+def finetune(cfg: Config, meta: dict, spec: TaskSpec, layout, examples: list, start: Optional[np.ndarray],
+             seed: int) -> np.ndarray:
+    """LoRA fine-tuned on the k examples alone for holdout.finetune_steps, from a fresh adapter or from `start`,
+    on the zoo's base model and LoRA settings."""
     from raypdiff import lora
 
-    h = cfg.holdout
+    h, base = cfg.holdout, Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
     labels = np.asarray([y for _, y in examples], np.float32 if spec.is_regression else np.int64)
-    model = lora.build(cfg.model, cfg.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
+    model = lora.build(base.model, base.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
     if start is not None:
         lora.load_vector(model, start, layout)
     train = dataclasses.replace(cfg.train, lr=h.finetune_lr, head_lr=None, warmup_steps=0, per_task={},
                                 batch_size=min(cfg.train.batch_size, len(examples)))
-    lora.finetune(model, lora.load_tokenizer(cfg.model), Split([t for t, _ in examples], labels), train,
-                  h.finetune_steps, cfg.model.max_length, seed, cfg.model.dtype, set(), lambda step, vec: None)
+    lora.finetune(model, lora.load_tokenizer(base.model), Split([t for t, _ in examples], labels), train,
+                  h.finetune_steps, base.model.max_length, seed, base.model.dtype, set(), lambda step, vec: None)
     return lora.flatten(model)
+
+
+def _scorer(meta: dict, splits: dict[str, dict[str, Split]]):
+    """A plain scorer over the zoo's tasks' named splits (in the driver: on 2 CPUs one process with 2 threads
+    scores as fast as the Ray actor pool, bench/results/scoring.md)."""
+    from raypdiff.scoring import Scorer
+
+    return Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
+                  {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], s) for t, s in splits.items()})
 
 
 def _rng(seed: int, task: str, *more: int) -> np.random.Generator:
@@ -79,13 +91,11 @@ def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data:
     generated adapters' test predictions (for the twin flip check)."""
     from raypdiff.conditions import draw_examples, example_rows
     from raypdiff.lora import Layout
-    from raypdiff.scoring import Scorer
 
     h, t = cfg.holdout, spec.name
     examples = draw_examples(data.train, h.examples, _rng(h.seed, t))
     layout = Layout.from_json(meta["tasks"][t]["layout"])
-    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                    {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], {"val": data.val, "test": data.test})})
+    scorer = _scorer(meta, {t: {"val": data.val, "test": data.test}})
     boot = Bootstrap(spec.metric, data.test.labels, h.bootstrap, h.seed)
 
     def generated(ex: list) -> tuple[np.ndarray, str]:
@@ -101,8 +111,9 @@ def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data:
     near = arrays[nearest]
     near_vec = map_head(near["vector"][int(np.argmax(near["value"]))], layout, gen.spec(nearest).label_names,
                         spec.label_names)
-    tuned = np.stack([near_vec, finetune(cfg, spec, layout, examples, None, h.seed),
-                      finetune(cfg, spec, layout, examples, vecs[best], h.seed)])
+    # the warm start is the first generated adapter, chosen without labels: best-by-val would give it val rows
+    tuned = np.stack([near_vec, finetune(cfg, meta, spec, layout, examples, None, h.seed),
+                      finetune(cfg, meta, spec, layout, examples, vecs[0], h.seed)])
     p = scorer.predict(t, "test", tuned)  # (3, R)
     oracle = arrays[t]["test_pred"]
     constant = np.full(len(data.test), majority_class(data.train.labels))
@@ -141,35 +152,38 @@ def run_fold(cfg: Config, zoo_dir: str, fold, out: Path, progress: bool = True) 
     from raypdiff.train import train_generator
     from raypdiff.zoo import check, load_splits, select_tasks, task_arrays
 
-    fold_cfg = Config.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"],
-                                                              "output_dir": str(out / "generator")}})
-    gen_path = out / "generator" / "generator.pt"
-    t0 = time.time()
-    if not gen_path.is_file():
-        train_generator(fold_cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), progress)
-    train_s = time.time() - t0
-    gen, meta = Generator(gen_path), check(zoo_dir)
-    leaked = set(fold.heldout) & set(gen.task_names)
-    if leaked:
-        raise ConfigError(f"{fold.name}: its generator was trained on held-out task {sorted(leaked)[0]}")
-    shapes = {gen.tasks[x]["num_labels"] for x in gen.task_names}
+    meta = check(zoo_dir)
+    heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
     skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
-               for t in fold.heldout if meta["tasks"][t]["num_labels"] not in shapes}
+               for t in fold.heldout if meta["tasks"][t]["num_labels"] not in heads}
     scored = [t for t in fold.heldout if t not in skipped]
+    result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train), "train_seconds": 0.0,
+              "score_seconds": 0.0, "tasks": {}, "twins": {}, "skipped": skipped}
+    if not scored:
+        return result  # nothing to score: no generator to train
+    gen_dir = out / "generator"
+    if not (gen_dir / "generator.pt").is_file():
+        fold_cfg = Config.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"], "output_dir": str(gen_dir)}})
+        train_generator(fold_cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), progress)
+    result["train_seconds"] = json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"]
+    gen = Generator(gen_dir / "generator.pt")
+    if gen.task_names != list(fold.train):
+        raise ConfigError(f"{gen_dir} holds a generator of another fold (trained on {len(gen.task_names)} other "
+                          f"tasks); use a new holdout.output_dir")
+    t0 = time.time()
     data, arrays = load_splits(meta, scored), task_arrays(zoo_dir, test=True)
-    tasks, preds = {}, {}
+    preds = {}
     for t in scored:
         if progress:
             print(f"{fold.name}: scoring held-out task {t}", file=sys.stderr)
-        tasks[t], preds[t] = score_task(gen, cfg, meta, arrays, TaskSpec(**meta["tasks"][t]["spec"]), data[t])
-    twins = {}
-    for t in fold.heldout:  # both twins are in the same fold; their test rows are the same rows
+        result["tasks"][t], preds[t] = score_task(gen, cfg, meta, arrays, TaskSpec(**meta["tasks"][t]["spec"]), data[t])
+    for t in scored:  # twins are held out together and read the same test rows; label i of one is n-1-i of the other
         twin = meta["tasks"][t]["spec"].get("twin_of")
         if twin in preds:
-            twins[f"{t} | {twin}"] = float((preds[t] == 1 - preds[twin]).mean())
-    return {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
-            "train_seconds": train_s, "score_seconds": time.time() - t0 - train_s, "tasks": tasks, "twins": twins,
-            "skipped": skipped}
+            n = meta["tasks"][t]["num_labels"]
+            result["twins"][f"{t} | {twin}"] = float((preds[t] == n - 1 - preds[twin]).mean())
+    result["score_seconds"] = time.time() - t0
+    return result
 
 
 def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
@@ -186,21 +200,26 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(run_fold(cfg, zoo_dir, fold, path.parent, progress), indent=1))
         results.append(json.loads(path.read_text()))
+        if results[-1]["heldout"] != list(fold.heldout):
+            raise ConfigError(f"{path} holds out other tasks than this config's {fold.name} (another holdout.seed, "
+                              f"holdout.folds or zoo?); use a new holdout.output_dir")
     report = summarize(results, cfg.holdout.scheme)
     pics = out / "pictures.json"
-    if not pics.is_file():  # from a fold holding out a twin pair, when one does: its path is the flip
-        i = next((i for i, r in enumerate(results) if r["twins"]), 0)
+    if not pics.is_file() and report["task_count"]:  # from a fold holding out a twin pair if any: its path is the flip
+        i = next((i for i, r in enumerate(results) if r["twins"]), next(i for i, r in enumerate(results) if r["tasks"]))
         pics.write_text(json.dumps(pictures(cfg, zoo_dir, folds[i], results[i], out), indent=1))
-    report["pictures"] = json.loads(pics.read_text())
+    report["pictures"] = json.loads(pics.read_text()) if pics.is_file() else None
     (out / "holdout.json").write_text(json.dumps(report, indent=1))
     (out / "holdout.md").write_text(markdown(report))
-    plot(report, out / "holdout.png")
+    if report["task_count"]:
+        plot(report, out / "holdout.png")
     if cfg.tracking.enabled:
         from raypdiff import tracking
 
         metrics = {f"average.{m}": v for m, v in report["average"].items()}
         tracking.log_report(cfg, f"holdout-{cfg.holdout.scheme}", metrics,
-                            [out / n for n in ("holdout.json", "holdout.md", "holdout.png", "map.png", "path.png")])
+                            [f for f in (out / n for n in ("holdout.json", "holdout.md", "holdout.png", "map.png",
+                                                           "path.png")) if f.is_file()])
     return report
 
 
@@ -211,7 +230,6 @@ def pictures(cfg: Config, zoo_dir: str, fold, result: dict, out: Path) -> dict:
     from raypdiff.conditions import draw_examples, example_rows
     from raypdiff.generate import Generator
     from raypdiff.latents import interpolate, latent_map, plot_map, plot_path
-    from raypdiff.scoring import Scorer
     from raypdiff.zoo import check, load_splits, task_arrays
 
     h = cfg.holdout
@@ -230,8 +248,7 @@ def pictures(cfg: Config, zoo_dir: str, fold, result: dict, out: Path) -> dict:
     alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
     vecs = interpolate(gen, conds[a][0], conds[b][0], result["tasks"][a]["nearest_zoo_task"], alphas, h.seed)
     both = load_splits(meta, [a, b])
-    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                    {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], {"test": both[t].test}) for t in (a, b)})
+    scorer = _scorer(meta, {t: {"test": both[t].test} for t in (a, b)})
     scores = {t: metric_rows(meta["tasks"][t]["metric"], scorer.predict(t, "test", vecs), both[t].test.labels).tolist()
               for t in (a, b)}
     plot_path(alphas, scores, a, b, out / "path.png")
@@ -243,15 +260,16 @@ def summarize(folds: list[dict], scheme: str) -> dict:
     """Per held-out task: each method's {mean, ci}; per method: the average over tasks and how many tasks the
     generated adapter's paired interval puts above the nearest task / fine-tuning; flip rates."""
     tasks = {t: r for f in folds for t, r in f["tasks"].items()}
-    average = {m: float(np.mean([r["methods"][m]["mean"] for r in tasks.values()])) for m in METHODS}
-    wins = {d: sum(r["diff"][d]["ci"][0] > 0 for r in tasks.values()) for d in next(iter(tasks.values()))["diff"]}
+    average = {m: float(np.mean([r["methods"][m]["mean"] for r in tasks.values()])) if tasks else None for m in METHODS}
+    wins = {d: sum(r["diff"][d]["ci"][0] > 0 for r in tasks.values())
+            for d in ("generated - nearest_task", "generated_finetune - finetune")}
     flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
     twins = {k: v for f in folds for k, v in f["twins"].items()}
     sens = sorted({k for r in tasks.values() for k in r["sensitivity"]})
     keep = ("fold", "heldout", "train_tasks", "train_seconds", "score_seconds")
     return {"scheme": scheme, "folds": [{k: f[k] for k in keep} for f in folds],
-            "tasks": {t: {m: r["methods"][m] for m in METHODS} | {"nearest_zoo_task": r["nearest_zoo_task"]}
-                      for t, r in tasks.items()},
+            "tasks": {t: {m: r["methods"][m] for m in METHODS} for t, r in tasks.items()},
+            "nearest_zoo_task": {t: r["nearest_zoo_task"] for t, r in tasks.items()},
             "average": average, "higher_by_interval": wins, "task_count": len(tasks),
             "skipped": {t: why for f in folds for t, why in f["skipped"].items()},
             "sensitivity": {k: float(np.mean([r["sensitivity"][k] for r in tasks.values() if k in r["sensitivity"]]))
@@ -260,8 +278,8 @@ def summarize(folds: list[dict], scheme: str) -> dict:
                      "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}}
 
 
-def _ci(r: dict) -> str:
-    return f"{r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+def _share(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def markdown(report: dict) -> str:
@@ -269,17 +287,19 @@ def markdown(report: dict) -> str:
     lines = [f"# Unseen tasks ({report['scheme']}): {report['task_count']} held-out tasks", "",
              "Each task scored on its test rows by a generator that never saw it (nor its twin); mean [95% bootstrap "
              "interval over test rows].", "", "| method | average over tasks |", "|---|---|"]
-    lines += [f"| {m} | {v:.4f} |" for m, v in report["average"].items()]
+    lines += [f"| {m} | {'n/a' if v is None else f'{v:.4f}'} |" for m, v in report["average"].items()]
     lines += ["", "Tasks where the paired interval puts the first above the second: " + ", ".join(
         f"{d}: {n} of {report['task_count']}" for d, n in report["higher_by_interval"].items()), ""]
     lines += ["| task | nearest zoo task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 2) + "|"]
     for t, r in report["tasks"].items():
-        lines.append(f"| {t} | {r['nearest_zoo_task']} | " + " | ".join(_ci(r[m]) for m in METHODS) + " |")
+        lines.append(f"| {t} | {report['nearest_zoo_task'][t]} | " + " | ".join(
+            f"{r[m]['mean']:.3f} {format_ci(r[m]['ci'])}" for m in METHODS) + " |")
     flip = report["flip"]
     lines += ["", "Condition sensitivity (generated mean on test, averaged over tasks): " + ", ".join(
         f"{k} {v:.4f}" for k, v in report["sensitivity"].items()),
-        f"Flipped examples flip {flip['flipped_examples_mean'] or 0:.1%} of predictions ({flip['tasks']} binary tasks); "
-        f"label-swapped twins: {flip['twins_mean'] or 0:.1%} ({len(flip['twins'])} pairs)."]
+        f"Flipped examples flip {_share(flip['flipped_examples_mean'])} of predictions ({flip['tasks']} binary "
+        f"tasks); label-swapped twins predict opposite labels on {_share(flip['twins_mean'])} of test rows "
+        f"({len(flip['twins'])} pairs)."]
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{t} ({why})" for t, why in report["skipped"].items())]
     return "\n".join(lines) + "\n"

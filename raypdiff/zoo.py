@@ -419,6 +419,14 @@ def check(zoo_dir: str | Path) -> dict:
     return meta
 
 
+def _staging(out: Path) -> Path:
+    """An empty zoo folder beside `out`, renamed onto it once whole (a derived zoo appears whole or not at all)."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / SHARDS).mkdir(parents=True)
+    return tmp
+
+
 def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path) -> Path:
     """A zoo of `per_task` captures of each task (shared as evenly as the seeds' runs allow, the first seeds taking
     one more), drawn with `seed`: the same rows for the same arguments. Written whole or not at all; an existing one
@@ -433,9 +441,7 @@ def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path
     out = Path(out_dir)
     if (out / "meta.json").is_file():
         return out
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / SHARDS).mkdir(parents=True)
+    tmp = _staging(out)
     share = {s: per_task // len(seeds) + (j < per_task % len(seeds)) for j, s in enumerate(seeds)}
     for i, (t, s) in enumerate(sorted(((t, s) for t in meta["tasks"] for s in seeds), key=lambda j: shard_name(*j))):
         table = pq.read_table(Path(zoo_dir) / SHARDS / shard_name(t, s))
@@ -458,9 +464,7 @@ def select_tasks(zoo_dir: str | Path, tasks: list[str], out_dir: str | Path) -> 
     out = Path(out_dir)
     if (out / "meta.json").is_file() and list(read_meta(out)["tasks"]) == list(tasks):
         return out
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / SHARDS).mkdir(parents=True)
+    tmp = _staging(out)
     for t in tasks:
         for s in meta["capture"]["seeds"]:
             src, dst = Path(zoo_dir) / SHARDS / shard_name(t, s), tmp / SHARDS / shard_name(t, s)

@@ -105,7 +105,7 @@ def test_holdout_end_to_end(data_dir):
             assert sorted([*gen["task_names"], *fold["heldout"]]) == sorted(held)  # and on every other task
         assert sorted(report["tasks"]) == ["CR", "MPQA", "SST-2", "SST-2-swapped"]
         for t, methods in report["tasks"].items():
-            assert methods["nearest_zoo_task"] not in ("STS-B", t)
+            assert report["nearest_zoo_task"][t] not in ("STS-B", t)
             for m in METHODS:
                 lo, hi = methods[m]["ci"]
                 assert 0 <= lo <= methods[m]["mean"] <= hi <= 1, (t, m)
@@ -133,5 +133,9 @@ def test_holdout_end_to_end(data_dir):
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         assert json.loads((tmp / "out" / "kfold" / "holdout.json").read_text()) == report
+        # another partition into the same folder is refused, not merged with the saved folds
+        r = subprocess.run([*cmd, "holdout.folds=3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines()[-1].startswith("raypdiff: error: ") and "holds out other tasks" in r.stderr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
