@@ -1,0 +1,1 @@
+"""The second domain: style LoRAs for a small text-to-image model, conditioned on style images."""
