@@ -276,6 +276,33 @@ class TrainerConfig:
 
 
 @dataclass
+class VisionConfig:
+    """The second domain: the offline text-to-image base model (and, later, its style LoRAs)."""
+    data_dir: Optional[str] = None  # Fashion-MNIST's IDX files; None → the Debian package's folder
+    image_size: int = 32  # Fashion-MNIST's 28 px padded to a size the UNet halves twice
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # UNet blocks; the last two cross-attend
+    attention_head_dim: int = 8
+    prompt: str = "a {label}"  # the text a class (or a sample request) becomes
+    timesteps: int = 1000
+    sample_steps: int = 25  # DDIM steps when sampling
+    base_steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-4
+    seed: int = 0
+    base_dir: str = "runs/vision/base"
+
+    def __post_init__(self):
+        _require(self.image_size >= 28 and self.image_size % 4 == 0,
+                 f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
+        _require(len(self.channels) == 3 and all(c >= 8 and c % 8 == 0 for c in self.channels),
+                 f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
+        _require("{label}" in self.prompt, f"vision.prompt: must contain {{label}}, got {self.prompt!r}")
+        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size"):
+            _require(getattr(self, name) >= 1, f"vision.{name}: must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, f"vision.lr: must be > 0, got {self.lr}")
+
+
+@dataclass
 class GenerateConfig:
     num: int = 10  # adapters per condition
     seed: int = 0
@@ -410,6 +437,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")

@@ -1,0 +1,101 @@
+"""The offline text-to-image base: a small diffusers UNet2DConditionModel trained on 32 px Fashion-MNIST, conditioned
+on its class name's MiniLM token embeddings, sampled with DDIM, saved and loaded as a diffusers pipeline folder
+(`FashionPipeline.from_pretrained`, and `load_lora_weights` for style LoRAs)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+from raypdiff.config import VisionConfig
+from raypdiff.vision.fashion import CLASSES
+
+PROMPT_TOKENS = 16  # class names and short prompts fit; longer prompts are truncated
+
+
+class FashionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Pixel-space text-to-image: prompts → (N, H, W) uint8 grayscale images."""
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDIMScheduler, text_encoder, tokenizer):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @torch.no_grad()
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """(N,) prompts → (N, PROMPT_TOKENS, 384) token embeddings, the UNet's cross-attention input."""
+        tok = self.tokenizer(prompts, padding="max_length", max_length=PROMPT_TOKENS, truncation=True,
+                             return_tensors="pt")
+        return self.text_encoder(**tok).last_hidden_state
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], num_inference_steps: int = 25,
+                 generator: Optional[torch.Generator] = None) -> np.ndarray:
+        size = self.unet.config.sample_size
+        x = torch.randn((len(prompts), 1, size, size), generator=generator)
+        h = self.embed(prompts)
+        self.scheduler.set_timesteps(num_inference_steps)
+        for t in self.scheduler.timesteps:
+            x = self.scheduler.step(self.unet(x, t, encoder_hidden_states=h).sample, t, x).prev_sample
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
+
+
+def new_pipeline(cfg: VisionConfig, base: str = "all-MiniLM-L6-v2") -> FashionPipeline:
+    """An untrained UNet beside the frozen MiniLM text encoder (the same packaged model the text domain uses)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from raypdiff.lora import resolve_base
+
+    torch.manual_seed(cfg.seed)
+    path = resolve_base(base)
+    text_encoder = AutoModel.from_pretrained(path).eval()
+    unet = UNet2DConditionModel(
+        sample_size=cfg.image_size, in_channels=1, out_channels=1, block_out_channels=tuple(cfg.channels),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=text_encoder.config.hidden_size, layers_per_block=1,
+        attention_head_dim=cfg.attention_head_dim, norm_num_groups=8)
+    return FashionPipeline(unet, DDIMScheduler(num_train_timesteps=cfg.timesteps), text_encoder,
+                           AutoTokenizer.from_pretrained(path))
+
+
+def to_pixels(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, 28, 28) uint8 → (N, 1, size, size) float in [-1, 1], zero (black) padded evenly."""
+    pad = size - images.shape[-1]
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 127.5 - 1  # a copy: IDX arrays are read-only
+    return torch.nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=-1.0)
+
+
+def prompts_for(cfg: VisionConfig, labels: np.ndarray) -> list[str]:
+    return [cfg.prompt.format(label=CLASSES[int(y)]) for y in labels]
+
+
+def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np.ndarray, steps: int,
+        on_step: Optional[Callable[[int, float], None]] = None) -> list[float]:
+    """Noise-prediction training of the UNet (the text encoder stays frozen) on (N, 28, 28) images and their class
+    ids: `steps` AdamW steps of cfg.batch_size random rows; returns the losses."""
+    x_all = to_pixels(images, cfg.image_size)  # (N, 1, S, S)
+    classes = np.unique(labels)
+    table = dict(zip(classes.tolist(), pipe.embed(prompts_for(cfg, classes))))  # class id → (T, 384), embedded once
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(pipe.unet.parameters(), lr=cfg.lr)
+    pipe.unet.train()
+    losses = []
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(x_all), (min(cfg.batch_size, len(x_all)),), generator=gen)
+        x0 = x_all[idx]
+        h = torch.stack([table[int(labels[i])] for i in idx])  # (B, T, 384)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, cfg.timesteps, (len(x0),), generator=gen)
+        loss = torch.nn.functional.mse_loss(pipe.unet(pipe.scheduler.add_noise(x0, noise, t), t,
+                                                      encoder_hidden_states=h).sample, noise)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+    pipe.unet.eval()
+    return losses

@@ -1,0 +1,74 @@
+"""The offline text-to-image base: a few training steps on real Fashion-MNIST, the diffusers pipeline folder round
+trip, and a PEFT LoRA on the UNet's attention saved with `save_lora_weights` and loaded by `load_lora_weights`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raypdiff.config import ConfigError, VisionConfig
+from raypdiff.vision import fashion
+from raypdiff.vision.base import FashionPipeline, fit, new_pipeline, to_pixels
+
+TINY = VisionConfig(channels=[8, 16, 16], attention_head_dim=4, timesteps=50, sample_steps=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    try:
+        x, y = fashion.load("test")
+    except ConfigError as e:
+        pytest.skip(str(e))
+    pipe = new_pipeline(TINY)
+    losses = fit(pipe, TINY, x[:64], y[:64], steps=4)
+    folder = tmp_path_factory.mktemp("base") / "pipe"
+    pipe.save_pretrained(folder)
+    return pipe, losses, folder
+
+
+def test_fit_and_sample(trained):
+    pipe, losses, _ = trained
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    img = pipe(["a sneaker", "a bag", "a dress"], TINY.sample_steps, torch.Generator().manual_seed(0))
+    assert img.shape == (3, 32, 32) and img.dtype == np.uint8
+
+
+def test_pipeline_folder_round_trip(trained):
+    pipe, _, folder = trained
+    again = FashionPipeline.from_pretrained(folder)
+    a = pipe(["a coat"], TINY.sample_steps, torch.Generator().manual_seed(1))
+    b = again(["a coat"], TINY.sample_steps, torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_lora_saves_and_loads_exactly(trained, tmp_path):
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    _, _, folder = trained
+    pipe = FashionPipeline.from_pretrained(folder)
+    before = pipe(["a shirt"], TINY.sample_steps, torch.Generator().manual_seed(2))
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:  # B starts at 0 (LoRA is the identity): move it
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    styled = pipe(["a shirt"], TINY.sample_steps, torch.Generator().manual_seed(2))
+    assert not np.array_equal(before, styled)
+    FashionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+    fresh = FashionPipeline.from_pretrained(folder)
+    fresh.load_lora_weights(tmp_path / "lora")
+    np.testing.assert_array_equal(fresh(["a shirt"], TINY.sample_steps, torch.Generator().manual_seed(2)), styled)
+
+
+def test_to_pixels():
+    x = to_pixels(np.full((2, 28, 28), 255, np.uint8), 32)
+    assert x.shape == (2, 1, 32, 32) and x[:, :, 2:30, 2:30].eq(1).all() and x[:, :, :2].eq(-1).all()
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(image_size=30), "vision.image_size"), (dict(channels=[8, 16]), "vision.channels"),
+    (dict(prompt="a thing"), "vision.prompt"), (dict(lr=0), "vision.lr")])
+def test_bad_vision_config(change, match):
+    with pytest.raises(ConfigError, match=match):
+        VisionConfig(**change)
