@@ -288,6 +288,7 @@ class VisionConfig:
     base_steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
+    judge_steps: int = 1500  # the CNN that judges samples, trained on real images (base.json: its test accuracy)
     seed: int = 0
     base_dir: str = "runs/vision/base"
 
@@ -297,7 +298,7 @@ class VisionConfig:
         _require(len(self.channels) == 3 and all(c >= 8 and c % 8 == 0 for c in self.channels),
                  f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
         _require("{label}" in self.prompt, f"vision.prompt: must contain {{label}}, got {self.prompt!r}")
-        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size"):
+        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size", "judge_steps"):
             _require(getattr(self, name) >= 1, f"vision.{name}: must be >= 1, got {getattr(self, name)}")
         _require(self.lr > 0, f"vision.lr: must be > 0, got {self.lr}")
 

@@ -72,3 +72,34 @@ def test_to_pixels():
 def test_bad_vision_config(change, match):
     with pytest.raises(ConfigError, match=match):
         VisionConfig(**change)
+
+
+def test_vision_base_on_ray_train(tmp_path):
+    """`raypdiff vision-base` on a real local Ray: a Train run that checkpoints, a pipeline folder that loads, and
+    base.json with the samples' class accuracy."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from helpers import REPO, private_ray_env
+
+    if not Path(fashion.DEBIAN_DIR).is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    tmp = Path(tempfile.mkdtemp(prefix="rpv", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    try:
+        cmd = [sys.executable, "-m", "raypdiff.cli", "vision-base", "-q", "-c", "configs/tiny_vision.yaml",
+               f"vision.base_dir={tmp / 'base'}"]
+        r = subprocess.run(cmd, cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "class accuracy of its samples" in r.stdout
+        summary = json.loads((tmp / "base" / "base.json").read_text())
+        assert 0 <= summary["class_acc"] <= 1 and summary["steps"] == 4 and summary["train_seconds"] > 0
+        pipe = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
+        assert pipe(["a bag"], 3, torch.Generator().manual_seed(0)).shape == (1, 32, 32)
+        checkpoints = list((tmp / "base" / "ray").rglob("state.pt"))
+        assert 1 <= len(checkpoints) <= 2  # every 2 steps, 2 kept
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -73,17 +73,29 @@ def prompts_for(cfg: VisionConfig, labels: np.ndarray) -> list[str]:
 
 
 def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np.ndarray, steps: int,
-        on_step: Optional[Callable[[int, float], None]] = None) -> list[float]:
+        state: Optional[dict] = None, on_step: Optional[Callable[[int, float, Callable[[], dict]], None]] = None
+        ) -> list[float]:
     """Noise-prediction training of the UNet (the text encoder stays frozen) on (N, 28, 28) images and their class
-    ids: `steps` AdamW steps of cfg.batch_size random rows; returns the losses."""
+    ids: AdamW steps of cfg.batch_size random rows up to `steps`, from `state` (a snapshot) when resuming.
+    on_step(step, loss, snapshot) may save snapshot(): UNet, optimizer, sampler state, step, losses."""
     x_all = to_pixels(images, cfg.image_size)  # (N, 1, S, S)
     classes = np.unique(labels)
     table = dict(zip(classes.tolist(), pipe.embed(prompts_for(cfg, classes))))  # class id → (T, 384), embedded once
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(pipe.unet.parameters(), lr=cfg.lr)
+    losses: list[float] = []
+    if state is not None:
+        pipe.unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        losses = list(state["losses"])
+
+    def snapshot() -> dict:
+        return {"unet": pipe.unet.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": len(losses),
+                "losses": list(losses)}
+
     pipe.unet.train()
-    losses = []
-    for step in range(1, steps + 1):
+    for step in range(len(losses) + 1, steps + 1):
         idx = torch.randint(0, len(x_all), (min(cfg.batch_size, len(x_all)),), generator=gen)
         x0 = x_all[idx]
         h = torch.stack([table[int(labels[i])] for i in idx])  # (B, T, 384)
@@ -96,6 +108,6 @@ def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if on_step is not None:
-            on_step(step, losses[-1])
+            on_step(step, losses[-1], snapshot)
     pipe.unet.eval()
     return losses
