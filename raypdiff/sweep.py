@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 from ray.tune import Callback
 
-from raypdiff.config import Config, ConfigError, apply_overrides
+from raypdiff.config import Config, apply_overrides
 
 EXPERIMENT = "sweep"  # the Tune experiment's folder under sweep.output_dir/tune
 

@@ -60,3 +60,15 @@ def tiny_generator(tiny_zoo, data_dir) -> dict:
         yield {"dir": tmp / "gen", "uri": uri, "model": "models:/raypdiff-generator/1"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fmnist_test():
+    """Fashion-MNIST's 10,000 test images and labels (skipped where the Debian package is not installed)."""
+    from raypdiff.config import ConfigError
+    from raypdiff.vision import fashion
+
+    try:
+        return fashion.load("test")
+    except ConfigError as e:
+        pytest.skip(str(e))

@@ -5,21 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raypdiff.config import ConfigError
-from raypdiff.vision import classify, fashion
+from raypdiff.vision import classify
 from raypdiff.vision.styles import DEFAULT_STYLES, apply
 
 
-@pytest.fixture(scope="module")
-def data():
-    try:
-        return fashion.load("test")
-    except ConfigError as e:
-        pytest.skip(str(e))
-
-
-def test_class_classifier_learns(data):
-    x, y = data
+def test_class_classifier_learns(fmnist_test):
+    x, y = fmnist_test
     model = classify.train(x[:3000], y[:3000], 10, steps=150, seed=0)
     acc = (classify.predict(model, x[5000:6000]) == y[5000:6000]).mean()
     assert acc >= 0.65  # chance 0.10; ~0.8 after 150 steps here
@@ -27,8 +18,8 @@ def test_class_classifier_learns(data):
     np.testing.assert_array_equal(classify.predict(model, padded), classify.predict(model, x[5000:5010]))
 
 
-def test_style_classifier_learns(data):
-    x, _ = data
+def test_style_classifier_learns(fmnist_test):
+    x, _ = fmnist_test
     styles = DEFAULT_STYLES[:4]
     imgs = np.concatenate([apply(s, x[:600], seed=0) for s in styles])
     labels = np.repeat(np.arange(len(styles)), 600)

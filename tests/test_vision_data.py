@@ -11,16 +11,8 @@ from raypdiff.vision import fashion
 from raypdiff.vision.styles import DEFAULT_STYLES, OPS, StyleSpec, apply
 
 
-@pytest.fixture(scope="module")
-def fmnist():
-    try:
-        return fashion.load("test")
-    except ConfigError as e:
-        pytest.skip(str(e))
-
-
-def test_fashion_mnist_loads(fmnist):
-    x, y = fmnist
+def test_fashion_mnist_loads(fmnist_test):
+    x, y = fmnist_test
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
     assert y[:5].tolist() == [9, 2, 1, 1, 6]  # the official t10k order: ankle boot, pullover, trouser, trouser, shirt
     assert np.bincount(y).tolist() == [1000] * 10 and len(fashion.CLASSES) == 10
@@ -67,8 +59,8 @@ def test_style_ops(ops, images, expected):
     np.testing.assert_array_equal(apply(StyleSpec("s", ops), images), expected)
 
 
-def test_default_styles_are_distinct_and_keep_shape(fmnist):
-    x = fmnist[0][:32]
+def test_default_styles_are_distinct_and_keep_shape(fmnist_test):
+    x = fmnist_test[0][:32]
     out = {s.name: apply(s, x, seed=0) for s in DEFAULT_STYLES}
     assert len(out) >= 12 and {op for s in DEFAULT_STYLES for op, _ in s.ops} == set(OPS)
     for name, img in out.items():

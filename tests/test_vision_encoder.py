@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from raypdiff.config import ConfigError
-from raypdiff.vision import fashion
 from raypdiff.vision.encoders import MobileNetEncoder, MobileNetV2, weights_path
 from raypdiff.vision.styles import DEFAULT_STYLES, apply
 
@@ -32,8 +31,8 @@ def test_weights_load_exactly():
     assert sum(p.numel() for p in net.parameters()) == 3_504_872  # torchvision's MobileNetV2 (width 1.0)
 
 
-def test_style_sets_separate(encoder):
-    x, _ = fashion.load("test")
+def test_style_sets_separate(encoder, fmnist_test):
+    x, _ = fmnist_test
     styles = DEFAULT_STYLES[:6]
     sets = {s.name: encoder.condition([apply(s, x[i:i + 2], seed=i) for i in range(0, 32, 2)]) for s in styles}
     assert all(c.shape == (16, 1280) and c.dtype == np.float32 for c in sets.values())
