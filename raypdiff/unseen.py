@@ -4,13 +4,14 @@ classifier, the nearest zoo task's adapter, LoRA fine-tuned on the same k exampl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -146,13 +147,14 @@ def folds_for(cfg: Config, specs: list[TaskSpec]):
     return kfold(specs, h.folds, h.seed) if h.scheme == "kfold" else family_folds(specs)
 
 
-def run_fold(cfg: Config, zoo_dir: str, fold, out: Path, progress: bool = True) -> dict:
-    """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks."""
+def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], fold, out: Path,
+             progress: bool = True) -> dict:
+    """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks.
+    meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
     from raypdiff.generate import Generator
     from raypdiff.train import train_generator
-    from raypdiff.zoo import check, load_splits, select_tasks, task_arrays
+    from raypdiff.zoo import load_splits, select_tasks
 
-    meta = check(zoo_dir)
     heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
     skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
                for t in fold.heldout if meta["tasks"][t]["num_labels"] not in heads}
@@ -171,12 +173,12 @@ def run_fold(cfg: Config, zoo_dir: str, fold, out: Path, progress: bool = True) 
         raise ConfigError(f"{gen_dir} holds a generator of another fold (trained on {len(gen.task_names)} other "
                           f"tasks); use a new holdout.output_dir")
     t0 = time.time()
-    data, arrays = load_splits(meta, scored), task_arrays(zoo_dir, test=True)
+    data = load_splits(meta, scored)
     preds = {}
     for t in scored:
         if progress:
             print(f"{fold.name}: scoring held-out task {t}", file=sys.stderr)
-        result["tasks"][t], preds[t] = score_task(gen, cfg, meta, arrays, TaskSpec(**meta["tasks"][t]["spec"]), data[t])
+        result["tasks"][t], preds[t] = score_task(gen, cfg, meta, arrays(), TaskSpec(**meta["tasks"][t]["spec"]), data[t])
     for t in scored:  # twins are held out together and read the same test rows; label i of one is n-1-i of the other
         twin = meta["tasks"][t]["spec"].get("twin_of")
         if twin in preds:
@@ -188,9 +190,10 @@ def run_fold(cfg: Config, zoo_dir: str, fold, out: Path, progress: bool = True) 
 
 def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     """Every fold of holdout.scheme (finished folds are read back, not re-run); writes holdout.json."""
-    from raypdiff.zoo import check
+    from raypdiff.zoo import check, task_arrays
 
     meta = check(zoo_dir)
+    arrays = functools.cache(lambda: task_arrays(zoo_dir, test=True))  # the whole zoo: read once, if needed
     specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
     out = Path(cfg.holdout.output_dir).expanduser().resolve() / cfg.holdout.scheme
     folds, results = folds_for(cfg, specs), []
@@ -198,7 +201,8 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         path = out / fold.name / "fold.json"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(run_fold(cfg, zoo_dir, fold, path.parent, progress), indent=1))
+            result = run_fold(cfg, zoo_dir, meta, arrays, fold, path.parent, progress)
+            path.write_text(json.dumps(result, indent=1))
         results.append(json.loads(path.read_text()))
         if results[-1]["heldout"] != list(fold.heldout):
             raise ConfigError(f"{path} holds out other tasks than this config's {fold.name} (another holdout.seed, "
@@ -207,7 +211,7 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     pics = out / "pictures.json"
     if not pics.is_file() and report["task_count"]:  # from a fold holding out a twin pair if any: its path is the flip
         i = next((i for i, r in enumerate(results) if r["twins"]), next(i for i, r in enumerate(results) if r["tasks"]))
-        pics.write_text(json.dumps(pictures(cfg, zoo_dir, folds[i], results[i], out), indent=1))
+        pics.write_text(json.dumps(pictures(cfg, meta, arrays(), folds[i], results[i], out), indent=1))
     report["pictures"] = json.loads(pics.read_text()) if pics.is_file() else None
     (out / "holdout.json").write_text(json.dumps(report, indent=1))
     (out / "holdout.md").write_text(markdown(report))
@@ -223,17 +227,17 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     return report
 
 
-def pictures(cfg: Config, zoo_dir: str, fold, result: dict, out: Path) -> dict:
+def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, out: Path) -> dict:
     """From one fold's generator: the latent map (its zoo tasks, and adapters generated for every task,
     held-out ones from their description and examples) and a condition path between two tasks with the same head
     (a held-out task and its twin when there is one, else its nearest zoo task), scored on both tasks' test rows."""
     from raypdiff.conditions import draw_examples, example_rows
     from raypdiff.generate import Generator
     from raypdiff.latents import interpolate, latent_map, plot_map, plot_path
-    from raypdiff.zoo import check, load_splits, task_arrays
+    from raypdiff.zoo import load_splits
 
     h = cfg.holdout
-    gen, meta = Generator(out / fold.name / "generator" / "generator.pt"), check(zoo_dir)
+    gen = Generator(out / fold.name / "generator" / "generator.pt")
     scored = list(result["tasks"])
     specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in scored}
     data = load_splits(meta, scored)
@@ -241,7 +245,7 @@ def pictures(cfg: Config, zoo_dir: str, fold, result: dict, out: Path) -> dict:
     for t, spec in specs.items():
         examples = example_rows(spec, draw_examples(data[t].train, h.examples, _rng(h.seed, t)))
         conds[t] = gen.free_condition(spec.description, examples, spec.label_names, h.num)[0]
-    m = latent_map(gen, task_arrays(zoo_dir), conds, seed=h.seed)
+    m = latent_map(gen, arrays, conds, seed=h.seed)
     plot_map(m, scored, out / "map.png", f"{fold.name}: zoo latents (dots), generated (x; stars: held out)")
     twins = [(t, specs[t].twin_of) for t in scored if specs[t].twin_of in specs]
     a, b = twins[0] if twins else (scored[0], result["tasks"][scored[0]]["nearest_zoo_task"])
