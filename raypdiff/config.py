@@ -291,14 +291,15 @@ class VisionConfig:
     judge_steps: int = 1500  # the CNN that judges samples, trained on real images (base.json: its test accuracy)
     seed: int = 0
     base_dir: str = "runs/vision/base"
-
+    style_images: int = 2000  # styled train images per style LoRA (the first N of Fashion-MNIST's train split)
     def __post_init__(self):
         _require(self.image_size >= 28 and self.image_size % 4 == 0,
                  f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
         _require(len(self.channels) == 3 and all(c >= 8 and c % 8 == 0 for c in self.channels),
                  f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
         _require("{label}" in self.prompt, f"vision.prompt: must contain {{label}}, got {self.prompt!r}")
-        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size", "judge_steps"):
+        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size", "judge_steps",
+                     "style_images"):
             _require(getattr(self, name) >= 1, f"vision.{name}: must be >= 1, got {getattr(self, name)}")
         _require(self.lr > 0, f"vision.lr: must be > 0, got {self.lr}")
 

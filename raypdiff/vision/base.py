@@ -82,7 +82,8 @@ def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np
     classes = np.unique(labels)
     table = dict(zip(classes.tolist(), pipe.embed(prompts_for(cfg, classes))))  # class id → (T, 384), embedded once
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(pipe.unet.parameters(), lr=cfg.lr)
+    # the trainable weights: the whole UNet for the base, only its LoRA matrices once an adapter is added
+    opt = torch.optim.AdamW([p for p in pipe.unet.parameters() if p.requires_grad], lr=cfg.lr)
     losses: list[float] = []
     if state is not None:
         pipe.unet.load_state_dict(state["unet"])
