@@ -208,7 +208,7 @@ def format_summary(summary: dict) -> str:
     for name, s in summary["tasks"].items():
         lines.append(f"| {name} | {s['metric']} | {s['n']} | {s['mean']:.4f} | {s['best']:.4f} | {s['worst']:.4f} | "
                      f"{s['test_n']} | {s['test_mean']:.4f} | {s['test_best_by_val']:.4f} | {s['test_last']:.4f} | "
-                     f"{s['majority']:.4f} |")
+                     f"{'n/a' if s['majority'] is None else format(s['majority'], '.4f')} |")  # styles: none
     return "\n".join(lines)
 
 

@@ -418,6 +418,9 @@ TaskEntry = Union[str, dict]
 
 @dataclass
 class Config:
+    # What the zoo fine-tunes: text classifiers (LoRA on model.base), or style LoRAs on the vision base's UNet,
+    # whose tasks are styles (built-in names from raypdiff.vision.styles, or {name, ops} dicts).
+    domain: Literal["text", "vision"] = "text"
     # Built-in task names (SST-2, CoLA, ...) or dicts defining custom tasks (see raypdiff.tasks).
     tasks: list[TaskEntry] = field(
         default_factory=lambda: ["SST-2", "CoLA", "MRPC", "STS-B", "RTE", "QNLI"]

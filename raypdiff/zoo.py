@@ -3,7 +3,8 @@
 Layout of a zoo folder:
   shards/<task>__seed<seed>.parquet  rows (task, seed, step, metric, value, test_value, test_pred, vector), written
                                      atomically; value: the val metric (every capture); test_value / test_pred: the
-                                     test metric and per-row predictions (a stated sample of captures, else null)
+                                     test metric and per-row outputs (a stated sample of captures, else null):
+                                     predictions for text, denoising errors for styles
   meta.json                          layouts, base model, LoRA, the splits' rows, versions; "complete" flag
   layout.json, config.yaml           parameter layout per task; the config that built the zoo
 A shard is written whole or not at all, so a retried or re-run task never duplicates rows, and a re-run
@@ -26,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, score, spec_to_dict
+from raypdiff.tasks import TaskSpec, load_task
 
 SHARDS = "shards"
 
@@ -68,54 +69,22 @@ def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int],
     os.replace(tmp, path)
 
 
-def tested_captures(num: int, every: int, values: list[float]) -> list[int]:
-    """Captures scored on test: every `every`-th counting back from the last, and the best by val."""
-    return sorted({*range(num - 1, -1, -every), int(np.argmax(values))})
-
-
-def collect_one(cfg_dict: dict, spec_dict: dict, data: TaskData, seed: int, out_dir: str,
-                progress: bool = True) -> dict:
-    """Fine-tune one (task, seed) on its train split, capture, score every capture on val and a sample on test,
-    write the shard."""
-    from raypdiff import lora
+def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, progress: bool = True) -> dict:
+    """One (task, seed) of the configured domain: fine-tune, capture, score, write the shard."""
+    from raypdiff.domains import domain_for
 
     cfg = Config.from_dict(cfg_dict)
-    spec = TaskSpec(**spec_dict)
+    domain = domain_for(cfg)
+    spec = domain.spec(spec_dict)
     path = Path(out_dir) / SHARDS / shard_name(spec.name, seed)
     if path.exists():  # a retry after the shard landed, or a re-run: nothing to do
         return summarize_shard(path)
-    lora.set_threads(cfg.collect.num_cpus)
-    device = lora.device_for(cfg.collect.num_gpus)
-    tok = lora.load_tokenizer(cfg.model)
-    model = lora.build(cfg.model, cfg.lora, spec, seed, float(data.train.labels.mean())).to(device)
-    train = cfg.train.for_task(spec.name)
-    steps = train.steps
-    schedule = lora.capture_schedule(steps, cfg.capture.num, cfg.capture.stride)
-    captured: dict[int, np.ndarray] = {}
-    num_test = len(range(len(schedule) - 1, -1, -cfg.eval.test_every)) + 1
-    bar = _bar(progress, steps + len(schedule) + num_test, f"{spec.name}/s{seed}")
-    lora.finetune(model, tok, data.train, train, steps, cfg.model.max_length, seed, cfg.model.dtype,
-                  set(schedule),
-                  on_capture=lambda step, vec: captured.__setitem__(step, vec),
-                  on_step=lambda step, loss: bar.update(1))
-    layout = lora.layout_of(model)
-    val_batches = lora.eval_batches(tok, data.val, cfg.model.max_length, cfg.eval.batch_size)
-    values = []
-    for step in schedule:
-        lora.load_vector(model, captured[step], layout)
-        values.append(lora.evaluate(model, val_batches, spec, data.val.labels, cfg.model.dtype))
-        bar.update(1)
-    test_batches = lora.eval_batches(tok, data.test, cfg.model.max_length, cfg.eval.batch_size)
-    test_values: list[Optional[float]] = [None] * len(schedule)
-    test_preds: list[Optional[np.ndarray]] = [None] * len(schedule)
-    for i in tested_captures(len(schedule), cfg.eval.test_every, values):
-        lora.load_vector(model, captured[schedule[i]], layout)
-        test_preds[i] = lora.predict(model, test_batches, spec.is_regression, cfg.model.dtype)
-        test_values[i] = score(spec.metric, test_preds[i], data.test.labels)
-        bar.update(1)
+    num, steps = cfg.capture.num, cfg.train.for_task(spec.name).steps
+    bar = _bar(progress, steps + num + len(range(num - 1, -1, -cfg.eval.test_every)) + 1, f"{spec.name}/s{seed}")
+    run = domain.run(cfg, spec, data, seed, bar)
     bar.close()
-    vectors = np.stack([captured[s] for s in schedule])  # (K, P)
-    write_shard(path, spec.name, seed, spec.metric, schedule, values, vectors, test_values, test_preds)
+    write_shard(path, spec.name, seed, run.metric, run.steps, run.values, run.vectors, run.test_values,
+                run.test_preds)
     return summarize_shard(path)
 
 
@@ -149,22 +118,24 @@ def summarize_shard(path: Path) -> dict:
 @dataclass
 class Plan:
     out: Path
-    specs: list[TaskSpec]
-    data: dict[str, TaskData]
+    specs: list  # the domain's specs (TaskSpec, StyleSpec)
+    data: dict  # task name → the domain's data
     todo: list[tuple[str, int]]
     done: list[tuple[str, int]]
 
 
 def prepare(cfg: Config, progress: bool = True) -> Plan:
     """Validate everything that can be a user mistake before any Ray work starts; set aside damaged shards."""
-    from raypdiff import lora
+    from raypdiff.domains import domain_for
+    from raypdiff.lora import Layout
 
+    domain = domain_for(cfg)
     out = Path(cfg.collect.output_dir).expanduser().resolve()
     _check_writable(out)
-    specs = resolve_specs(cfg.tasks, cfg.data.root)
-    data = {s.name: load_task(s, cfg.eval.val_examples, cfg.eval.test_examples, cfg.eval.split_seed) for s in specs}
+    specs = domain.specs(cfg)
+    data = {s.name: domain.load(cfg, s) for s in specs}
     # Fail fast on model/LoRA mistakes, and fix each task's layout before any worker runs.
-    layouts = {s.name: lora.layout_of(lora.build(cfg.model, cfg.lora, s)).to_json() for s in specs}
+    layouts = {s.name: domain.layout(cfg, s) for s in specs}
     meta_path = out / "meta.json"
     if meta_path.exists():
         try:
@@ -172,19 +143,19 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{meta_path}: unreadable zoo metadata ({e}); use a new collect.output_dir "
                               f"(or delete that folder)") from None
-        for key in ("base_model", "lora", "capture", "train", "eval"):
-            if old.get(key) != _meta_fields(cfg)[key]:
+        fields = _meta_fields(cfg)
+        for key in ("domain", "base_model", "lora", "capture", "train", "eval"):
+            if old.get(key, "text" if key == "domain" else None) != fields[key]:  # older zoos: text
                 raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
                                   f"use a new collect.output_dir (or delete that folder)")
     try:
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"collect.output_dir: cannot create {out}: {e.strerror or e}") from None
-    # Longest jobs first (steps x text length), so the last wave of a collection is not one long straggler.
-    cost = {s.name: cfg.train.for_task(s.name).steps * np.mean([len(" ".join(t)) for t in data[s.name].train.texts[:500]])
-            for s in specs}
+    # Longest jobs first, so the last wave of a collection is not one long straggler.
+    cost = {s.name: domain.cost(cfg, s, data[s.name]) for s in specs}
     jobs = sorted(((s.name, seed) for s in specs for seed in cfg.capture.seeds), key=lambda j: -cost[j[0]])
-    sizes = {name: lora.Layout.from_json(lay).size for name, lay in layouts.items()}
+    sizes = {name: Layout.from_json(lay).size for name, lay in layouts.items()}
     _set_aside(out, jobs, sizes, cfg.capture.num, progress)
     done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]
     write_meta(out, cfg, specs, data, layouts, complete=False)
@@ -247,9 +218,11 @@ def _check_writable(out: Path) -> None:
 
 
 def _meta_fields(cfg: Config) -> dict:
+    from raypdiff.domains import domain_for
+
     c = cfg.to_dict()
-    return {"base_model": c["model"], "lora": c["lora"], "capture": c["capture"], "train": c["train"],
-            "eval": c["eval"]}
+    return {"domain": cfg.domain, "base_model": domain_for(cfg).base(cfg), "lora": c["lora"], "capture": c["capture"],
+            "train": c["train"], "eval": c["eval"]}
 
 
 def _versions() -> dict:
@@ -264,15 +237,14 @@ def _versions() -> dict:
     return out
 
 
-def write_meta(out: Path, cfg: Config, specs, data: dict[str, TaskData], layouts, complete: bool) -> None:
+def write_meta(out: Path, cfg: Config, specs, data: dict, layouts, complete: bool) -> None:
+    from raypdiff.domains import domain_for
+
+    domain = domain_for(cfg)
     meta = {
         "complete": complete,
         **_meta_fields(cfg),
-        "tasks": {s.name: {"spec": spec_to_dict(s), "metric": s.metric, "num_labels": s.num_labels,
-                           "layout": layouts[s.name], "splits": data[s.name].splits,
-                           "label_mean": float(data[s.name].train.labels.mean()),
-                           "majority": majority_baseline(s.metric, data[s.name].test.labels, data[s.name].train.labels)}
-                  for s in specs},
+        "tasks": {s.name: {**domain.info(s, data[s.name]), "layout": layouts[s.name]} for s in specs},
         "versions": _versions(),
     }
     _atomic_text(out / "meta.json", json.dumps(meta))
@@ -310,7 +282,9 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     remote = ray.remote(collect_one).options(num_cpus=cfg.collect.num_cpus, num_gpus=cfg.collect.num_gpus,
                                              max_retries=cfg.collect.max_retries)
     data_refs = {name: ray.put(d) for name, d in plan.data.items()}
-    specs = {s.name: spec_to_dict(s) for s in plan.specs}
+    from raypdiff.domains import domain_for
+
+    specs = {s.name: domain_for(cfg).spec_dict(s) for s in plan.specs}
     pending, queue = [], list(plan.todo)
     from tqdm import tqdm
 
@@ -368,7 +342,8 @@ def metric_plot(zoo_dir: Path, out: Path) -> Path:
     for ax, name in zip(axes[0], names):
         info = meta["tasks"][name]
         ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
-        ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
+        if info["majority"] is not None:  # style zoos have no majority class
+            ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
         ax.set_title(name)
         ax.set_xlabel(f"val {info['metric']}")
     axes[0][0].legend(fontsize=7)

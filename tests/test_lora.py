@@ -246,7 +246,8 @@ def test_write_adapter_unwritable(tiny, tmp_path):
 def test_tiny_zoo_is_complete(tiny_zoo):
     """configs/tiny.yaml: val 16 rows carved from train, test 24 dev rows; every capture has a val value, the
     captures of `tested_captures` (every 2nd from the last, and the best by val) a test value and predictions."""
-    from raypdiff.zoo import load_table, read_meta, tested_captures
+    from raypdiff.domains import tested_captures
+    from raypdiff.zoo import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
     assert meta["complete"] is True and set(meta["tasks"]) == {"SST-2", "STS-B"}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from raypdiff import lora, zoo
+from raypdiff import domains, lora, zoo
 from raypdiff.config import ConfigError, load_config
 from raypdiff.tasks import TaskSpec, builtin_spec, load_split, load_task, spec_to_dict
 
@@ -179,7 +179,7 @@ TESTED_CASES = [
 
 @pytest.mark.parametrize("num,every,values,expected", TESTED_CASES, ids=range(len(TESTED_CASES)))
 def test_tested_captures(num, every, values, expected):
-    assert zoo.tested_captures(num, every, values) == expected
+    assert domains.tested_captures(num, every, values) == expected
 
 
 # ---- the generator selects on val: quality ranks and condition examples ----

@@ -48,10 +48,11 @@ def write_lora(vector: np.ndarray, layout: Layout, settings: LoraSettings, out_d
     return out
 
 
-def denoise_score(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, labels: np.ndarray,
-                  seed: int = 0) -> float:
-    """Minus the noise-prediction MSE on (N, 28, 28) styled images at fixed noise and timesteps (the same draws for
-    every capture): the per-capture val score, higher is better, one UNet pass per image instead of sampling."""
+@torch.no_grad()
+def denoise_errors(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, labels: np.ndarray,
+                   seed: int = 0) -> np.ndarray:
+    """(N,) noise-prediction MSE per (N, 28, 28) styled image at fixed noise and timesteps (the same draws for every
+    capture): one UNet pass per image, the cheap per-capture score (its negative mean) instead of sampling."""
     x0 = to_pixels(images, v.image_size)  # (N, 1, S, S)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
@@ -62,7 +63,7 @@ def denoise_score(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, la
         s = slice(i, i + 128)
         pred = pipe.unet(pipe.scheduler.add_noise(x0[s], noise[s], t[s]), t[s], encoder_hidden_states=h[s]).sample
         errs.append(((pred - noise[s]) ** 2).mean(dim=(1, 2, 3)))
-    return -float(torch.cat(errs).mean())
+    return torch.cat(errs).numpy()
 
 
 def finetune(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, labels: np.ndarray, lr: float,

@@ -114,6 +114,26 @@ DEFAULT_STYLES = [StyleSpec(n, ops) for n, ops in [
 ]]
 
 
+def resolve_styles(entries: list) -> list[StyleSpec]:
+    """Config task entries of the vision domain: built-in style names (DEFAULT_STYLES) or {name, ops} dicts."""
+    builtin = {s.name: s for s in DEFAULT_STYLES}
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry not in builtin:
+                raise ConfigError(f"tasks: {entry!r} is not a built-in style (one of {sorted(builtin)}); define it as "
+                                  f"{{name, ops}}")
+            out.append(builtin[entry])
+        elif isinstance(entry, dict):
+            try:
+                out.append(StyleSpec(**entry))
+            except TypeError as e:
+                raise ConfigError(f"tasks: style {entry.get('name')!r}: {e}") from None
+        else:
+            raise ConfigError(f"tasks: {entry!r} is neither a style name nor a {{name, ops}} dict")
+    return out
+
+
 def apply(style: StyleSpec, images: np.ndarray, seed: int = 0) -> np.ndarray:
     """(N, H, W) uint8 → (N, H, W) uint8 in the style; random ops draw from `seed`."""
     _require(images.ndim == 3, f"style {style.name}: images must be (N, H, W) grayscale, got shape {images.shape}")

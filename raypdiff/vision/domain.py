@@ -1,0 +1,112 @@
+"""The vision domain behind raypdiff.domains' interface: a zoo task is a style, its data styled Fashion-MNIST, its
+adapter a LoRA on the vision base's UNet (`raypdiff vision-base` builds it), each capture scored by denoising error."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.domains import Run, score_captures
+from raypdiff.vision.styles import StyleSpec, apply, resolve_styles
+
+METRIC = "denoise"  # minus the mean noise-prediction MSE on the split's styled images: higher is better
+
+
+@dataclass
+class StyleData:
+    """A style's images, each split (N, 28, 28) uint8 styled images and (N,) class ids, and where they come from."""
+    spec: StyleSpec
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    splits: dict
+
+
+def pipeline_dir(cfg: Config) -> Path:
+    path = Path(cfg.vision.base_dir).expanduser().resolve() / "pipeline"
+    if not (path / "model_index.json").is_file():
+        raise ConfigError(f"no vision base pipeline in {path}: build it with `raypdiff vision-base` (same "
+                          f"vision.base_dir)")
+    return path
+
+
+def load_styled(cfg: Config, spec: StyleSpec) -> StyleData:
+    """train: the first vision.style_images train images; val: the last eval.val_examples train images (never
+    trained on); test: the first eval.test_examples test images. Random ops draw per split from eval.split_seed."""
+    from raypdiff.vision import fashion
+
+    v, e = cfg.vision, cfg.eval
+    (xtr, ytr), (xte, yte) = fashion.load("train", v.data_dir), fashion.load("test", v.data_dir)
+    if v.style_images + e.val_examples > len(xtr):
+        raise ConfigError(f"vision.style_images + eval.val_examples = {v.style_images + e.val_examples} is more than "
+                          f"Fashion-MNIST's {len(xtr)} train images")
+    rows = {"train": ("train", 0, v.style_images), "val": ("train", len(xtr) - e.val_examples, len(xtr)),
+            "test": ("test", 0, min(e.test_examples, len(xte)))}
+    parts = {}
+    for i, (split, (file, a, b)) in enumerate(rows.items()):
+        x, y = (xtr, ytr) if file == "train" else (xte, yte)
+        parts[split] = (apply(spec, x[a:b], seed=e.split_seed * 3 + i), y[a:b])
+    return StyleData(spec, parts["train"], parts["val"], parts["test"],
+                     {k: {"file": f, "rows": [a, b]} for k, (f, a, b) in rows.items()})
+
+
+class StyleDomain:
+    """Style LoRAs (peft on the UNet's lora.target_modules) of the text-to-image base."""
+
+    def specs(self, cfg: Config) -> list[StyleSpec]:
+        return resolve_styles(cfg.tasks)
+
+    def spec(self, d: dict) -> StyleSpec:
+        return StyleSpec(**d)
+
+    def spec_dict(self, spec: StyleSpec) -> dict:
+        return asdict(spec)
+
+    def load(self, cfg: Config, spec: StyleSpec) -> StyleData:
+        return load_styled(cfg, spec)
+
+    def layout(self, cfg: Config, spec: StyleSpec) -> list:
+        from raypdiff.vision.base import FashionPipeline
+        from raypdiff.vision.style_lora import add_lora
+
+        return add_lora(FashionPipeline.from_pretrained(pipeline_dir(cfg)), cfg.lora, seed=0).to_json()
+
+    def base(self, cfg: Config) -> dict:
+        """The pipeline folder and a hash of its UNet weights: another base is another zoo."""
+        path = pipeline_dir(cfg)
+        h = hashlib.sha256()
+        for f in sorted((path / "unet").glob("*.safetensors")):
+            h.update(f.read_bytes())
+        return {"pipeline": str(path), "unet_sha256": h.hexdigest(), "vision": cfg.to_dict()["vision"]}
+
+    def info(self, spec: StyleSpec, data: StyleData) -> dict:
+        return {"spec": self.spec_dict(spec), "metric": METRIC, "num_labels": 0, "splits": data.splits,
+                "label_mean": None, "majority": None}
+
+    def cost(self, cfg: Config, spec: StyleSpec, data: StyleData) -> float:
+        return float(cfg.train.for_task(spec.name).steps)
+
+    def run(self, cfg: Config, spec: StyleSpec, data: StyleData, seed: int, bar) -> Run:
+        """Fine-tune a style LoRA on the style's train images, capture, score every capture on val and a sample on
+        test (per-row denoising errors kept for intervals)."""
+        from raypdiff import lora
+        from raypdiff.vision.base import FashionPipeline
+        from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune
+
+        lora.set_threads(cfg.collect.num_cpus)
+        pipe = FashionPipeline.from_pretrained(pipeline_dir(cfg))
+        layout = add_lora(pipe, cfg.lora, seed)
+        train = cfg.train.for_task(spec.name)
+        schedule = lora.capture_schedule(train.steps, cfg.capture.num, cfg.capture.stride)
+        captured: dict[int, np.ndarray] = {}
+        finetune(pipe, cfg.vision, *data.train, train.lr, train.batch_size, train.steps, seed, set(schedule),
+                 captured.__setitem__, lambda step, loss: bar.update(1))
+        v, seed_rows = cfg.vision, cfg.eval.split_seed  # the same noise draws for every capture
+        return score_captures(
+            METRIC, schedule, captured, lambda vec: lora.load_vector(pipe.unet, vec, layout),
+            lambda: -float(denoise_errors(pipe, v, *data.val, seed=seed_rows).mean()),
+            lambda: denoise_errors(pipe, v, *data.test, seed=seed_rows), lambda errors: -float(errors.mean()),
+            cfg.eval.test_every, bar)

@@ -1,0 +1,87 @@
+"""The style zoo on a real local Ray (`raypdiff collect` with domain: vision) over a tiny base: shards of captured
+UNet LoRAs scored by denoising error, and a captured vector that round-trips exactly through diffusers' LoRA loading."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import REPO, private_ray_env
+from raypdiff import lora
+from raypdiff.config import ConfigError, load_config
+from raypdiff.lora import Layout
+from raypdiff.vision import fashion
+from raypdiff.vision.base import FashionPipeline, fit, new_pipeline
+from raypdiff.vision.style_lora import add_lora, write_lora
+
+CONFIG = REPO / "configs" / "tiny_vision.yaml"
+
+
+@pytest.fixture(scope="module")
+def style_zoo():
+    """A tiny base saved where the config's vision.base_dir points, then the zoo collected from it by the CLI."""
+    if not Path(fashion.DEBIAN_DIR).is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    tmp = Path(tempfile.mkdtemp(prefix="rpz", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    over = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'zoo'}"]
+    cfg = load_config(CONFIG, over)
+    x, y = fashion.load("test")
+    pipe = new_pipeline(cfg.vision)
+    fit(pipe, cfg.vision, x[:64], y[:64], steps=2)
+    pipe.save_pretrained(tmp / "base" / "pipeline")
+    cmd = [sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", str(CONFIG), *over]
+    r = subprocess.run(cmd, cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    yield cfg, tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_style_zoo_shards(style_zoo):
+    from raypdiff.zoo import check, task_arrays
+
+    cfg, tmp = style_zoo
+    meta = check(tmp / "zoo")
+    assert meta["domain"] == "vision" and list(meta["tasks"]) == ["inverted", "edges"]
+    assert meta["base_model"]["pipeline"] == str(tmp / "base" / "pipeline") and meta["base_model"]["unet_sha256"]
+    arrays = task_arrays(tmp / "zoo", test=True)
+    for name, a in arrays.items():
+        size = Layout.from_json(meta["tasks"][name]["layout"]).size
+        assert a["vector"].shape == (3, size) and list(a["step"]) == [4, 5, 6]
+        assert (a["value"] < 0).all()  # minus a denoising MSE
+        assert sorted(a["test_pred"]) and all(p.shape == (32,) for p in a["test_pred"].values())
+    assert meta["tasks"]["edges"]["splits"]["val"] == {"file": "train", "rows": [60000 - 32, 60000]}
+
+
+def test_style_zoo_vector_loads_exactly_in_diffusers(style_zoo, tmp_path):
+    from raypdiff.zoo import task_arrays
+
+    cfg, tmp = style_zoo
+    vec = task_arrays(tmp / "zoo")["edges"]["vector"][-1]
+    pipe = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
+    base = pipe(["a bag"], 3, torch.Generator().manual_seed(0))
+    layout = add_lora(pipe, cfg.lora, seed=0)
+    lora.load_vector(pipe.unet, vec, layout)
+    styled = pipe(["a bag"], 3, torch.Generator().manual_seed(0))
+    assert not np.array_equal(styled, base)
+    fresh = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
+    fresh.load_lora_weights(write_lora(vec, layout, cfg.lora, tmp_path / "edges"))
+    np.testing.assert_array_equal(fresh(["a bag"], 3, torch.Generator().manual_seed(0)), styled)
+
+
+@pytest.mark.parametrize("over,match", [
+    (["tasks=[sepia]"], "'sepia' is not a built-in style"),
+    (["vision.base_dir=/nonexistent/base"], "no vision base pipeline in /nonexistent/base/pipeline"),
+    (["lora.target_modules=[query]"], "the UNet has no module 'query'")])
+def test_style_zoo_bad_input(style_zoo, over, match):
+    from raypdiff.zoo import prepare
+
+    _, tmp = style_zoo
+    base = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'bad'}"]
+    with pytest.raises(ConfigError, match=match):
+        prepare(load_config(CONFIG, base + over), progress=False)
