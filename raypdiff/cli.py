@@ -101,14 +101,15 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from raypdiff.generate import generate
 
-    if (args.task is None) == (args.description is None):
-        raise ConfigError("give either --task (a task the generator knows) or --description (+ --examples)")
+    if sum(x is not None for x in (args.task, args.description, args.style_images)) != 1:
+        raise ConfigError("give one of --task (a task the generator knows), --description (+ --examples) or "
+                          "--style-images (a style generator)")
     labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
     expect = load_config(args.config, args.overrides) if args.config or args.overrides else None
     res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
                    examples_file=args.examples, label_names=labels, guidance=args.guidance,
-                   quality=args.quality, expect=expect)
-    print(f"wrote {len(res['adapters'])} PEFT adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
+                   quality=args.quality, expect=expect, style_images=args.style_images)
+    print(f"wrote {len(res['adapters'])} adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
           f"manifest: {res['manifest']}")
     return 0
 
@@ -266,15 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     _zoo_job_args(t)
     t.set_defaults(fn=cmd_train)
 
-    g = sub.add_parser("generate", help="generate PEFT adapters from a task name or a description + examples",
-                       description="Sample adapters from a trained generator. For a task outside the zoo give "
-                                   "--description, --label-names and --examples (JSONL rows "
-                                   '{"text": "...", "label": "..."}).')
+    g = sub.add_parser("generate", help="generate adapters from a task name, a description + examples, or style "
+                                        "images", description="Sample adapters from a trained generator. For a task "
+                                   "outside the zoo give --description, --label-names and --examples (JSONL rows "
+                                   '{"text": "...", "label": "..."}); for a style, --style-images DIR.')
     g.add_argument("--generator", required=True, help="generator.pt or the folder holding it")
     g.add_argument("--task", help="a task the generator was trained on")
     g.add_argument("--description", help="free task description (instead of --task)")
     g.add_argument("--examples", help="JSONL file of labeled examples for --description")
     g.add_argument("--label-names", help="comma-separated label names for --description (omit for regression)")
+    g.add_argument("--style-images", metavar="DIR", help="a folder of images of a style (.png, .jpg, ...; any size "
+                   ">= 16 px): a style generator (domain: vision) writes diffusers LoRA folders for it")
     g.add_argument("--num", type=int, default=10, help="adapters to generate (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")

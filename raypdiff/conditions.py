@@ -162,15 +162,21 @@ def make_encoder(cfg: ConditionConfig, base: str = "all-MiniLM-L6-v2"):
         return MiniLMEncoder(base)
     if cfg.encoder == "clip":
         return ClipTextEncoder(cfg)
-    raise ConfigError("the onehot condition has no text encoder")
+    raise ConfigError(f"condition.encoder={cfg.encoder} has no text encoder")
+
+
+def onehot_bank(cfg: ConditionConfig, names: list[str]) -> dict[str, np.ndarray]:
+    """task → (num_sets, T) copies of its one-hot id (the ablation's condition, in either domain)."""
+    eye = np.eye(len(names), dtype=np.float32)
+    return {n: np.repeat(eye[i:i + 1], cfg.num_sets, 0) for i, n in enumerate(names)}
 
 
 def condition_bank(cfg: ConditionConfig, specs: list[TaskSpec], trains: dict[str, Split]) -> dict[str, np.ndarray]:
     """task → (num_sets, C) embeddings of the description with different example draws."""
     if cfg.encoder == "onehot":
-        names = [s.name for s in specs]
-        eye = np.eye(len(names), dtype=np.float32)
-        return {n: np.repeat(eye[i:i + 1], cfg.num_sets, 0) for i, n in enumerate(names)}
+        return onehot_bank(cfg, [s.name for s in specs])
+    if cfg.encoder == "mobilenet":
+        raise ConfigError("condition.encoder=mobilenet embeds style images: it needs a style zoo (domain: vision)")
     encoder = make_encoder(cfg)
     rng = np.random.default_rng(cfg.seed)
     return {spec.name: embed(encoder, cfg, spec, [draw_examples(trains[spec.name], cfg.k, rng)

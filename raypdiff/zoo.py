@@ -74,7 +74,7 @@ def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, 
     from raypdiff.domains import domain_for
 
     cfg = Config.from_dict(cfg_dict)
-    domain = domain_for(cfg)
+    domain = domain_for(cfg.domain)
     spec = domain.spec(spec_dict)
     path = Path(out_dir) / SHARDS / shard_name(spec.name, seed)
     if path.exists():  # a retry after the shard landed, or a re-run: nothing to do
@@ -129,7 +129,7 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
     from raypdiff.domains import domain_for
     from raypdiff.lora import Layout
 
-    domain = domain_for(cfg)
+    domain = domain_for(cfg.domain)
     out = Path(cfg.collect.output_dir).expanduser().resolve()
     _check_writable(out)
     specs = domain.specs(cfg)
@@ -221,7 +221,7 @@ def _meta_fields(cfg: Config) -> dict:
     from raypdiff.domains import domain_for
 
     c = cfg.to_dict()
-    return {"domain": cfg.domain, "base_model": domain_for(cfg).base(cfg), "lora": c["lora"], "capture": c["capture"],
+    return {"domain": cfg.domain, "base_model": domain_for(cfg.domain).base(cfg), "lora": c["lora"], "capture": c["capture"],
             "train": c["train"], "eval": c["eval"]}
 
 
@@ -240,7 +240,7 @@ def _versions() -> dict:
 def write_meta(out: Path, cfg: Config, specs, data: dict, layouts, complete: bool) -> None:
     from raypdiff.domains import domain_for
 
-    domain = domain_for(cfg)
+    domain = domain_for(cfg.domain)
     meta = {
         "complete": complete,
         **_meta_fields(cfg),
@@ -284,7 +284,7 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     data_refs = {name: ray.put(d) for name, d in plan.data.items()}
     from raypdiff.domains import domain_for
 
-    specs = {s.name: domain_for(cfg).spec_dict(s) for s in plan.specs}
+    specs = {s.name: domain_for(cfg.domain).spec_dict(s) for s in plan.specs}
     pending, queue = [], list(plan.todo)
     from tqdm import tqdm
 

@@ -1,5 +1,7 @@
 """The style zoo on a real local Ray (`raypdiff collect` with domain: vision) over a tiny base: shards of captured
-UNet LoRAs scored by denoising error, and a captured vector that round-trips exactly through diffusers' LoRA loading."""
+UNet LoRAs scored by denoising error, a captured vector that round-trips exactly through diffusers' LoRA loading, and
+a generator trained on it (Ray Train, image conditions) whose `generate --style-images` LoRAs load and change the
+pipeline's output; bad style-image folders are one error line."""
 from __future__ import annotations
 
 import shutil
@@ -35,9 +37,12 @@ def style_zoo():
     pipe = new_pipeline(cfg.vision)
     fit(pipe, cfg.vision, x[:64], y[:64], steps=2)
     pipe.save_pretrained(tmp / "base" / "pipeline")
-    cmd = [sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", str(CONFIG), *over]
-    r = subprocess.run(cmd, cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+    over.append(f"trainer.output_dir={tmp / 'gen'}")
+    for verb in ("collect", "train"):
+        cmd = [sys.executable, "-m", "raypdiff.cli", verb, "-q", "-c", str(CONFIG), *over]
+        r = subprocess.run(cmd, cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
     yield cfg, tmp
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -85,3 +90,44 @@ def test_style_zoo_bad_input(style_zoo, over, match):
     base = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'bad'}"]
     with pytest.raises(ConfigError, match=match):
         prepare(load_config(CONFIG, base + over), progress=False)
+
+
+def _generate(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "raypdiff.cli", "generate", "--generator", str(tmp / "gen"), "--num", "2", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_generate_from_style_images(style_zoo, tmp_path, fmnist_test):
+    from PIL import Image
+
+    from raypdiff.vision.styles import DEFAULT_STYLES, apply
+
+    _, tmp = style_zoo
+    x, _ = fmnist_test
+    (tmp_path / "style").mkdir()
+    edges = next(s for s in DEFAULT_STYLES if s.name == "edges")
+    for i, img in enumerate(apply(edges, x[500:504])):
+        Image.fromarray(img).resize((64, 64)).save(tmp_path / "style" / f"{i}.png")  # any size >= 16 px
+    r = _generate(tmp, "--style-images", str(tmp_path / "style"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["images"] == 4 and manifest["nearest_task"] in ("inverted", "edges")
+    pipe = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
+    base = pipe(["a coat"], 3, torch.Generator().manual_seed(0))
+    pipe.load_lora_weights(manifest["adapters"][0])
+    assert not np.array_equal(pipe(["a coat"], 3, torch.Generator().manual_seed(0)), base)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d: None, "no images in it"),
+    (lambda d: (d / "a.png").write_bytes(b"not a png"), "is not a readable image"),
+    (lambda d: __import__("PIL.Image").Image.new("L", (8, 8)).save(d / "small.png"), "8x8 px"),
+])
+def test_generate_bad_style_images(style_zoo, tmp_path, make, match):
+    _, tmp = style_zoo
+    (tmp_path / "style").mkdir()
+    make(tmp_path / "style")
+    r = _generate(tmp, "--style-images", str(tmp_path / "style"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -33,6 +33,12 @@ def pipeline_dir(cfg: Config) -> Path:
     return path
 
 
+def image_encoder(c):
+    from raypdiff.vision.encoders import MobileNetEncoder
+
+    return MobileNetEncoder(c.image_weights)
+
+
 def load_styled(cfg: Config, spec: StyleSpec) -> StyleData:
     """train: the first vision.style_images train images; val: the last eval.val_examples train images (never
     trained on); test: the first eval.test_examples test images. Random ops draw per split from eval.split_seed."""
@@ -88,6 +94,30 @@ class StyleDomain:
 
     def cost(self, cfg: Config, spec: StyleSpec, data: StyleData) -> float:
         return float(cfg.train.for_task(spec.name).steps)
+
+    def conditions(self, cfg: Config, meta: dict) -> dict:
+        """For the generator of a style zoo: "bank", style → (condition.num_sets, 1280) conditions, each the mean
+        MobileNetV2 feature of k images drawn from the style's train images; no examples to show; the base UNet's
+        hash."""
+        from raypdiff.conditions import onehot_bank
+
+        names = list(meta["tasks"])
+        fingerprint = {"examples": {}, "base_fingerprint": meta["base_model"]["unet_sha256"]}
+        c = cfg.condition
+        if c.encoder == "onehot":
+            return {"bank": onehot_bank(c, names), **fingerprint}
+        if c.encoder != "mobilenet":
+            raise ConfigError(f"condition.encoder={c.encoder} embeds text; a style zoo's conditions are images: "
+                              f"set condition.encoder=mobilenet")
+        encoder = image_encoder(c)
+        zoo_cfg = Config.from_dict({"vision": meta["base_model"]["vision"], "eval": meta["eval"]})
+        rng = np.random.default_rng(c.seed)
+        bank = {}
+        for t in names:
+            x, _ = load_styled(zoo_cfg, self.spec(meta["tasks"][t]["spec"])).train
+            bank[t] = encoder.condition([x[rng.choice(len(x), min(c.k, len(x)), replace=False)]
+                                         for _ in range(c.num_sets)])
+        return {"bank": bank, **fingerprint}
 
     def run(self, cfg: Config, spec: StyleSpec, data: StyleData, seed: int, bar) -> Run:
         """Fine-tune a style LoRA on the style's train images, capture, score every capture on val and a sample on
