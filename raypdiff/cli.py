@@ -49,7 +49,10 @@ def cmd_tasks(args) -> int:
     from raypdiff.holdout import family_folds, kfold
     from raypdiff.tasks import resolve_specs, summarize
 
+    from raypdiff.domains import require_text
+
     cfg = load_config(args.config, args.overrides)
+    require_text(cfg.domain, "tasks", "this config")
     specs = resolve_specs(cfg.tasks, cfg.data.root)
     rows = summarize(specs, cfg.eval.val_examples, cfg.eval.test_examples, cfg.eval.split_seed)
     if args.json:
@@ -77,7 +80,10 @@ def cmd_export(args) -> int:
     from raypdiff.tasks import TaskSpec
     from raypdiff.zoo import get_vector, read_meta
 
+    from raypdiff.domains import require_text
+
     meta = read_meta(args.zoo)
+    require_text(meta.get("domain", "text"), "export", args.zoo)
     if args.task not in meta["tasks"]:
         raise ConfigError(f"unknown task {args.task!r} in this zoo (tasks: {', '.join(meta['tasks'])})")
     info = meta["tasks"][args.task]

@@ -296,6 +296,7 @@ class VisionConfig:
     seed: int = 0
     base_dir: str = "runs/vision/base"
     style_images: int = 2000  # styled train images per style LoRA (the first N of Fashion-MNIST's train split)
+
     def __post_init__(self):
         _require(self.image_size >= 28 and self.image_size % 4 == 0,
                  f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
@@ -450,6 +451,10 @@ class Config:
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")
+        _require((self.condition.encoder == "mobilenet") <= (self.domain == "vision"),
+                 "condition.encoder=mobilenet embeds style images: it needs domain: vision")
+        _require(self.domain == "text" or self.condition.encoder in ("mobilenet", "onehot"),
+                 f"condition.encoder={self.condition.encoder} embeds text; domain: vision needs mobilenet (or onehot)")
         names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
         _require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
         for section in ("autoencoder", "diffusion"):

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from raypdiff.config import Config
+from raypdiff.config import Config, ConfigError
 from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, score, spec_to_dict
 
 
@@ -29,8 +29,8 @@ def tested_captures(num: int, every: int, values: list[float]) -> list[int]:
     return sorted({*range(num - 1, -1, -every), int(np.argmax(values))})
 
 
-def score_captures(metric: str, schedule: list[int], captured: dict[int, np.ndarray], load: Callable[[np.ndarray], None],
-                   val_score: Callable[[], float], test_outputs: Callable[[], np.ndarray],
+def score_captures(metric: str, schedule: list[int], captured: dict[int, np.ndarray],
+                   load: Callable[[np.ndarray], None], val_score: Callable[[], float], test_outputs: Callable[[], np.ndarray],
                    test_score: Callable[[np.ndarray], float], test_every: int, bar) -> Run:
     """The domain-free half of a run: load each capture, score it on val; on the sampled captures also keep the
     per-row test outputs and their score."""
@@ -54,7 +54,7 @@ class Domain(Protocol):
     def spec(self, d: dict): ...  # a spec back from its meta.json dict
     def spec_dict(self, spec) -> dict: ...
     def load(self, cfg: Config, spec): ...  # the task's train / val / test data
-    def layout(self, cfg: Config, spec) -> list: ...  # the adapter's layout (Layout.to_json); fails fast on bad settings
+    def layout(self, cfg: Config, spec) -> list: ...  # the adapter's Layout.to_json(); fails fast on bad settings
     def base(self, cfg: Config) -> dict: ...  # the frozen base model, as recorded in meta.json
     def info(self, spec, data) -> dict: ...  # meta.json's per-task entry (spec, metric, splits, ...)
     def cost(self, cfg: Config, spec, data) -> float: ...  # relative run time: longest jobs start first
@@ -133,6 +133,13 @@ class TextDomain:
             lambda: lora.evaluate(model, val_batches, spec, data.val.labels, cfg.model.dtype),
             lambda: lora.predict(model, test_batches, spec.is_regression, cfg.model.dtype),
             lambda preds: score(spec.metric, preds, data.test.labels), cfg.eval.test_every, bar)
+
+
+def require_text(domain: str, what: str, where: object) -> None:
+    """Commands built for text adapters (evaluate, holdout, sweep, serve, export, tasks) refuse a style zoo or
+    generator in one line instead of failing deep inside."""
+    if domain != "text":
+        raise ConfigError(f"{what} works on text zoos and generators; {where} is of the {domain} domain")
 
 
 def domain_for(name: str) -> Domain:

@@ -94,7 +94,10 @@ def _load(gen_path: str, tasks: Optional[list[str]], zoo: Optional[str]):
     """The generator, the task names (validated), and the zoo's meta, splits and per-task arrays."""
     from raypdiff.zoo import check, load_splits, task_arrays
 
+    from raypdiff.domains import require_text
+
     gen = Generator(gen_path)
+    require_text(gen.domain, "evaluate", gen.path)
     names = tasks or gen.task_names
     for t in names:
         gen.spec(t)

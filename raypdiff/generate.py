@@ -62,10 +62,13 @@ class Generator:
         """A few of `task`'s labeled training rows as {"text", "label"} (generators saved before they were kept: [])."""
         return self.payload.get("examples", {}).get(task, [])
 
-    def spec(self, task: str) -> TaskSpec:
+    def spec(self, task: str):
+        """The task's spec (a TaskSpec; a StyleSpec for a style generator)."""
+        from raypdiff.domains import domain_for
+
         if task not in self.tasks:
             raise ConfigError(f"unknown task {task!r} for this generator (trained on: {', '.join(self.task_names)})")
-        return TaskSpec(**self.tasks[task]["spec"])
+        return domain_for(self.domain).spec(self.tasks[task]["spec"])
 
     def layout(self, task: str):
         from raypdiff.lora import Layout
@@ -73,7 +76,9 @@ class Generator:
         return Layout.from_json(self.tasks[task]["layout"])
 
     def check_compatible(self, cfg: Config) -> None:
-        """A generator only makes adapters for the base model and LoRA layout it was trained on."""
+        """A generator only makes adapters for the domain, base model and LoRA layout it was trained on."""
+        if cfg.domain != self.domain:
+            raise ConfigError(f"this generator makes {self.domain} adapters; your config's domain is {cfg.domain}")
         trained = self.payload["base_model"].get("base")  # None for a style generator: its base is a pipeline folder
         if trained is not None and cfg.model.base != trained:
             raise ConfigError(f"this generator was trained for base model {trained!r}, not {cfg.model.base!r}")
@@ -142,12 +147,14 @@ class Generator:
         """Zoo vectors through the autoencoder (no augmentation noise): (N, P_task) → (N, P_task)."""
         return self.normalizer.invert(task, self.ae.decode(self.encode(task, vectors)).numpy()[:, :vectors.shape[1]])
 
-    def image_condition(self, images: np.ndarray, num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str]:
-        """Condition for a style from (N, H, W) images of it; its statistics come from the zoo style whose
-        conditions are closest."""
+    def image_condition(self, images: np.ndarray, num: int,
+                        quality: Optional[float] = None) -> tuple[torch.Tensor, str]:
+        """Condition for a style from (N, H, W) images of it (their mean feature, as training's conditions are the
+        mean of k; more images only steady it); its statistics come from the zoo style whose conditions are
+        closest."""
         if self.cfg.condition.encoder != "mobilenet":
             raise ConfigError(f"--style-images: this generator's conditions are not images (condition.encoder="
-                              f"{self.cfg.condition.encoder}); give --task or --description")
+                              f"{self.cfg.condition.encoder}); give --task")
         from raypdiff.vision.domain import image_encoder
 
         emb = image_encoder(self.cfg.condition).condition([images])[0]  # (C,)
@@ -254,6 +261,8 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
         cond, stats_task = gen.image_condition(images, num, quality)
         extra = {"style_images": str(Path(style_images).resolve()), "images": len(images), "nearest_task": stats_task}
     else:
+        if gen.domain != "text":
+            raise ConfigError("--description: a style generator takes --task (a style it knows) or --style-images")
         examples = _read_examples(examples_file) if examples_file else []
         cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num, quality)
         extra = {"description": description, "label_names": label_names, "nearest_task": stats_task,

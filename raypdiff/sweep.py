@@ -123,9 +123,11 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     from ray.tune import TuneConfig, Tuner
 
     from raypdiff.cluster import connect, cpus
+    from raypdiff.domains import require_text
     from raypdiff.zoo import check, subsample
 
     meta = check(zoo_dir)
+    require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator
     captures = meta["capture"]["num"] * len(meta["capture"]["seeds"])
     trials = plan(cfg, captures)
     out = Path(cfg.sweep.output_dir).expanduser().resolve()

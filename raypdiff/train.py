@@ -167,8 +167,9 @@ def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
     """Everything generation needs: config, zoo facts, normalizer, bank, AE, EMA denoiser, latent stats."""
     payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
                "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
-               **{k: prep[k] for k in ("domain", "normalizer", "bank", "task_names", "num_params", "tasks", "zoo",
-                                       "base_model", "lora", "examples")}, "base_fingerprint": prep.get("base_fingerprint")}
+               **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
+                                       "lora", "examples")},
+               "domain": prep.get("domain", "text"), "base_fingerprint": prep.get("base_fingerprint")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)

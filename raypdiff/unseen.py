@@ -192,7 +192,10 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     """Every fold of holdout.scheme (finished folds are read back, not re-run); writes holdout.json."""
     from raypdiff.zoo import check, task_arrays
 
+    from raypdiff.domains import require_text
+
     meta = check(zoo_dir)
+    require_text(meta.get("domain", "text"), "holdout", zoo_dir)
     arrays = functools.cache(lambda: task_arrays(zoo_dir, test=True))  # the whole zoo: read once, if needed
     specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
     out = Path(cfg.holdout.output_dir).expanduser().resolve() / cfg.holdout.scheme

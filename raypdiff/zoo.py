@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
+from raypdiff.domains import domain_for, require_text
 from raypdiff.tasks import TaskSpec, load_task
 
 SHARDS = "shards"
@@ -71,8 +72,6 @@ def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int],
 
 def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, progress: bool = True) -> dict:
     """One (task, seed) of the configured domain: fine-tune, capture, score, write the shard."""
-    from raypdiff.domains import domain_for
-
     cfg = Config.from_dict(cfg_dict)
     domain = domain_for(cfg.domain)
     spec = domain.spec(spec_dict)
@@ -126,7 +125,6 @@ class Plan:
 
 def prepare(cfg: Config, progress: bool = True) -> Plan:
     """Validate everything that can be a user mistake before any Ray work starts; set aside damaged shards."""
-    from raypdiff.domains import domain_for
     from raypdiff.lora import Layout
 
     domain = domain_for(cfg.domain)
@@ -218,11 +216,9 @@ def _check_writable(out: Path) -> None:
 
 
 def _meta_fields(cfg: Config) -> dict:
-    from raypdiff.domains import domain_for
-
     c = cfg.to_dict()
-    return {"domain": cfg.domain, "base_model": domain_for(cfg.domain).base(cfg), "lora": c["lora"], "capture": c["capture"],
-            "train": c["train"], "eval": c["eval"]}
+    return {"domain": cfg.domain, "base_model": domain_for(cfg.domain).base(cfg), "lora": c["lora"],
+            "capture": c["capture"], "train": c["train"], "eval": c["eval"]}
 
 
 def _versions() -> dict:
@@ -238,8 +234,6 @@ def _versions() -> dict:
 
 
 def write_meta(out: Path, cfg: Config, specs, data: dict, layouts, complete: bool) -> None:
-    from raypdiff.domains import domain_for
-
     domain = domain_for(cfg.domain)
     meta = {
         "complete": complete,
@@ -282,8 +276,6 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     remote = ray.remote(collect_one).options(num_cpus=cfg.collect.num_cpus, num_gpus=cfg.collect.num_gpus,
                                              max_retries=cfg.collect.max_retries)
     data_refs = {name: ray.put(d) for name, d in plan.data.items()}
-    from raypdiff.domains import domain_for
-
     specs = {s.name: domain_for(cfg.domain).spec_dict(s) for s in plan.specs}
     pending, queue = [], list(plan.todo)
     from tqdm import tqdm
@@ -457,6 +449,7 @@ def select_tasks(zoo_dir: str | Path, tasks: list[str], out_dir: str | Path) -> 
 
 def load_splits(meta: dict, names: list[str]) -> dict:
     """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time."""
+    require_text(meta.get("domain", "text"), "reading text splits", "this zoo")
     ev, out = meta["eval"], {}
     for t in names:
         info = meta["tasks"][t]

@@ -53,7 +53,7 @@ def test_style_zoo_shards(style_zoo):
     cfg, tmp = style_zoo
     meta = check(tmp / "zoo")
     assert meta["domain"] == "vision" and list(meta["tasks"]) == ["inverted", "edges"]
-    assert meta["base_model"]["pipeline"] == str(tmp / "base" / "pipeline") and meta["base_model"]["unet_sha256"]
+    assert len(meta["base_model"]["unet_sha256"]) == 64 and meta["base_model"]["vision"]["style_images"] == 64
     arrays = task_arrays(tmp / "zoo", test=True)
     for name, a in arrays.items():
         size = Layout.from_json(meta["tasks"][name]["layout"]).size
@@ -131,3 +131,31 @@ def test_generate_bad_style_images(style_zoo, tmp_path, make, match):
     make(tmp_path / "style")
     r = _generate(tmp, "--style-images", str(tmp_path / "style"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("args,match", [
+    (["generate", "--task", "edges", "--num", "1"], None),  # a zoo style by name
+    (["generate", "--description", "Edges.", "--num", "1"], "a style generator takes --task"),
+    (["evaluate", "--num", "1"], "evaluate works on text zoos and generators"),
+])
+def test_style_generator_verbs(style_zoo, tmp_path, args, match):
+    _, tmp = style_zoo
+    cmd = [sys.executable, "-m", "raypdiff.cli", args[0], "--generator", str(tmp / "gen"), *args[1:],
+           "--out", str(tmp_path / "out")]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if match is None:
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert (tmp_path / "out" / "adapter_000" / "pytorch_lora_weights.safetensors").is_file()
+    else:
+        assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"condition": {"encoder": "mobilenet"}}, "needs domain: vision"),
+    ({"domain": "vision", "tasks": ["edges"]}, "domain: vision needs mobilenet"),
+])
+def test_domain_and_encoder_must_agree(cfg, match):
+    from raypdiff.config import Config
+
+    with pytest.raises(ConfigError, match=match):
+        Config.from_dict(cfg)

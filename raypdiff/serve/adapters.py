@@ -27,6 +27,9 @@ def resolve_generator(source: str, tracking_uri: Optional[str]) -> Path:
 
 class AdapterMaker:
     def __init__(self, gen: Generator, store: AdapterStore):
+        from raypdiff.domains import require_text
+
+        require_text(gen.domain, "serve", gen.path)
         self.gen, self.store, self.writer = gen, store, AdapterWriter(gen)
         self.base = gen.payload["base_model"]["base"]
 

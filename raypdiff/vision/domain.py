@@ -81,12 +81,14 @@ class StyleDomain:
         return add_lora(FashionPipeline.from_pretrained(pipeline_dir(cfg)), cfg.lora, seed=0).to_json()
 
     def base(self, cfg: Config) -> dict:
-        """The pipeline folder and a hash of its UNet weights: another base is another zoo."""
-        path = pipeline_dir(cfg)
+        """A hash of the base UNet's weights (another base is another zoo, wherever its folder lies) and the vision
+        settings that change the styled data or the scores (not those of the base's own training)."""
         h = hashlib.sha256()
-        for f in sorted((path / "unet").glob("*.safetensors")):
+        for f in sorted((pipeline_dir(cfg) / "unet").glob("*.safetensors")):
             h.update(f.read_bytes())
-        return {"pipeline": str(path), "unet_sha256": h.hexdigest(), "vision": cfg.to_dict()["vision"]}
+        v = cfg.to_dict()["vision"]
+        return {"unet_sha256": h.hexdigest(),
+                "vision": {k: v[k] for k in ("data_dir", "image_size", "timesteps", "prompt", "style_images")}}
 
     def info(self, spec: StyleSpec, data: StyleData) -> dict:
         return {"spec": self.spec_dict(spec), "metric": METRIC, "num_labels": 0, "splits": data.splits,
