@@ -142,6 +142,21 @@ def cmd_vision_base(args) -> int:
     return 0
 
 
+def cmd_vision_eval(args) -> int:
+    from raypdiff.vision.evaluate import run
+
+    cfg = load_config(args.config, args.overrides)
+    report = run(cfg, args.zoo or cfg.collect.output_dir,
+                 args.generator or str(Path(cfg.trainer.output_dir) / "generator.pt"), progress=not args.quiet)
+    t = report["targets"]
+    print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
+          f"{Path(cfg.style_eval.output_dir) / 'vision.md'}")
+    print(f"  generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
+          f"{t['seen_styles']}; Fréchet distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; "
+          f"held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from raypdiff.evaluate import evaluate, markdown
 
@@ -344,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(vb)
     vb.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     vb.set_defaults(fn=cmd_vision_base)
+
+    ve = sub.add_parser("vision-eval", help="score style LoRAs by their samples: zoo, weight average, generated, "
+                                            "held-out styles",
+                        description="Sample the vision base with each style's LoRAs (the zoo's, their weight "
+                                    "average, generated ones; the base alone) on one prompt set from one noise, and "
+                                    "judge the samples with classifiers trained here on real styled images: style "
+                                    "accuracy, a Fréchet distance in a Fashion-MNIST classifier's features (FID-style) "
+                                    "and class accuracy, with 95%% intervals. style_eval.heldout_styles trains a "
+                                    "second generator without them and compares it with the nearest style's LoRA. "
+                                    "Writes <style_eval.output_dir>/vision.{json,md,png}, a grid per style and "
+                                    "interpolation.png.")
+    _zoo_job_args(ve)
+    ve.add_argument("--generator", help="the generator trained on the whole zoo (default: "
+                                        "<trainer.output_dir>/generator.pt)")
+    ve.set_defaults(fn=cmd_vision_eval)
 
     w = sub.add_parser("sweep", help="ablation sweep on Ray Tune: latent size, normalization, N, condition, noise",
                        description="Train and evaluate one generator per trial on Ray Tune (each trial drives its own "

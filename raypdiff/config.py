@@ -310,6 +310,32 @@ class VisionConfig:
 
 
 @dataclass
+class StyleEvalConfig:
+    """Style LoRAs scored by their samples (`raypdiff vision-eval`): every method samples the same prompt set from
+    the same noise; judges trained here on real styled images read the samples."""
+    per_class: int = 10  # samples per Fashion-MNIST class per adapter (the prompt set: every class this many times)
+    num: int = 3  # generated adapters per style: their mean and the best by val
+    zoo_captures: int = 4  # a style's captures sampled for the zoo mean, evenly over its seeds and steps
+    judge_images: int = 500  # real images per style (and unstyled) the style and class judges train on
+    judge_steps: int = 1500
+    heldout_styles: list[str] = field(default_factory=list)  # styles a second generator never sees
+    interpolate: list[str] = field(default_factory=list)  # the two styles of the interpolation strip; [] → first two
+    interpolate_points: int = 7
+    bootstrap: int = 200  # resamples of the prompt set (each Fréchet distance resample is a matrix square root)
+    seed: int = 0
+    output_dir: str = "runs/vision/eval"
+
+    def __post_init__(self):
+        for name in ("per_class", "num", "zoo_captures", "judge_images", "judge_steps", "bootstrap"):
+            _require(getattr(self, name) >= 1, f"style_eval.{name}: must be >= 1, got {getattr(self, name)}")
+        _require(self.per_class >= 2, f"style_eval.per_class: must be >= 2 (a Fréchet distance needs a covariance), "
+                 f"got {self.per_class}")
+        _require(len(self.interpolate) in (0, 2), f"style_eval.interpolate: name two styles, got {self.interpolate}")
+        _require(self.interpolate_points >= 2,
+                 f"style_eval.interpolate_points: must be >= 2, got {self.interpolate_points}")
+
+
+@dataclass
 class GenerateConfig:
     num: int = 10  # adapters per condition
     seed: int = 0
@@ -448,6 +474,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
+    style_eval: StyleEvalConfig = field(default_factory=StyleEvalConfig)
 
     def __post_init__(self):
         _require(len(self.tasks) > 0, "tasks: list at least one task")

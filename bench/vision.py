@@ -1,0 +1,48 @@
+"""The vision domain end to end (configs/vision.yaml): build the offline base, collect the style-LoRA zoo, train the
+generator, then `raypdiff vision-eval`; copies its report to bench/results/vision.{json,md,png} and the grids to
+bench/results/vision_*.png. Every step resumes or reuses what is already built.
+
+    python bench/vision.py
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/vision.yaml")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("overrides", nargs="*", help="dotted overrides for the config")
+    args = p.parse_args()
+    from raypdiff.config import load_config
+
+    cfg = load_config(ROOT / args.config, args.overrides)
+    common = ["-c", args.config, *args.overrides]
+
+    def cli(*verb: str) -> None:
+        subprocess.run([sys.executable, "-m", "raypdiff.cli", *verb, *common], cwd=ROOT, check=True)
+
+    if not (ROOT / cfg.vision.base_dir / "base.json").is_file():
+        cli("vision-base")
+    cli("collect")
+    if not (ROOT / cfg.trainer.output_dir / "generator.pt").is_file():
+        cli("train")
+    cli("vision-eval")
+    src, out = ROOT / cfg.style_eval.output_dir, Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("vision.json", "vision.md", "vision.png"):
+        shutil.copy(src / f, out / f)
+    for f in [*src.glob("grid_*.png"), src / "interpolation.png"]:
+        shutil.copy(f, out / f"vision_{f.name}")
+    print((out / "vision.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Style LoRAs judged by their samples (`raypdiff vision-eval`): style accuracy, a Fréchet distance in a Fashion-MNIST
+classifier's feature space (FID-style) and class accuracy, for the base, the zoo's LoRAs, their weight average and
+generated LoRAs on seen styles, and on styles a second generator never saw; grids and an interpolation strip."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from raypdiff.config import Config, ConfigError
+from raypdiff.stats import interval
+
+SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
+HELDOUT = ("base", "nearest_style", "generated", "generated_best", "zoo_best")  # zoo_best: the style's own (oracle)
+SCORES = ("style_acc", "fd", "class_acc")
+
+
+@dataclass
+class Judges:
+    """Classifiers trained on real images: `styles` tells "plain" (index 0) and each style apart; `classes` reads
+    the garment whatever its style, and its features are the Fréchet distance's space."""
+    styles: torch.nn.Module
+    classes: torch.nn.Module
+    names: list[str]  # style i is output i + 1 of `styles`
+
+
+def train_judges(cfg: Config, specs: list, progress: bool = True) -> tuple[Judges, dict]:
+    """Both judges on style_eval.judge_images real train images per style and unstyled (rows the style LoRAs never
+    trained on); their accuracy on the styles' test images."""
+    from raypdiff.vision import classify, fashion
+    from raypdiff.vision.styles import apply
+
+    e, v = cfg.style_eval, cfg.vision
+    (xtr, ytr), (xte, yte) = fashion.load("train", v.data_dir), fashion.load("test", v.data_dir)
+    a = v.style_images  # after the style LoRAs' train rows
+    if a + e.judge_images + cfg.eval.val_examples > len(xtr):
+        raise ConfigError(f"style_eval.judge_images: {e.judge_images} rows after vision.style_images={a} overlap the "
+                          f"val rows; use fewer")
+    x, y = xtr[a:a + e.judge_images], ytr[a:a + e.judge_images]
+    n_test = min(cfg.eval.test_examples, len(xte))
+    images, styles, classes, test = [x], [np.zeros(len(x), int)], [y], {}
+    for i, spec in enumerate(specs, start=1):
+        images.append(apply(spec, x, seed=e.seed + i))
+        styles.append(np.full(len(x), i))
+        classes.append(y)
+    images, styles, classes = np.concatenate(images), np.concatenate(styles), np.concatenate(classes)
+    if progress:
+        print(f"vision-eval: training the style and class judges on {len(images)} real images", file=sys.stderr)
+    style_cnn = classify.train(images, styles, len(specs) + 1, steps=e.judge_steps, seed=e.seed)
+    class_cnn = classify.train(images, classes, len(fashion.CLASSES), steps=e.judge_steps, seed=e.seed)
+    for i, spec in enumerate(specs, start=1):  # held-out accuracy on test images styled with another draw
+        test[spec.name] = apply(spec, xte[:n_test], seed=e.seed + 1000 + i)
+    tx = np.concatenate(list(test.values()))
+    ts = np.repeat(np.arange(1, len(specs) + 1), n_test)
+    acc = {"style_test_acc": float((classify.predict(style_cnn, tx) == ts).mean()),
+           "class_test_acc": float((classify.predict(class_cnn, tx) == np.tile(yte[:n_test], len(specs))).mean())}
+    return Judges(style_cnn, class_cnn, [s.name for s in specs]), acc
+
+
+def prompt_set(cfg: Config) -> np.ndarray:
+    """(N,) class ids: every Fashion-MNIST class style_eval.per_class times, the same for every method."""
+    from raypdiff.vision.fashion import CLASSES
+
+    return np.tile(np.arange(len(CLASSES)), cfg.style_eval.per_class)
+
+
+class Sampler:
+    """The base pipeline with a LoRA slot: any adapter vector (zeros: the base itself) → its samples of the prompt
+    set, always from the same initial noise, so methods differ only by their adapter."""
+
+    def __init__(self, cfg: Config, layout_seed: int = 0):
+        from raypdiff.vision.base import FashionPipeline
+        from raypdiff.vision.domain import pipeline_dir
+        from raypdiff.vision.style_lora import add_lora
+
+        self.cfg = cfg
+        self.pipe = FashionPipeline.from_pretrained(pipeline_dir(cfg))
+        self.layout = add_lora(self.pipe, cfg.lora, layout_seed)
+        self.labels = prompt_set(cfg)
+
+    def load(self, vector: Optional[np.ndarray]) -> None:
+        from raypdiff import lora
+
+        lora.load_vector(self.pipe.unet, np.zeros(self.layout.size, np.float32) if vector is None else vector,
+                         self.layout)
+
+    def sample(self, vector: Optional[np.ndarray]) -> np.ndarray:
+        """(N, S, S) uint8 samples of the prompt set."""
+        from raypdiff.vision.base import prompts_for
+
+        self.load(vector)
+        return self.pipe(prompts_for(self.cfg.vision, self.labels), self.cfg.vision.sample_steps,
+                         torch.Generator().manual_seed(self.cfg.style_eval.seed))
+
+    def val_score(self, vector: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
+        """Minus the denoising error on (N, 28, 28) images (the zoo's capture score): what best-by-val picks by."""
+        from raypdiff.vision.style_lora import denoise_errors
+
+        self.load(vector)
+        return -float(denoise_errors(self.pipe, self.cfg.vision, images, labels, seed=self.cfg.eval.split_seed).mean())
+
+
+class Scorer:
+    """One style's scores of samples: the share the style judge calls that style, the Fréchet distance of their
+    class-judge features to the style's real test images, and the share whose garment the class judge reads right.
+    Intervals resample the prompt set (shared by every method: paired)."""
+
+    def __init__(self, judges: Judges, style: str, real: np.ndarray, labels: np.ndarray, num: int, seed: int):
+        from raypdiff.vision import classify
+
+        self.judges, self.target, self.labels = judges, judges.names.index(style) + 1, labels
+        self.real = classify.features(judges.classes, real)  # (M, 128)
+        self.idx = np.random.default_rng(seed).integers(0, len(labels), (num, len(labels)))  # (B, N)
+
+    def rows(self, samples: np.ndarray) -> dict:
+        """(N, S, S) samples of one adapter → per-sample hits and features."""
+        from raypdiff.vision import classify
+
+        return {"style": classify.predict(self.judges.styles, samples) == self.target,
+                "class": classify.predict(self.judges.classes, samples) == self.labels,
+                "features": classify.features(self.judges.classes, samples)}
+
+    def _values(self, rows: list[dict], idx: np.ndarray) -> np.ndarray:
+        """(3,) style_acc, fd, class_acc of the adapters' rows `idx`, averaged over the adapters."""
+        from raypdiff.vision.classify import frechet
+
+        return np.mean([[r["style"][idx].mean(), frechet(r["features"][idx], self.real), r["class"][idx].mean()]
+                        for r in rows], axis=0)
+
+    def score(self, rows: list[dict]) -> dict:
+        """rows of n adapters → {score: mean over them, score_ci: its 95% interval}."""
+        point = self._values(rows, np.arange(len(self.labels)))
+        draws = np.array([self._values(rows, i) for i in self.idx])  # (B, 3)
+        out = {}
+        for j, name in enumerate(SCORES):
+            out[name] = float(point[j])
+            out[f"{name}_ci"] = interval(draws[:, j])
+        return out
+
+
+def _spread(n_rows: int, k: int) -> np.ndarray:
+    """k row indices spread evenly over a style's captures (rows run over seeds, then steps)."""
+    return np.unique(np.linspace(0, n_rows - 1, min(k, n_rows)).round().astype(int))
+
+
+def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
+    """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
+    from raypdiff.generate import Generator
+    from raypdiff.train import train_generator
+    from raypdiff.zoo import select_tasks
+
+    train = [s for s in styles if s not in cfg.style_eval.heldout_styles]
+    gen_dir = out / "heldout_generator"
+    if not (gen_dir / "generator.pt").is_file():
+        d = cfg.to_dict()
+        fold_cfg = Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(gen_dir)}})
+        train_generator(fold_cfg, str(select_tasks(zoo_dir, train, out / "heldout_zoo")), progress)
+    gen = Generator(gen_dir / "generator.pt")
+    if gen.task_names != train:
+        raise ConfigError(f"{gen_dir} holds a generator trained on other styles ({', '.join(gen.task_names)}); "
+                          f"use a new style_eval.output_dir")
+    return gen
+
+
+def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict:
+    """Score every style of the zoo (seen by the generator at gen_path) and, with style_eval.heldout_styles, those
+    styles again with a generator trained without them. Writes <style_eval.output_dir>/vision.{json,md,png} and the
+    grids."""
+    from raypdiff.domains import domain_for
+    from raypdiff.generate import Generator
+    from raypdiff.vision.domain import load_styled
+    from raypdiff.zoo import check, task_arrays
+
+    e = cfg.style_eval
+    meta = check(zoo_dir)
+    if meta.get("domain", "text") != "vision":
+        raise ConfigError(f"{zoo_dir} is a text zoo: vision-eval scores style zoos (domain: vision)")
+    styles = list(meta["tasks"])
+    for name in [*e.heldout_styles, *e.interpolate]:
+        if name not in styles:
+            raise ConfigError(f"style_eval: style {name!r} is not in the zoo {zoo_dir} (styles: {', '.join(styles)})")
+    if len(set(styles) - set(e.heldout_styles)) < 1:
+        raise ConfigError("style_eval.heldout_styles: holds out every style; leave at least one to train on")
+    gen = Generator(gen_path)
+    gen.check_compatible(cfg)
+    if gen.task_names != styles:
+        raise ConfigError(f"{gen_path} was trained on other styles than the zoo {zoo_dir}'s")
+    out = Path(e.output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    domain = domain_for("vision")
+    specs = [domain.spec(meta["tasks"][s]["spec"]) for s in styles]
+    zoo_cfg = Config.from_dict({**cfg.to_dict(), "vision": {**cfg.to_dict()["vision"], **meta["base_model"]["vision"]},
+                                "eval": meta["eval"]})  # the styled data exactly as the zoo was scored on it
+    data = {s.name: load_styled(zoo_cfg, s) for s in specs}
+    judges, judge_acc = train_judges(zoo_cfg, specs, progress)
+    arrays = task_arrays(zoo_dir)
+    sampler = Sampler(cfg)
+    rng = np.random.default_rng(e.seed)
+    cache: dict[bytes, np.ndarray] = {}  # adapter bytes → its samples: the base, and best-of-n among the n, once
+    grids: dict[str, dict[str, np.ndarray]] = {}
+
+    def sample(vector: Optional[np.ndarray]) -> np.ndarray:
+        key = b"base" if vector is None else np.ascontiguousarray(vector).tobytes()
+        if key not in cache:
+            cache[key] = sampler.sample(vector)
+        return cache[key]
+
+    def scorer(style: str) -> Scorer:
+        return Scorer(judges, style, data[style].test[0], sampler.labels, e.bootstrap, e.seed)
+
+    def best_of(vectors: np.ndarray, images: np.ndarray, labels: np.ndarray) -> int:
+        return int(np.argmax([sampler.val_score(v, images, labels) for v in vectors]))
+
+    def evaluate(style: str, methods: dict[str, np.ndarray], key: str) -> dict:
+        """methods: name → (n, P) adapter vectors (None: the base) → {name: scores}; the first sample of each class
+        of each method kept for the style's grid."""
+        sc, res = scorer(style), {}
+        grid = grids.setdefault(f"{key}:{style}", {"real": data[style].test[0][:10]})
+        for name, vectors in methods.items():
+            if progress:
+                print(f"vision-eval: {key} style {style}: {name}", file=sys.stderr)
+            samples = [sample(None)] if vectors is None else [sample(v) for v in vectors]
+            grid[name] = samples[0][:10]
+            res[name] = sc.score([sc.rows(s) for s in samples])
+        return res
+
+    report: dict = {"judges": judge_acc, "prompts": len(sampler.labels), "styles": {}, "heldout_styles": {}}
+    for s in styles:
+        a, d = arrays[s], data[s]
+        picks = _spread(len(a["value"]), e.zoo_captures)
+        generated = gen.vectors(gen.conditions(s, e.num), s, seed=e.seed)
+        report["styles"][s] = evaluate(s, {
+            "base": None, "zoo_mean": a["vector"][picks], "zoo_best": a["vector"][[int(np.argmax(a["value"]))]],
+            "weight_average": a["vector"].mean(0, keepdims=True), "generated": generated,
+            "generated_best": generated[[best_of(generated, *d.val)]]}, "seen")
+    if e.heldout_styles:
+        hgen = heldout_generator(cfg, zoo_dir, styles, out, progress)
+        for s in e.heldout_styles:
+            a, (x, y) = arrays[s], data[s].train
+            pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give
+            cond, nearest = hgen.image_condition(x[pick], e.num)
+            generated = hgen.vectors(cond, nearest, seed=e.seed)
+            near = arrays[nearest]
+            report["heldout_styles"][s] = {"nearest": nearest, **evaluate(s, {
+                "base": None, "nearest_style": near["vector"][[int(np.argmax(near["value"]))]],
+                "generated": generated, "generated_best": generated[[best_of(generated, x[pick], y[pick])]],
+                "zoo_best": a["vector"][[int(np.argmax(a["value"]))]]}, "heldout")}
+    report["interpolation"], strip = interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
+    report["targets"] = targets(report)
+    report["eval_seconds"] = time.time() - t0
+    made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"  # absent for a base not made by vision-base
+    timing = Path(zoo_dir) / "collect_seconds.json"
+    report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in ("class_acc", "train_seconds",
+                                                                                     "steps", "judge_test_acc")}
+                      if made.is_file() else None)
+    report["zoo"] = {"styles": len(styles), "captures": int(sum(len(arrays[s]["value"]) for s in styles)),
+                     "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
+    files = [out / "vision.json", out / "vision.md", *write_pictures(report, grids, strip, out)]
+    (out / "vision.json").write_text(json.dumps(report, indent=1))
+    (out / "vision.md").write_text(markdown(report))
+    if cfg.tracking.enabled:
+        from raypdiff import tracking
+
+        metrics = {f"{kind}.{m}.{k}": float(np.mean([r[m][k] for r in report[kind].values()]))
+                   for kind, methods in (("styles", SEEN), ("heldout_styles", HELDOUT)) if report[kind]
+                   for m in methods for k in SCORES}
+        tracking.log_report(cfg, "vision-eval", metrics, files)
+    return report
+
+
+def interpolation(cfg: Config, gen, sampler: Sampler, judges: Judges, pair: list[str]) -> tuple[list[dict], list]:
+    """Conditions on the line from one style's mean condition to another's: per point, the share of samples the
+    style judge calls each end's style, and the class accuracy; the samples of the first classes for the strip."""
+    from raypdiff.vision import classify
+
+    a, b = pair
+    ends = [torch.from_numpy(gen.bank[s].mean(0)) for s in pair]
+    path, strip = [], []
+    for w in np.linspace(0, 1, cfg.style_eval.interpolate_points):
+        cond = gen.condition(((1 - w) * ends[0] + w * ends[1])[None].float())
+        vector = gen.vectors(cond, a if w < 0.5 else b, seed=cfg.style_eval.seed)[0]  # the nearer end's statistics
+        samples = sampler.sample(vector)
+        pred = classify.predict(judges.styles, samples)
+        path.append({"weight": float(w), f"style_acc:{a}": float((pred == judges.names.index(a) + 1).mean()),
+                     f"style_acc:{b}": float((pred == judges.names.index(b) + 1).mean()),
+                     "class_acc": float((classify.predict(judges.classes, samples) == sampler.labels).mean())})
+        strip.append(samples[:4])
+    return path, strip
+
+
+def targets(report: dict) -> dict:
+    """The issue's targets: on seen styles the generated LoRAs' style accuracy within 5 points of the trained ones'
+    (zoo mean) and their Fréchet distance within 10%; on held-out styles generated above the nearest style's."""
+    seen = report["styles"].values()
+    out = {"seen_style_acc_within_5_points": sum(r["generated"]["style_acc"] >= r["zoo_mean"]["style_acc"] - 0.05
+                                                 for r in seen),
+           "seen_fd_within_10_percent": sum(r["generated"]["fd"] <= 1.1 * r["zoo_mean"]["fd"] for r in seen),
+           "seen_styles": len(report["styles"])}
+    held = report["heldout_styles"].values()
+    out["heldout_generated_above_nearest"] = sum(r["generated"]["style_acc"] > r["nearest_style"]["style_acc"]
+                                                 for r in held)
+    out["heldout_styles"] = len(report["heldout_styles"])
+    return out
+
+
+def _cell(r: dict, k: str) -> str:
+    return f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Style LoRAs judged by their samples ({report['prompts']} prompts per adapter, the same noise for every "
+             f"method)", "",
+             f"Judges on real styled test images: style {report['judges']['style_test_acc']:.3f}, class "
+             f"{report['judges']['class_test_acc']:.3f}. fd: Fréchet distance in the class judge's 128-d features to "
+             f"the style's real test images (FID's formula, not Inception features); 95% intervals resample the "
+             f"prompts.", ""]
+    for kind, methods in (("styles", SEEN), ("heldout_styles", HELDOUT)):
+        if not report[kind]:
+            continue
+        lines += [f"## {'Seen styles' if kind == 'styles' else 'Held-out styles (a generator that never saw them)'}",
+                  "", "| style | method | style acc | fd | class acc |", "|---|---|---|---|---|"]
+        for s, r in report[kind].items():
+            for m in methods:
+                label = f"nearest_style ({r['nearest']})" if m == "nearest_style" else m
+                lines.append(f"| {s} | {label} | {_cell(r[m], 'style_acc')} | {_cell(r[m], 'fd')} | "
+                             f"{_cell(r[m], 'class_acc')} |")
+        lines.append("")
+    t = report["targets"]
+    lines += ["## Targets", "",
+              f"- generated style accuracy within 5 points of the zoo mean: {t['seen_style_acc_within_5_points']} of "
+              f"{t['seen_styles']} seen styles",
+              f"- generated Fréchet distance within 10% of the zoo mean's: {t['seen_fd_within_10_percent']} of "
+              f"{t['seen_styles']}",
+              f"- held-out styles where generated beats the nearest style's LoRA on style accuracy: "
+              f"{t['heldout_generated_above_nearest']} of {t['heldout_styles']}", "",
+              "## Interpolation", "", "| weight | " + " | ".join(k for k in report["interpolation"][0] if k != "weight")
+              + " |", "|---" * len(report["interpolation"][0]) + "|"]
+    for p in report["interpolation"]:
+        lines.append(f"| {p['weight']:.2f} | " + " | ".join(f"{v:.3f}" for k, v in p.items() if k != "weight") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _montage(rows: list[np.ndarray], scale: int = 3) -> np.ndarray:
+    """rows of (n, S, S) images (n may differ; crops to 28 px) → one (R*28*scale, n*28*scale) uint8 image."""
+    from raypdiff.vision.classify import crop28
+
+    width = max(len(r) for r in rows)
+    canvas = np.zeros((len(rows) * 28, width * 28), np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(crop28(np.asarray(r))):
+            canvas[i * 28:(i + 1) * 28, j * 28:(j + 1) * 28] = img
+    return canvas.repeat(scale, 0).repeat(scale, 1)
+
+
+def write_pictures(report: dict, grids: dict, strip: list, out: Path) -> list[Path]:
+    """vision.png (scores by method), a grid per style (rows: real then each method; columns: the ten classes) and
+    interpolation.png (rows: classes; columns: points on the path)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    paths = []
+    for key, grid in grids.items():
+        kind, style = key.split(":", 1)
+        p = out / f"grid_{kind}_{style.replace(' ', '_')}.png"
+        Image.fromarray(_montage(list(grid.values()))).save(p)
+        paths.append(p)
+    p = out / "interpolation.png"
+    Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
+    paths.append(p)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, k in zip(axes, SCORES):
+        for kind, methods, shift in (("styles", SEEN, 0), ("heldout_styles", HELDOUT, len(SEEN) + 1)):
+            if report[kind]:
+                vals = [np.mean([r[m][k] for r in report[kind].values()]) for m in methods]
+                ax.bar(np.arange(len(methods)) + shift, vals, color="C0" if shift == 0 else "C1")
+        labels = [*SEEN, "", *[f"held-out {m}" for m in HELDOUT]]
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{k} (mean over styles)")
+    fig.tight_layout()
+    p = out / "vision.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return [*paths, p]
