@@ -302,3 +302,12 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
 
         summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary, load=Generator)
     return summary
+
+
+def train_fold_generator(cfg: Config, zoo_dir: str, out_dir: str | Path, progress: bool = True) -> dict:
+    """A generator made only to be evaluated (a hold-out fold's): trained into out_dir and tracked, but never
+    registered as the model that `serve` and `models:/` users load."""
+    d = cfg.to_dict()
+    return train_generator(Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(out_dir),
+                                                               "register_model": False}}), zoo_dir, progress)
+

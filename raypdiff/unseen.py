@@ -152,7 +152,7 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks.
     meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
     from raypdiff.generate import Generator
-    from raypdiff.train import train_generator
+    from raypdiff.train import train_fold_generator
     from raypdiff.zoo import load_splits, select_tasks
 
     heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
@@ -165,8 +165,7 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
         return result  # nothing to score: no generator to train
     gen_dir = out / "generator"
     if not (gen_dir / "generator.pt").is_file():
-        fold_cfg = Config.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"], "output_dir": str(gen_dir)}})
-        train_generator(fold_cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), progress)
+        train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), gen_dir, progress)
     result["train_seconds"] = json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"]
     gen = Generator(gen_dir / "generator.pt")
     if gen.task_names != list(fold.train):
@@ -270,14 +269,16 @@ def summarize(folds: list[dict], scheme: str) -> dict:
     average = {m: float(np.mean([r["methods"][m]["mean"] for r in tasks.values()])) if tasks else None for m in METHODS}
     wins = {d: sum(r["diff"][d]["ci"][0] > 0 for r in tasks.values())
             for d in ("generated - nearest_task", "generated_finetune - finetune")}
+    above = {f"{a} > {b}": sum(r["methods"][a]["mean"] > r["methods"][b]["mean"] for r in tasks.values())
+             for a, b in (("generated", "majority"), ("generated", "nearest_task"), ("generated_finetune", "finetune"))}
     flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
     twins = {k: v for f in folds for k, v in f["twins"].items()}
-    sens = sorted({k for r in tasks.values() for k in r["sensitivity"]})
+    sens = list(dict.fromkeys(k for r in tasks.values() for k in r["sensitivity"]))  # k=0, 1, 4, 16, random
     keep = ("fold", "heldout", "train_tasks", "train_seconds", "score_seconds")
     return {"scheme": scheme, "folds": [{k: f[k] for k in keep} for f in folds],
             "tasks": {t: {m: r["methods"][m] for m in METHODS} for t, r in tasks.items()},
             "nearest_zoo_task": {t: r["nearest_zoo_task"] for t, r in tasks.items()},
-            "average": average, "higher_by_interval": wins, "task_count": len(tasks),
+            "average": average, "higher_by_interval": wins, "above_by_mean": above, "task_count": len(tasks),
             "skipped": {t: why for f in folds for t, why in f["skipped"].items()},
             "sensitivity": {k: float(np.mean([r["sensitivity"][k] for r in tasks.values() if k in r["sensitivity"]]))
                             for k in sens},
@@ -296,7 +297,9 @@ def markdown(report: dict) -> str:
              "interval over test rows].", "", "| method | average over tasks |", "|---|---|"]
     lines += [f"| {m} | {'n/a' if v is None else f'{v:.4f}'} |" for m, v in report["average"].items()]
     lines += ["", "Tasks where the paired interval puts the first above the second: " + ", ".join(
-        f"{d}: {n} of {report['task_count']}" for d, n in report["higher_by_interval"].items()), ""]
+        f"{d}: {n} of {report['task_count']}" for d, n in report["higher_by_interval"].items()),
+        "Tasks where the first's mean is above the second's (no interval): " + ", ".join(
+        f"{d}: {n} of {report['task_count']}" for d, n in report["above_by_mean"].items()), ""]
     lines += ["| task | nearest zoo task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 2) + "|"]
     for t, r in report["tasks"].items():
         lines.append(f"| {t} | {report['nearest_zoo_task'][t]} | " + " | ".join(

@@ -110,6 +110,9 @@ def test_holdout_end_to_end(data_dir):
                 lo, hi = methods[m]["ci"]
                 assert 0 <= lo <= methods[m]["mean"] <= hi <= 1, (t, m)
         assert set(report["average"]) == set(METHODS)
+        assert set(report["above_by_mean"]) == {"generated > majority", "generated > nearest_task",
+                                                 "generated_finetune > finetune"}
+        assert all(0 <= n <= 4 for n in report["above_by_mean"].values())
         assert set(report["sensitivity"]) == {"k=0", "k=2", "random_labels"}
         assert report["flip"]["tasks"] == 4 and list(report["flip"]["twins"]) == ["SST-2-swapped | SST-2"]
         assert 0 <= report["flip"]["twins_mean"] <= 1
@@ -129,6 +132,8 @@ def test_holdout_end_to_end(data_dir):
         assert run.data.metrics["average.generated"] == pytest.approx(report["average"]["generated"])
         assert {"holdout.json", "map.png", "path.png"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(
             run.info.run_id)}
+        # fold generators are tracked, not registered: the registry's model stays the one `raypdiff train` made
+        assert mlflow.MlflowClient().search_registered_models() == []
         # a re-run reads the finished folds back: no training, the same report
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]

@@ -152,15 +152,13 @@ def _spread(n_rows: int, k: int) -> np.ndarray:
 def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
     """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
     from raypdiff.generate import Generator
-    from raypdiff.train import train_generator
+    from raypdiff.train import train_fold_generator
     from raypdiff.zoo import select_tasks
 
     train = [s for s in styles if s not in cfg.style_eval.heldout_styles]
     gen_dir = out / "heldout_generator"
     if not (gen_dir / "generator.pt").is_file():
-        d = cfg.to_dict()
-        fold_cfg = Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(gen_dir)}})
-        train_generator(fold_cfg, str(select_tasks(zoo_dir, train, out / "heldout_zoo")), progress)
+        train_fold_generator(cfg, str(select_tasks(zoo_dir, train, out / "heldout_zoo")), gen_dir, progress)
     gen = Generator(gen_dir / "generator.pt")
     if gen.task_names != train:
         raise ConfigError(f"{gen_dir} holds a generator trained on other styles ({', '.join(gen.task_names)}); "
