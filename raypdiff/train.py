@@ -310,4 +310,3 @@ def train_fold_generator(cfg: Config, zoo_dir: str, out_dir: str | Path, progres
     d = cfg.to_dict()
     return train_generator(Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(out_dir),
                                                                "register_model": False}}), zoo_dir, progress)
-

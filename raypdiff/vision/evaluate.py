@@ -149,6 +149,11 @@ def _spread(n_rows: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_rows - 1, min(k, n_rows)).round().astype(int))
 
 
+def best_capture(a: dict) -> np.ndarray:
+    """(1, P): a style's capture with the best val score."""
+    return a["vector"][[int(np.argmax(a["value"]))]]
+
+
 def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
     """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
     from raypdiff.generate import Generator
@@ -194,7 +199,8 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     t0 = time.time()
     domain = domain_for("vision")
     specs = [domain.spec(meta["tasks"][s]["spec"]) for s in styles]
-    zoo_cfg = Config.from_dict({**cfg.to_dict(), "vision": {**cfg.to_dict()["vision"], **meta["base_model"]["vision"]},
+    c = cfg.to_dict()
+    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **meta["base_model"]["vision"]},
                                 "eval": meta["eval"]})  # the styled data exactly as the zoo was scored on it
     data = {s.name: load_styled(zoo_cfg, s) for s in specs}
     judges, judge_acc = train_judges(zoo_cfg, specs, progress)
@@ -235,7 +241,7 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
         picks = _spread(len(a["value"]), e.zoo_captures)
         generated = gen.vectors(gen.conditions(s, e.num), s, seed=e.seed)
         report["styles"][s] = evaluate(s, {
-            "base": None, "zoo_mean": a["vector"][picks], "zoo_best": a["vector"][[int(np.argmax(a["value"]))]],
+            "base": None, "zoo_mean": a["vector"][picks], "zoo_best": best_capture(a),
             "weight_average": a["vector"].mean(0, keepdims=True), "generated": generated,
             "generated_best": generated[[best_of(generated, *d.val)]]}, "seen")
     if e.heldout_styles:
@@ -245,11 +251,10 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
             pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give
             cond, nearest = hgen.image_condition(x[pick], e.num)
             generated = hgen.vectors(cond, nearest, seed=e.seed)
-            near = arrays[nearest]
             report["heldout_styles"][s] = {"nearest": nearest, **evaluate(s, {
-                "base": None, "nearest_style": near["vector"][[int(np.argmax(near["value"]))]],
+                "base": None, "nearest_style": best_capture(arrays[nearest]),
                 "generated": generated, "generated_best": generated[[best_of(generated, x[pick], y[pick])]],
-                "zoo_best": a["vector"][[int(np.argmax(a["value"]))]]}, "heldout")}
+                "zoo_best": best_capture(a)}, "heldout")}
     report["interpolation"], strip = interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
     report["targets"] = targets(report)
     report["eval_seconds"] = time.time() - t0
