@@ -292,6 +292,9 @@ class VisionConfig:
     base_steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
+    uncond_prob: float = 0.1  # share of training rows given the empty prompt, so samples can use guidance
+    guidance_scale: Optional[float] = None  # classifier-free guidance; None → the scale vision-base chose (base.json)
+    guidance_choices: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 5.0])  # what vision-base tries
     judge_steps: int = 1500  # the CNN that judges samples, trained on real images (base.json: its test accuracy)
     seed: int = 0
     base_dir: str = "runs/vision/base"
@@ -307,6 +310,10 @@ class VisionConfig:
                      "style_images"):
             _require(getattr(self, name) >= 1, f"vision.{name}: must be >= 1, got {getattr(self, name)}")
         _require(self.lr > 0, f"vision.lr: must be > 0, got {self.lr}")
+        _require(0 <= self.uncond_prob < 1, f"vision.uncond_prob: must be in [0, 1), got {self.uncond_prob}")
+        for g in ([] if self.guidance_scale is None else [self.guidance_scale]) + list(self.guidance_choices):
+            _require(g >= 1, f"vision.guidance_scale / guidance_choices: scales must be >= 1 (1: no guidance), got {g}")
+        _require(len(self.guidance_choices) >= 1, "vision.guidance_choices: give at least one scale")
 
 
 @dataclass

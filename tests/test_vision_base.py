@@ -33,6 +33,34 @@ def test_fit_and_sample(trained):
     assert img.shape == (3, 32, 32) and img.dtype == np.uint8
 
 
+def test_guidance(trained):
+    """Classifier-free guidance moves samples off the conditional ones (the empty prompt's prediction differs) and
+    stays deterministic for one noise draw."""
+    pipe, _, _ = trained
+    plain, guided, again = (pipe(["a sneaker", "a bag"], TINY.sample_steps, torch.Generator().manual_seed(0), g)
+                            for g in (1.0, 3.0, 3.0))
+    assert guided.shape == plain.shape and not np.array_equal(guided, plain)
+    np.testing.assert_array_equal(guided, again)
+
+
+def test_fit_shows_the_empty_prompt(trained):
+    """A vision.uncond_prob share of training rows sees the empty prompt (what guidance subtracts), none at 0."""
+    import dataclasses
+
+    pipe, x, y = new_pipeline(TINY), *fashion.load("test")  # a pipe of its own: fit trains it
+    empty = pipe.embed([""])[0]
+    for prob, expect in ((0.0, (0, 0)), (0.5, (1, 31))):
+        seen = []
+        hook = pipe.unet.register_forward_hook(
+            lambda m, args, kwargs, out: seen.extend(bool(torch.equal(h, empty)) for h in kwargs["encoder_hidden_states"]),
+            with_kwargs=True)
+        try:
+            fit(pipe, dataclasses.replace(TINY, uncond_prob=prob), x[:64], y[:64], steps=4)
+        finally:
+            hook.remove()
+        assert len(seen) == 32 and expect[0] <= sum(seen) <= expect[1], (prob, sum(seen))
+
+
 def test_pipeline_folder_round_trip(trained):
     pipe, _, folder = trained
     again = FashionPipeline.from_pretrained(folder)
@@ -68,7 +96,9 @@ def test_to_pixels():
 
 @pytest.mark.parametrize("change,match", [
     (dict(image_size=30), "vision.image_size"), (dict(channels=[8, 16]), "vision.channels"),
-    (dict(prompt="a thing"), "vision.prompt"), (dict(lr=0), "vision.lr")])
+    (dict(prompt="a thing"), "vision.prompt"), (dict(lr=0), "vision.lr"), (dict(uncond_prob=1.0), "vision.uncond_prob"),
+    (dict(guidance_scale=0.5), "vision.guidance_scale"), (dict(guidance_choices=[2.0, 0.0]), "guidance_choices"),
+    (dict(guidance_choices=[]), "vision.guidance_choices")])
 def test_bad_vision_config(change, match):
     with pytest.raises(ConfigError, match=match):
         VisionConfig(**change)
@@ -97,6 +127,10 @@ def test_vision_base_on_ray_train(tmp_path):
         assert "class accuracy of its samples" in r.stdout
         summary = json.loads((tmp / "base" / "base.json").read_text())
         assert 0 <= summary["class_acc"] <= 1 and summary["steps"] == 4 and summary["train_seconds"] > 0
+        # the guidance scale is picked among vision.guidance_choices by class accuracy (on other noise)
+        by_scale = summary["class_acc_by_guidance"]
+        assert set(by_scale) == {"1.0", "2.0", "3.0", "5.0"} and by_scale[str(summary["guidance_scale"])] == max(
+            by_scale.values())
         pipe = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
         assert pipe(["a bag"], 3, torch.Generator().manual_seed(0)).shape == (1, 32, 32)
         checkpoints = list((tmp / "base" / "ray").rglob("state.pt"))

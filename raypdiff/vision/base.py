@@ -32,13 +32,21 @@ class FashionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], num_inference_steps: int = 25,
-                 generator: Optional[torch.Generator] = None) -> np.ndarray:
+                 generator: Optional[torch.Generator] = None, guidance_scale: float = 1.0) -> np.ndarray:
+        """guidance_scale > 1: classifier-free guidance, eps = eps("") + scale * (eps(prompt) - eps(""))."""
         size = self.unet.config.sample_size
         x = torch.randn((len(prompts), 1, size, size), generator=generator)
         h = self.embed(prompts)
+        if guidance_scale != 1:
+            h = torch.cat([self.embed([""]).expand_as(h), h])  # (2N, T, 384): the empty prompt, then the prompts
         self.scheduler.set_timesteps(num_inference_steps)
         for t in self.scheduler.timesteps:
-            x = self.scheduler.step(self.unet(x, t, encoder_hidden_states=h).sample, t, x).prev_sample
+            if guidance_scale == 1:
+                eps = self.unet(x, t, encoder_hidden_states=h).sample
+            else:
+                uncond, cond = self.unet(torch.cat([x, x]), t, encoder_hidden_states=h).sample.chunk(2)
+                eps = uncond + guidance_scale * (cond - uncond)
+            x = self.scheduler.step(eps, t, x).prev_sample
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
 
 
@@ -76,11 +84,13 @@ def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np
         state: Optional[dict] = None, on_step: Optional[Callable[[int, float, Callable[[], dict]], None]] = None
         ) -> list[float]:
     """Noise-prediction training of the UNet (the text encoder stays frozen) on (N, 28, 28) images and their class
-    ids: AdamW steps of cfg.batch_size random rows up to `steps`, from `state` (a snapshot) when resuming.
+    ids: AdamW steps of cfg.batch_size random rows up to `steps`, from `state` (a snapshot) when resuming; a
+    cfg.uncond_prob share of rows sees the empty prompt (what classifier-free guidance subtracts).
     on_step(step, loss, snapshot) may save snapshot(): UNet, optimizer, sampler state, step, losses."""
     x_all = to_pixels(images, cfg.image_size)  # (N, 1, S, S)
     classes = np.unique(labels)
     table = dict(zip(classes.tolist(), pipe.embed(prompts_for(cfg, classes))))  # class id → (T, 384), embedded once
+    empty = pipe.embed([""])[0]  # (T, 384)
     gen = torch.Generator().manual_seed(cfg.seed)
     # the trainable weights: the whole UNet for the base, only its LoRA matrices once an adapter is added
     opt = torch.optim.AdamW([p for p in pipe.unet.parameters() if p.requires_grad], lr=cfg.lr)
@@ -102,6 +112,8 @@ def fit(pipe: FashionPipeline, cfg: VisionConfig, images: np.ndarray, labels: np
         h = torch.stack([table[int(labels[i])] for i in idx])  # (B, T, 384)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, cfg.timesteps, (len(x0),), generator=gen)
+        if cfg.uncond_prob > 0:
+            h = torch.where((torch.rand(len(x0), generator=gen) < cfg.uncond_prob)[:, None, None], empty, h)
         loss = torch.nn.functional.mse_loss(pipe.unet(pipe.scheduler.add_noise(x0, noise, t), t,
                                                       encoder_hidden_states=h).sample, noise)
         loss.backward()

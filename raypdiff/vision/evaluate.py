@@ -78,11 +78,13 @@ class Sampler:
         from raypdiff.vision.base import FashionPipeline
         from raypdiff.vision.domain import pipeline_dir
         from raypdiff.vision.style_lora import add_lora
+        from raypdiff.vision.train import guidance
 
         self.cfg = cfg
         self.pipe = FashionPipeline.from_pretrained(pipeline_dir(cfg))
         self.layout = add_lora(self.pipe, cfg.lora, layout_seed)
         self.labels = prompt_set(cfg)
+        self.guidance = guidance(cfg)
 
     def load(self, vector: Optional[np.ndarray]) -> None:
         from raypdiff import lora
@@ -96,7 +98,7 @@ class Sampler:
 
         self.load(vector)
         return self.pipe(prompts_for(self.cfg.vision, self.labels), self.cfg.vision.sample_steps,
-                         torch.Generator().manual_seed(self.cfg.style_eval.seed))
+                         torch.Generator().manual_seed(self.cfg.style_eval.seed), self.guidance)
 
     def val_score(self, vector: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
         """Minus the denoising error on (N, 28, 28) images (the zoo's capture score): what best-by-val picks by."""
@@ -260,8 +262,8 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     report["eval_seconds"] = time.time() - t0
     made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"  # absent for a base not made by vision-base
     timing = Path(zoo_dir) / "collect_seconds.json"
-    report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in ("class_acc", "train_seconds",
-                                                                                     "steps", "judge_test_acc")}
+    report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in (
+        "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
                       if made.is_file() else None)
     report["zoo"] = {"styles": len(styles), "captures": int(sum(len(arrays[s]["value"]) for s in styles)),
                      "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}

@@ -14,6 +14,8 @@ import torch
 from raypdiff.config import Config, ConfigError
 
 STATE = "state.pt"
+# vision settings that only change how the base is sampled and judged, not its training run's name
+SAMPLING = ("guidance_scale", "guidance_choices", "sample_steps", "judge_steps", "style_images")
 
 
 def base_loop(loop_cfg: dict) -> None:
@@ -65,7 +67,8 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
         raise ConfigError(f"vision.base_dir: {out} is not writable ({e.strerror})") from None
     t0 = time.time()
     connect(cfg.collect.ray_address, progress)
-    name = "vision-base-" + hashlib.sha256(json.dumps(cfg.to_dict()["vision"], sort_keys=True).encode()).hexdigest()[:12]
+    trained = {k: x for k, x in cfg.to_dict()["vision"].items() if k not in SAMPLING}
+    name = "vision-base-" + hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
     trainer = TorchTrainer(
         base_loop, train_loop_config={"cfg": cfg.to_dict()},
         scaling_config=ScalingConfig(num_workers=1, use_gpu=cfg.trainer.use_gpu,
@@ -86,8 +89,16 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     (xtr, ytr), (xte, yte) = fashion.load("train", v.data_dir), fashion.load("test", v.data_dir)
     judge = classify.train(xtr, ytr, len(fashion.CLASSES), steps=v.judge_steps, seed=v.seed)
     labels = np.repeat(np.arange(len(fashion.CLASSES)), 10)
-    samples = pipe(prompts_for(v, labels), v.sample_steps, torch.Generator().manual_seed(v.seed))
-    summary = {"class_acc": float((classify.predict(judge, samples) == labels).mean()),
+
+    def class_acc(scale: float, noise_seed: int) -> tuple[float, np.ndarray]:
+        samples = pipe(prompts_for(v, labels), v.sample_steps, torch.Generator().manual_seed(noise_seed), scale)
+        return float((classify.predict(judge, samples) == labels).mean()), samples
+
+    # the scale is picked on one noise draw and reported on another (select on one set of rows, report on another)
+    by_scale = {str(g): class_acc(g, v.seed + 1)[0] for g in v.guidance_choices}
+    chosen = v.guidance_scale or float(max(by_scale, key=lambda g: (by_scale[g], -float(g))))
+    acc, samples = class_acc(chosen, v.seed)
+    summary = {"class_acc": acc, "guidance_scale": chosen, "class_acc_by_guidance": by_scale,
                "judge_test_acc": float((classify.predict(judge, xte) == yte).mean()),
                "train_seconds": train_s, "steps": v.base_steps, "final_loss": float(np.mean(state["losses"][-50:])),
                "pipeline": str(out / "pipeline")}
@@ -95,3 +106,11 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     np.save(out / "samples.npy", samples)
     (out / "base.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def guidance(cfg: Config) -> float:
+    """The guidance scale samples use: vision.guidance_scale, else the one vision-base chose, else none (1)."""
+    if cfg.vision.guidance_scale is not None:
+        return cfg.vision.guidance_scale
+    made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"
+    return float(json.loads(made.read_text()).get("guidance_scale", 1.0)) if made.is_file() else 1.0
