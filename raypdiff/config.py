@@ -283,7 +283,10 @@ class TrainerConfig:
 class VisionConfig:
     """The second domain: the offline text-to-image base model (and, later, its style LoRAs)."""
     data_dir: Optional[str] = None  # Fashion-MNIST's IDX files; None → the Debian package's folder
-    image_size: int = 32  # Fashion-MNIST's 28 px padded to a size the UNet halves twice
+    # style LoRAs' model: None → the offline base (`raypdiff vision-base`, in base_dir); else a diffusers pipeline by
+    # hub name or folder (Stable Diffusion, PixArt-α), with image_size its resolution (512 for SD 1.5)
+    pipeline: Optional[str] = None
+    image_size: int = 32  # Fashion-MNIST's 28 px padded to a size the UNet halves twice; upscaled to it otherwise
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # UNet blocks; the last two cross-attend
     attention_head_dim: int = 8
     prompt: str = "a {label}"  # the text a class (or a sample request) becomes

@@ -224,7 +224,8 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
         from raypdiff.vision.style_lora import write_lora
 
         settings = LoraSettings(**gen.payload["lora"])
-        folders = [str(write_lora(v, gen.layout(task_for_layout), settings, f)) for v, f in zip(vectors, names)]
+        source = gen.payload["base_model"]["vision"].get("pipeline")  # None: the offline base
+        folders = [str(write_lora(v, gen.layout(task_for_layout), settings, f, source)) for v, f in zip(vectors, names)]
     else:
         writer = AdapterWriter(gen)
         folders = [str(writer.write(task_for_layout, v, f)) for v, f in zip(vectors, names)]

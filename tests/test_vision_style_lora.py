@@ -84,6 +84,6 @@ def test_denoise_errors(tuned, fmnist_test):
 
 
 @pytest.mark.parametrize("targets", [["to_x"], ["to_q", "query"]])
-def test_targets_the_unet_lacks(base, targets):
-    with pytest.raises(ConfigError, match=f"the UNet has no module '{targets[-1]}'"):
+def test_targets_the_denoiser_lacks(base, targets):
+    with pytest.raises(ConfigError, match=f"the unet has no module '{targets[-1]}'"):
         add_lora(FashionPipeline.from_pretrained(base), dataclasses.replace(LORA, target_modules=targets), seed=0)

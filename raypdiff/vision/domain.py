@@ -25,12 +25,28 @@ class StyleData:
     splits: dict
 
 
-def pipeline_dir(cfg: Config) -> Path:
+def pipeline_source(cfg: Config) -> str:
+    """Where style LoRAs' pipeline loads from: vision.pipeline (a hub name or folder), else the offline base."""
+    if cfg.vision.pipeline:
+        return cfg.vision.pipeline
     path = Path(cfg.vision.base_dir).expanduser().resolve() / "pipeline"
     if not (path / "model_index.json").is_file():
         raise ConfigError(f"no vision base pipeline in {path}: build it with `raypdiff vision-base` (same "
-                          f"vision.base_dir)")
-    return path
+                          f"vision.base_dir), or name a diffusers pipeline in vision.pipeline")
+    return str(path)
+
+
+def denoiser_files(source: str) -> list[Path]:
+    """The denoiser's weight files of a pipeline folder or (downloaded once, as from_pretrained does) hub name."""
+    from raypdiff.vision.t2i import pipeline_class
+
+    _, name = pipeline_class(source)
+    folder = Path(source)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(source, allow_patterns=[f"{name}/*"]))
+    return sorted((folder / name).glob("*.safetensors")) + sorted((folder / name).glob("*.bin"))
 
 
 def image_encoder(c):
@@ -75,20 +91,21 @@ class StyleDomain:
         return load_styled(cfg, spec)
 
     def layout(self, cfg: Config, spec: StyleSpec) -> list:
-        from raypdiff.vision.base import FashionPipeline
         from raypdiff.vision.style_lora import add_lora
+        from raypdiff.vision.t2i import load_pipeline
 
-        return add_lora(FashionPipeline.from_pretrained(pipeline_dir(cfg)), cfg.lora, seed=0).to_json()
+        return add_lora(load_pipeline(pipeline_source(cfg)), cfg.lora, seed=0).to_json()
 
     def base(self, cfg: Config) -> dict:
-        """A hash of the base UNet's weights (another base is another zoo, wherever its folder lies) and the vision
-        settings that change the styled data or the scores (not those of the base's own training)."""
+        """A hash of the denoiser's weights (another base is another zoo, wherever its folder lies; "unet_sha256"
+        for a transformer too) and the vision settings that change the styled data or the scores (not those of the
+        base's own training)."""
         h = hashlib.sha256()
-        for f in sorted((pipeline_dir(cfg) / "unet").glob("*.safetensors")):
+        for f in denoiser_files(pipeline_source(cfg)):
             h.update(f.read_bytes())
         v = cfg.to_dict()["vision"]
-        return {"unet_sha256": h.hexdigest(),
-                "vision": {k: v[k] for k in ("data_dir", "image_size", "timesteps", "prompt", "style_images")}}
+        keys = ("data_dir", "image_size", "timesteps", "prompt", "style_images") + (("pipeline",) if v["pipeline"] else ())
+        return {"unet_sha256": h.hexdigest(), "vision": {k: v[k] for k in keys}}
 
     def info(self, spec: StyleSpec, data: StyleData) -> dict:
         return {"spec": self.spec_dict(spec), "metric": METRIC, "num_labels": 0, "splits": data.splits,
@@ -125,12 +142,12 @@ class StyleDomain:
         """Fine-tune a style LoRA on the style's train images, capture, score every capture on val and a sample on
         test (per-row denoising errors kept for intervals)."""
         from raypdiff import lora
-        from raypdiff.vision.base import FashionPipeline
         from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune
+        from raypdiff.vision.t2i import TextToImage, load_pipeline
 
         lora.set_threads(cfg.collect.num_cpus)
-        pipe = FashionPipeline.from_pretrained(pipeline_dir(cfg))
-        layout = add_lora(pipe, cfg.lora, seed)
+        pipe = load_pipeline(pipeline_source(cfg))
+        layout, denoiser = add_lora(pipe, cfg.lora, seed), TextToImage(pipe).denoiser
         train = cfg.train.for_task(spec.name)
         schedule = lora.capture_schedule(train.steps, cfg.capture.num, cfg.capture.stride)
         captured: dict[int, np.ndarray] = {}
@@ -138,7 +155,7 @@ class StyleDomain:
                  captured.__setitem__, lambda step, loss: bar.update(1))
         v, seed_rows = cfg.vision, cfg.eval.split_seed  # the same noise draws for every capture
         return score_captures(
-            METRIC, schedule, captured, lambda vec: lora.load_vector(pipe.unet, vec, layout),
+            METRIC, schedule, captured, lambda vec: lora.load_vector(denoiser, vec, layout),
             lambda: -float(denoise_errors(pipe, v, *data.val, seed=seed_rows).mean()),
             lambda: denoise_errors(pipe, v, *data.test, seed=seed_rows), lambda errors: -float(errors.mean()),
             cfg.eval.test_every, bar)

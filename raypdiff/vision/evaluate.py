@@ -75,21 +75,21 @@ class Sampler:
     set, always from the same initial noise, so methods differ only by their adapter."""
 
     def __init__(self, cfg: Config, layout_seed: int = 0):
-        from raypdiff.vision.base import FashionPipeline
-        from raypdiff.vision.domain import pipeline_dir
-        from raypdiff.vision.style_lora import add_lora
+        from raypdiff.vision.domain import pipeline_source
+        from raypdiff.vision.t2i import TextToImage, load_pipeline
         from raypdiff.vision.train import guidance
 
         self.cfg = cfg
-        self.pipe = FashionPipeline.from_pretrained(pipeline_dir(cfg))
-        self.layout = add_lora(self.pipe, cfg.lora, layout_seed)
+        self.pipe = load_pipeline(pipeline_source(cfg))
+        self.model = TextToImage(self.pipe, cfg.vision)
+        self.layout = self.model.add_lora(cfg.lora, layout_seed)
         self.labels = prompt_set(cfg)
         self.guidance = guidance(cfg)
 
     def load(self, vector: Optional[np.ndarray]) -> None:
         from raypdiff import lora
 
-        lora.load_vector(self.pipe.unet, np.zeros(self.layout.size, np.float32) if vector is None else vector,
+        lora.load_vector(self.model.denoiser, np.zeros(self.layout.size, np.float32) if vector is None else vector,
                          self.layout)
 
     def sample(self, vector: Optional[np.ndarray]) -> np.ndarray:
@@ -97,8 +97,8 @@ class Sampler:
         from raypdiff.vision.base import prompts_for
 
         self.load(vector)
-        return self.pipe(prompts_for(self.cfg.vision, self.labels), self.cfg.vision.sample_steps,
-                         torch.Generator().manual_seed(self.cfg.style_eval.seed), self.guidance)
+        return self.model.sample(prompts_for(self.cfg.vision, self.labels), self.cfg.vision.sample_steps,
+                                 torch.Generator().manual_seed(self.cfg.style_eval.seed), self.guidance)
 
     def val_score(self, vector: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
         """Minus the denoising error on (N, 28, 28) images (the zoo's capture score): what best-by-val picks by."""

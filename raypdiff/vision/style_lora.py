@@ -1,4 +1,4 @@
-"""Style LoRAs on the vision base's UNet: PEFT on its attention projections, fine-tuned on one style's images with
+"""Style LoRAs on the vision base's denoiser: PEFT on its attention projections, fine-tuned on one style's images with
 captures (the plain loop the style zoo runs), a cheap score per capture, and flat vector ↔ diffusers LoRA folder."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
 from raypdiff import lora
 from raypdiff.lora import Layout
-from raypdiff.vision.base import FashionPipeline, fit, prompts_for, to_pixels
+from raypdiff.vision.base import fit, prompts_for
 
 
 def lora_config(settings: LoraSettings):
@@ -22,61 +22,62 @@ def lora_config(settings: LoraSettings):
                       target_modules=list(settings.target_modules))
 
 
-def add_lora(pipe: FashionPipeline, settings: LoraSettings, seed: int) -> Layout:
-    """Freeze the UNet and add a LoRA (B = 0: the base's output is unchanged) on lora.target_modules; its layout."""
-    names = [n for n, _ in pipe.unet.named_modules()]
-    missing = [t for t in settings.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        raise ConfigError(f"lora.target_modules: the UNet has no module {missing[0]!r} (its attention projections "
-                          f"are to_q, to_k, to_v, to_out.0)")
-    torch.manual_seed(seed)
-    pipe.unet.requires_grad_(False)
-    pipe.unet.add_adapter(lora_config(settings))
-    return lora.layout_of(pipe.unet)
+def add_lora(pipe, settings: LoraSettings, seed: int) -> Layout:
+    """Freeze the pipeline's denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules."""
+    from raypdiff.vision.t2i import TextToImage
+
+    return TextToImage(pipe).add_lora(settings, seed)
 
 
-def write_lora(vector: np.ndarray, layout: Layout, settings: LoraSettings, out_dir: str | Path) -> Path:
-    """A diffusers LoRA folder (pytorch_lora_weights.safetensors) that `pipe.load_lora_weights(out_dir)` reads;
-    its LoRA config rides along as metadata, so the loader scales by lora.alpha / lora.r, not by 1."""
+def write_lora(vector: np.ndarray, layout: Layout, settings: LoraSettings, out_dir: str | Path,
+               source: Optional[str] = None) -> Path:
+    """A LoRA folder the pipeline at `source` (vision.pipeline; None: the offline base) loads with
+    `pipe.load_lora_weights(out_dir)` (a PEFT folder where the pipeline has no LoRA loader, as PixArt-α)."""
+    from raypdiff.vision.t2i import save_lora
+
     out = Path(out_dir)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        FashionPipeline.save_lora_weights(out, unet_lora_layers=lora.unflatten(vector, layout),
-                                          unet_lora_adapter_metadata=lora_config(settings).to_dict())
+        save_lora(lora.unflatten(vector, layout), lora_config(settings), out, source)
     except OSError as e:
         raise ConfigError(f"cannot write the style LoRA to {out}: {e.strerror or e}") from None
     return out
 
 
 @torch.no_grad()
-def denoise_errors(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, labels: np.ndarray,
-                   seed: int = 0) -> np.ndarray:
-    """(N,) noise-prediction MSE per (N, 28, 28) styled image at fixed noise and timesteps (the same draws for every
-    capture): one UNet pass per image, the cheap per-capture score (its negative mean) instead of sampling."""
-    x0 = to_pixels(images, v.image_size)  # (N, 1, S, S)
+def denoise_errors(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N,) denoising MSE per (N, 28, 28) styled image at fixed noise and timesteps (the same draws for every
+    capture): one denoiser pass per image, the cheap per-capture score (its negative mean) instead of sampling."""
+    from raypdiff.vision.t2i import TextToImage
+
+    model = TextToImage(pipe, v)
+    x0 = model.inputs(images)  # (N, C, S, S)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
-    t = torch.randint(0, v.timesteps, (len(x0),), generator=gen)
-    h = pipe.embed(prompts_for(v, labels))  # (N, T, 384)
+    t = torch.randint(0, model.timesteps, (len(x0),), generator=gen)
+    cond = model.condition(prompts_for(v, labels))  # key → (N, ...)
     errs = []
     for i in range(0, len(x0), 128):
         s = slice(i, i + 128)
-        pred = pipe.unet(pipe.scheduler.add_noise(x0[s], noise[s], t[s]), t[s], encoder_hidden_states=h[s]).sample
-        errs.append(((pred - noise[s]) ** 2).mean(dim=(1, 2, 3)))
+        pred = model.predict(model.scheduler.add_noise(x0[s], noise[s], t[s]), t[s], {k: h[s] for k, h in cond.items()})
+        errs.append(((pred - model.target(x0[s], noise[s], t[s])) ** 2).mean(dim=(1, 2, 3)))
     return torch.cat(errs).numpy()
 
 
-def finetune(pipe: FashionPipeline, v: VisionConfig, images: np.ndarray, labels: np.ndarray, lr: float,
+def finetune(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray, lr: float,
              batch_size: int, steps: int, seed: int, capture_steps: set[int],
              on_capture: Callable[[int, np.ndarray], None], on_step: Optional[Callable[[int, float], None]] = None
              ) -> list[float]:
     """The base's training loop on a pipe carrying a LoRA (only the LoRA trains; batches drawn from `seed`);
     on_capture(step, flat vector) after each step in capture_steps (1-based). Returns the losses."""
+    from raypdiff.vision.t2i import TextToImage
+
+    denoiser = TextToImage(pipe).denoiser
+
     def each(step: int, loss: float, snapshot) -> None:
         if on_step is not None:
             on_step(step, loss)
         if step in capture_steps:
-            on_capture(step, lora.flatten(pipe.unet))
+            on_capture(step, lora.flatten(denoiser))
 
     return fit(pipe, dataclasses.replace(v, lr=lr, batch_size=batch_size, seed=seed), images, labels, steps,
                on_step=each)

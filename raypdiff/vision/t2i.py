@@ -1,0 +1,150 @@
+"""The text-to-image model style LoRAs train on, behind one small interface: the offline base (`FashionPipeline`, in
+pixels) or any diffusers pipeline by hub name or folder (`vision.pipeline`: Stable Diffusion's UNet or PixArt-α's
+transformer, in their VAE's latents)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+
+
+def pipeline_class(source: str | Path) -> tuple[type, str]:
+    """A pipeline folder or hub name → (its pipeline class, "unet" or "transformer"), from model_index.json alone."""
+    import diffusers
+
+    from raypdiff.vision.base import FashionPipeline
+
+    try:
+        index = diffusers.DiffusionPipeline.load_config(str(source))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"vision.pipeline: no diffusers pipeline at {source} ({str(e).splitlines()[0]})") from None
+    name = index["_class_name"]
+    cls = FashionPipeline if name == "FashionPipeline" else getattr(diffusers, name, None)
+    if cls is None:
+        raise ConfigError(f"vision.pipeline: {source} is a {name}, which this diffusers does not have")
+    if not ("unet" in index or "transformer" in index):
+        raise ConfigError(f"vision.pipeline: {source} ({name}) has neither a unet nor a transformer to put LoRAs on")
+    return cls, ("unet" if "unet" in index else "transformer")
+
+
+def load_pipeline(source: str | Path):
+    """The pipeline at a folder or hub name, its progress bars off."""
+    cls, _ = pipeline_class(source)
+    pipe = cls.from_pretrained(str(source))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class TextToImage:
+    """What style LoRAs need of a pipeline: its denoiser (the module LoRAs go on), training inputs from (N, 28, 28)
+    style images, per-row conditions from prompts, the denoiser's prediction and its target, and grayscale samples."""
+
+    def __init__(self, pipe, v: Optional[VisionConfig] = None):  # v: for inputs() and sample()
+        from raypdiff.vision.base import FashionPipeline
+
+        self.pipe, self.v = pipe, v
+        self.pixels = isinstance(pipe, FashionPipeline)  # the offline base has no VAE: it denoises pixels
+        self.name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        self.denoiser = getattr(pipe, self.name)
+        self.scheduler = pipe.scheduler
+        self.timesteps = int(pipe.scheduler.config.num_train_timesteps)
+
+    @torch.no_grad()
+    def inputs(self, images: np.ndarray) -> torch.Tensor:
+        """(N, 28, 28) uint8 → what the denoiser learns to make: (N, 1, S, S) pixels for the offline base; otherwise
+        the VAE's latents (N, C, S/f, S/f) of the images upscaled to vision.image_size, gray copied to RGB."""
+        from raypdiff.vision.base import to_pixels
+
+        if self.pixels:
+            return to_pixels(images, self.v.image_size)
+        vae = self.pipe.vae
+        x = torch.tensor(images, dtype=torch.float32)[:, None] / 127.5 - 1
+        x = torch.nn.functional.interpolate(x, size=self.v.image_size, mode="bilinear").repeat(1, 3, 1, 1)
+        z = torch.cat([vae.encode(x[i:i + 16]).latent_dist.mean for i in range(0, len(x), 16)])
+        return (z - (getattr(vae.config, "shift_factor", None) or 0.0)) * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def condition(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The denoiser's text inputs, each a tensor with one row per prompt."""
+        if self.pixels:
+            return {"encoder_hidden_states": self.pipe.embed(prompts)}
+        if self.name == "transformer":  # PixArt-α: T5 tokens and their mask
+            h, mask, *_ = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device="cpu")
+            return {"encoder_hidden_states": h, "encoder_attention_mask": mask}
+        return {"encoder_hidden_states": self.pipe.encode_prompt(prompts, "cpu", 1, False)[0]}
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.name == "unet":
+            return self.denoiser(x, t, **cond).sample
+        out = self.denoiser(x, timestep=t, added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                            **cond).sample
+        return out[:, :x.shape[1]]  # PixArt also predicts a variance in its second half
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What predict() is trained towards: the noise, or the velocity for v-prediction models (SD 2)."""
+        if self.scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
+            return self.scheduler.get_velocity(x0, noise, t)
+        return noise
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], steps: int, generator: torch.Generator, guidance: float) -> np.ndarray:
+        """(N, S, S) uint8 grayscale samples at vision.image_size."""
+        if self.pixels:
+            return self.pipe(prompts, steps, generator, guidance)
+        extra = {"use_resolution_binning": False, "clean_caption": False} if self.name == "transformer" else {}
+        rgb = self.pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                        height=self.v.image_size, width=self.v.image_size, output_type="np", **extra).images
+        return (np.asarray(rgb).mean(axis=-1) * 255).round().astype(np.uint8)  # (N, S, S, 3) in [0, 1] → gray
+
+    def add_lora(self, settings: LoraSettings, seed: int):
+        """Freeze the denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules; its layout."""
+        from peft import inject_adapter_in_model
+
+        from raypdiff import lora
+        from raypdiff.vision.style_lora import lora_config
+
+        names = [n for n, _ in self.denoiser.named_modules()]
+        missing = [t for t in settings.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            raise ConfigError(f"lora.target_modules: the {self.name} has no module {missing[0]!r} (attention "
+                              f"projections are to_q, to_k, to_v, to_out.0)")
+        torch.manual_seed(seed)
+        self.denoiser.requires_grad_(False)
+        config = lora_config(settings)
+        if hasattr(self.denoiser, "add_adapter"):
+            self.denoiser.add_adapter(config)
+        else:  # no diffusers PEFT mixin (PixArt's transformer): peft's own injection, the same LoRA layers
+            inject_adapter_in_model(config, self.denoiser)
+        return lora.layout_of(self.denoiser)
+
+    def load_lora(self, folder: str | Path) -> None:
+        """A folder write_lora made: the pipeline's own LoRA loader, else peft's (for denoisers without one)."""
+        if hasattr(self.pipe, "load_lora_weights"):
+            self.pipe.load_lora_weights(str(folder))
+            return
+        from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        inject_adapter_in_model(LoraConfig.from_pretrained(str(folder)), self.denoiser)
+        set_peft_model_state_dict(self.denoiser, load_file(Path(folder) / "adapter_model.safetensors"))
+
+
+def save_lora(layers: dict[str, torch.Tensor], config, out: Path, source: Optional[str | Path] = None) -> None:
+    """LoRA matrices of the denoiser → a folder the pipeline at `source` (None: the offline base) loads with
+    `load_lora_weights`, or, where its pipeline has no LoRA loader (PixArt-α), a PEFT folder (adapter_config.json +
+    adapter_model.safetensors) that `TextToImage.load_lora` or peft's `set_peft_model_state_dict` reads."""
+    from raypdiff.vision.base import FashionPipeline
+
+    cls, name = (FashionPipeline, "unet") if source is None else pipeline_class(source)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(cls, "save_lora_weights"):  # the config rides along, so the loader scales by alpha / r, not by 1
+        cls.save_lora_weights(out, **{f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": config.to_dict()})
+        return
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in layers.items()}, str(out / "adapter_model.safetensors"))
+    config.save_pretrained(str(out))
