@@ -32,9 +32,10 @@ def char_tokenizer(folder, max_length: int):
 
 
 def tiny_pipeline(kind: str, folder):
-    """A saved random SD ("sd") or PixArt-α ("pixart") pipeline: 32 px images, 16 px latents."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel,
-                           StableDiffusionPipeline, UNet2DConditionModel)
+    """A saved random SD ("sd") or PixArt-α ("pixart"; "pixart-sized": with the 1024 model's size conditions)
+    pipeline: 32 px images, 16 px latents, each with its usual sampler (PNDM, DPM-Solver), not the training schedule."""
+    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel,
+                           PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
@@ -50,17 +51,18 @@ def tiny_pipeline(kind: str, folder):
                                     layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
                                     attention_head_dim=2, norm_num_groups=8)
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                       scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
     else:
         text = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
         transformer = PixArtTransformer2DModel(
             sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3,
             caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
             activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6)
+            norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=kind == "pixart-sized")
         pipe = PixArtAlphaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer,
-                                   scheduler=DDIMScheduler())
+                                   scheduler=DPMSolverMultistepScheduler())
     pipe.save_pretrained(folder)
     return folder
 
@@ -90,6 +92,29 @@ def test_pipeline_class(named):
                                     "pixart": ("PixArtAlphaPipeline", "transformer")}[kind]
 
 
+def test_pixart_size_conditions(tmp_path, fmnist_test):
+    """A transformer that also takes the image size (PixArt-α 1024) trains and scores: the size is passed as its
+    pipeline passes it (its pipeline samples with it only at the real model's sample_size, 128)."""
+    x, y = fmnist_test
+    pipe = load_pipeline(tiny_pipeline("pixart-sized", tmp_path / "pipe"))
+    assert pipe.transformer.use_additional_conditions
+    layout = add_lora(pipe, LORA, seed=0)
+    captured = {}
+    losses = finetune(pipe, V, x[:16], y[:16], lr=1e-2, batch_size=4, steps=2, seed=0, capture_steps={2},
+                      on_capture=captured.__setitem__)
+    assert np.isfinite(losses).all() and captured[2].shape == (layout.size,) and np.abs(captured[2]).sum() > 0
+    assert np.isfinite(denoise_errors(pipe, V, x[:4], y[:4])).all()
+
+
+def test_training_noise_follows_the_schedule(named):
+    """Training noise is x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps on the pipeline's schedule, whatever its sampler."""
+    _, _, pipe, *_ = named
+    model = TextToImage(pipe, V)
+    x0, eps, t = torch.randn(3, 4, 16, 16), torch.randn(3, 4, 16, 16), torch.tensor([0, 500, 999])
+    a = pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(model.scheduler.add_noise(x0, eps, t), a.sqrt() * x0 + (1 - a).sqrt() * eps)
+
+
 def test_lora_folder_round_trip(named, tmp_path):
     """The captured LoRA, written for this pipeline, loads into a fresh one (its own loader for SD, peft's for
     PixArt-α) and samples exactly what the tuned pipeline samples; the LoRA changes the base's samples."""
@@ -98,9 +123,10 @@ def test_lora_folder_round_trip(named, tmp_path):
     denoiser = TextToImage(pipe).denoiser
     lora.load_vector(denoiser, captured[4], layout)
     styled = _sample(pipe)
-    assert styled.shape == (2, 32, 32) and styled.dtype == np.uint8
+    assert styled.shape == (2, 28, 28) and styled.dtype == np.uint8  # back in the style images' frame
     out = write_lora(captured[4], layout, LORA, tmp_path / "style", source=str(folder))
     assert (out / ("pytorch_lora_weights.safetensors" if kind == "sd" else "adapter_model.safetensors")).is_file()
+    assert hasattr(pipe, "load_lora_weights") == (kind == "sd")  # PixArt-α's pipeline has no LoRA loader
     fresh = load_pipeline(folder)
     before = _sample(fresh)
     TextToImage(fresh).load_lora(out)
@@ -109,12 +135,17 @@ def test_lora_folder_round_trip(named, tmp_path):
 
 
 def test_denoise_errors(named, fmnist_test):
+    """Per-image scores, the same after sampling (which resets the sampler's grid), different for another capture."""
     _, _, pipe, layout, captured = named
     x, y = fmnist_test
-    lora.load_vector(TextToImage(pipe).denoiser, captured[3], layout)
-    a, b = denoise_errors(pipe, V, x[:8], y[:8]), denoise_errors(pipe, V, x[:8], y[:8])
+    denoiser = TextToImage(pipe).denoiser
+    lora.load_vector(denoiser, captured[3], layout)
+    a = denoise_errors(pipe, V, x[:8], y[:8])
+    _sample(pipe)
     assert a.shape == (8,) and np.isfinite(a).all()
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(denoise_errors(pipe, V, x[:8], y[:8]), a)
+    lora.load_vector(denoiser, captured[4], layout)
+    assert not np.array_equal(denoise_errors(pipe, V, x[:8], y[:8]), a)
 
 
 def test_style_domain_on_a_named_pipeline(named, tmp_path):
@@ -131,8 +162,13 @@ def test_style_domain_on_a_named_pipeline(named, tmp_path):
     assert pipeline_source(cfg) == str(folder)
     d = StyleDomain()
     spec = d.specs(cfg)[0]
+    import hashlib
+
     base = d.base(cfg)
-    assert len(base["unet_sha256"]) == 64 and base["vision"]["pipeline"] == str(folder)
+    name = "unet" if kind == "sd" else "transformer"
+    assert base["unet_sha256"] == hashlib.sha256(
+        (folder / name / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    assert base["vision"]["pipeline"] == str(folder)
 
     class Bar:
         def update(self, n):
@@ -147,3 +183,26 @@ def test_style_domain_on_a_named_pipeline(named, tmp_path):
 def test_bad_pipeline(tmp_path):
     with pytest.raises(ConfigError, match="vision.pipeline: no diffusers pipeline at"):
         pipeline_class(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", "transformer": []}))
+    with pytest.raises(ConfigError, match="is a FluxPipeline; style LoRAs support StableDiffusionPipeline"):
+        pipeline_class(tmp_path)
+
+
+@pytest.mark.parametrize("vision,made,expect", [
+    ({"guidance_scale": 3.0}, 2.0, 3.0),  # the setting wins
+    ({}, 2.0, 2.0),  # else the scale vision-base picked
+    ({}, None, 1.0),  # else none
+    ({"pipeline": "some/model"}, 2.0, "vision.guidance_scale: set it"),  # a named model has no base.json
+])
+def test_guidance(tmp_path, vision, made, expect):
+    from raypdiff.vision.train import guidance
+
+    if made is not None:
+        (tmp_path / "base.json").write_text(json.dumps({"guidance_scale": made}))
+    cfg = Config.from_dict({"domain": "vision", "condition": {"encoder": "onehot"},
+                            "vision": {"base_dir": str(tmp_path), **vision}})
+    if isinstance(expect, str):
+        with pytest.raises(ConfigError, match=expect):
+            guidance(cfg)
+    else:
+        assert guidance(cfg) == expect

@@ -28,25 +28,13 @@ class StyleData:
 def pipeline_source(cfg: Config) -> str:
     """Where style LoRAs' pipeline loads from: vision.pipeline (a hub name or folder), else the offline base."""
     if cfg.vision.pipeline:
-        return cfg.vision.pipeline
+        local = Path(cfg.vision.pipeline).expanduser()
+        return str(local.resolve()) if local.is_dir() else cfg.vision.pipeline  # a folder, else a hub name
     path = Path(cfg.vision.base_dir).expanduser().resolve() / "pipeline"
     if not (path / "model_index.json").is_file():
         raise ConfigError(f"no vision base pipeline in {path}: build it with `raypdiff vision-base` (same "
                           f"vision.base_dir), or name a diffusers pipeline in vision.pipeline")
     return str(path)
-
-
-def denoiser_files(source: str) -> list[Path]:
-    """The denoiser's weight files of a pipeline folder or (downloaded once, as from_pretrained does) hub name."""
-    from raypdiff.vision.t2i import pipeline_class
-
-    _, name = pipeline_class(source)
-    folder = Path(source)
-    if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(source, allow_patterns=[f"{name}/*"]))
-    return sorted((folder / name).glob("*.safetensors")) + sorted((folder / name).glob("*.bin"))
 
 
 def image_encoder(c):
@@ -98,13 +86,18 @@ class StyleDomain:
 
     def base(self, cfg: Config) -> dict:
         """A hash of the denoiser's weights (another base is another zoo, wherever its folder lies; "unet_sha256"
-        for a transformer too) and the vision settings that change the styled data or the scores (not those of the
-        base's own training)."""
+        for a transformer too) and the vision settings that change the styled data, the style LoRAs' training or
+        the scores (not those of the base's own training); a named pipeline's name or folder."""
+        from raypdiff.vision.t2i import denoiser_files
+
         h = hashlib.sha256()
         for f in denoiser_files(pipeline_source(cfg)):
-            h.update(f.read_bytes())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(block)
         v = cfg.to_dict()["vision"]
-        keys = ("data_dir", "image_size", "timesteps", "prompt", "style_images") + (("pipeline",) if v["pipeline"] else ())
+        keys = ("data_dir", "image_size", "timesteps", "prompt", "style_images", "uncond_prob") + (
+            ("pipeline",) if v["pipeline"] else ())
         return {"unet_sha256": h.hexdigest(), "vision": {k: v[k] for k in keys}}
 
     def info(self, spec: StyleSpec, data: StyleData) -> dict:

@@ -202,12 +202,13 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     domain = domain_for("vision")
     specs = [domain.spec(meta["tasks"][s]["spec"]) for s in styles]
     c = cfg.to_dict()
-    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **meta["base_model"]["vision"]},
+    zoo_vision = {"pipeline": None, **meta["base_model"]["vision"]}  # the zoo's own model (None: the offline base)
+    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **zoo_vision},
                                 "eval": meta["eval"]})  # the styled data exactly as the zoo was scored on it
     data = {s.name: load_styled(zoo_cfg, s) for s in specs}
     judges, judge_acc = train_judges(zoo_cfg, specs, progress)
     arrays = task_arrays(zoo_dir)
-    sampler = Sampler(cfg)
+    sampler = Sampler(zoo_cfg)
     rng = np.random.default_rng(e.seed)
     cache: dict[bytes, np.ndarray] = {}  # adapter bytes → its samples: the base, and best-of-n among the n, once
     grids: dict[str, dict[str, np.ndarray]] = {}
@@ -262,9 +263,12 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     report["eval_seconds"] = time.time() - t0
     made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"  # absent for a base not made by vision-base
     timing = Path(zoo_dir) / "collect_seconds.json"
-    report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in (
-        "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
-                      if made.is_file() else None)
+    if zoo_vision["pipeline"]:
+        report["base"] = {"pipeline": zoo_vision["pipeline"]}
+    else:
+        report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in (
+            "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
+                          if made.is_file() else None)
     report["zoo"] = {"styles": len(styles), "captures": int(sum(len(arrays[s]["value"]) for s in styles)),
                      "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
     files = [out / "vision.json", out / "vision.md", *write_pictures(report, grids, strip, out)]

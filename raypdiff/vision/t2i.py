@@ -1,6 +1,6 @@
 """The text-to-image model style LoRAs train on, behind one small interface: the offline base (`FashionPipeline`, in
-pixels) or any diffusers pipeline by hub name or folder (`vision.pipeline`: Stable Diffusion's UNet or PixArt-α's
-transformer, in their VAE's latents)."""
+pixels) or a diffusers pipeline by hub name or folder (`vision.pipeline`: Stable Diffusion 1.x/2.x's UNet or
+PixArt-α/Σ's transformer, in their VAE's latents)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,14 @@ from typing import Optional
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+
+# pipelines whose denoiser, text inputs and noise schedule TextToImage knows (SDXL, SD3, Flux and Sana differ in each)
+SUPPORTED = ("FashionPipeline", "StableDiffusionPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline")
+# the default variant's weights (one file or shards), not fp16 / non-EMA copies
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors")
 
 
 def pipeline_class(source: str | Path) -> tuple[type, str]:
@@ -23,20 +29,31 @@ def pipeline_class(source: str | Path) -> tuple[type, str]:
     except (OSError, ValueError) as e:
         raise ConfigError(f"vision.pipeline: no diffusers pipeline at {source} ({str(e).splitlines()[0]})") from None
     name = index["_class_name"]
-    cls = FashionPipeline if name == "FashionPipeline" else getattr(diffusers, name, None)
-    if cls is None:
-        raise ConfigError(f"vision.pipeline: {source} is a {name}, which this diffusers does not have")
-    if not ("unet" in index or "transformer" in index):
-        raise ConfigError(f"vision.pipeline: {source} ({name}) has neither a unet nor a transformer to put LoRAs on")
+    if name not in SUPPORTED:
+        raise ConfigError(f"vision.pipeline: {source} is a {name}; style LoRAs support {', '.join(SUPPORTED[1:])}")
+    cls = FashionPipeline if name == "FashionPipeline" else getattr(diffusers, name)
     return cls, ("unet" if "unet" in index else "transformer")
 
 
 def load_pipeline(source: str | Path):
-    """The pipeline at a folder or hub name, its progress bars off."""
+    """The pipeline at a folder or hub name (no safety checker: samples are judged, not shown), progress bars off."""
     cls, _ = pipeline_class(source)
-    pipe = cls.from_pretrained(str(source))
+    extra = {"safety_checker": None, "requires_safety_checker": False} if cls.__name__ == "StableDiffusionPipeline" else {}
+    pipe = cls.from_pretrained(str(source), **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def denoiser_files(source: str | Path) -> list[Path]:
+    """The denoiser's weight files (default variant) of a pipeline folder or hub name (fetched as from_pretrained
+    would, those files only)."""
+    _, name = pipeline_class(source)
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(str(source), allow_patterns=[f"{name}/{w}" for w in WEIGHTS]))
+    return sorted({f for w in WEIGHTS for f in (folder / name).glob(w)})
 
 
 class TextToImage:
@@ -50,8 +67,10 @@ class TextToImage:
         self.pixels = isinstance(pipe, FashionPipeline)  # the offline base has no VAE: it denoises pixels
         self.name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         self.denoiser = getattr(pipe, self.name)
-        self.scheduler = pipe.scheduler
-        self.timesteps = int(pipe.scheduler.config.num_train_timesteps)
+        # training noise: the pipeline's own DDIM scheduler for the offline base; for others, DDPM on their schedule
+        # (a sampler such as PNDM or DPM-Solver maps timesteps to noise levels by its sampling grid)
+        self.scheduler = pipe.scheduler if self.pixels else DDPMScheduler.from_config(pipe.scheduler.config)
+        self.timesteps = int(self.scheduler.config.num_train_timesteps)
 
     @torch.no_grad()
     def inputs(self, images: np.ndarray) -> torch.Tensor:
@@ -80,8 +99,11 @@ class TextToImage:
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.name == "unet":
             return self.denoiser(x, t, **cond).sample
-        out = self.denoiser(x, timestep=t, added_cond_kwargs={"resolution": None, "aspect_ratio": None},
-                            **cond).sample
+        sizes = {"resolution": None, "aspect_ratio": None}
+        if self.denoiser.use_additional_conditions:  # PixArt-α 1024: the image size as the pipeline passes it
+            sizes = {"resolution": torch.tensor([[float(self.v.image_size)] * 2]).repeat(len(x), 1),
+                     "aspect_ratio": torch.ones(len(x), 1)}
+        out = self.denoiser(x, timestep=t, added_cond_kwargs=sizes, **cond).sample
         return out[:, :x.shape[1]]  # PixArt also predicts a variance in its second half
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,13 +114,16 @@ class TextToImage:
 
     @torch.no_grad()
     def sample(self, prompts: list[str], steps: int, generator: torch.Generator, guidance: float) -> np.ndarray:
-        """(N, S, S) uint8 grayscale samples at vision.image_size."""
+        """(N, S, S) uint8 grayscale samples: the offline base's 32 px; other pipelines' images back in the 28 px
+        frame the style images were upscaled from (what the judges read)."""
         if self.pixels:
             return self.pipe(prompts, steps, generator, guidance)
         extra = {"use_resolution_binning": False, "clean_caption": False} if self.name == "transformer" else {}
         rgb = self.pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
                         height=self.v.image_size, width=self.v.image_size, output_type="np", **extra).images
-        return (np.asarray(rgb).mean(axis=-1) * 255).round().astype(np.uint8)  # (N, S, S, 3) in [0, 1] → gray
+        gray = torch.tensor(np.asarray(rgb).mean(axis=-1))[:, None]  # (N, 1, S, S) in [0, 1]
+        small = torch.nn.functional.interpolate(gray, size=28, mode="area")[:, 0]
+        return (small * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
     def add_lora(self, settings: LoraSettings, seed: int):
         """Freeze the denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules; its layout."""
@@ -135,8 +160,9 @@ class TextToImage:
 
 def save_lora(layers: dict[str, torch.Tensor], config, out: Path, source: Optional[str | Path] = None) -> None:
     """LoRA matrices of the denoiser → a folder the pipeline at `source` (None: the offline base) loads with
-    `load_lora_weights`, or, where its pipeline has no LoRA loader (PixArt-α), a PEFT folder (adapter_config.json +
-    adapter_model.safetensors) that `TextToImage.load_lora` or peft's `set_peft_model_state_dict` reads."""
+    `load_lora_weights`, or, where its pipeline has no LoRA loader (PixArt-α), adapter_config.json +
+    adapter_model.safetensors (keys as the denoiser names its modules, without PeftModel's "base_model.model."
+    prefix) that `TextToImage.load_lora` reads: peft's inject_adapter_in_model, then set_peft_model_state_dict."""
     from raypdiff.vision.base import FashionPipeline
 
     cls, name = (FashionPipeline, "unet") if source is None else pipeline_class(source)

@@ -14,8 +14,9 @@ import torch
 from raypdiff.config import Config, ConfigError
 
 STATE = "state.pt"
-# vision settings that only change how the base is sampled and judged, not its training run's name
-SAMPLING = ("guidance_scale", "guidance_choices", "sample_steps", "judge_steps", "style_images")
+# vision settings that do not change the base's training (how it is sampled and judged, the style LoRAs' model and
+# data), left out of its training run's name
+NOT_TRAINING = ("guidance_scale", "guidance_choices", "sample_steps", "judge_steps", "style_images", "pipeline")
 
 
 def base_loop(loop_cfg: dict) -> None:
@@ -67,7 +68,7 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
         raise ConfigError(f"vision.base_dir: {out} is not writable ({e.strerror})") from None
     t0 = time.time()
     connect(cfg.collect.ray_address, progress)
-    trained = {k: x for k, x in cfg.to_dict()["vision"].items() if k not in SAMPLING}
+    trained = {k: x for k, x in cfg.to_dict()["vision"].items() if k not in NOT_TRAINING}
     name = "vision-base-" + hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
     trainer = TorchTrainer(
         base_loop, train_loop_config={"cfg": cfg.to_dict()},
@@ -95,7 +96,7 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
         return float((classify.predict(judge, samples) == labels).mean()), samples
 
     # the scale is picked on one noise draw and reported on another (select on one set of rows, report on another)
-    by_scale = {str(g): class_acc(g, v.seed + 1)[0] for g in v.guidance_choices}
+    by_scale = {str(float(g)): class_acc(float(g), v.seed + 1)[0] for g in v.guidance_choices}
     chosen = v.guidance_scale or float(max(by_scale, key=lambda g: (by_scale[g], -float(g))))
     acc, samples = class_acc(chosen, v.seed)
     summary = {"class_acc": acc, "guidance_scale": chosen, "class_acc_by_guidance": by_scale,
@@ -109,8 +110,12 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
 
 
 def guidance(cfg: Config) -> float:
-    """The guidance scale samples use: vision.guidance_scale, else the one vision-base chose, else none (1)."""
+    """The guidance scale samples use: vision.guidance_scale, else the one vision-base chose, else none (1); a named
+    pipeline has no base.json: its scale must be given."""
     if cfg.vision.guidance_scale is not None:
         return cfg.vision.guidance_scale
+    if cfg.vision.pipeline:
+        raise ConfigError(f"vision.guidance_scale: set it for vision.pipeline={cfg.vision.pipeline} (7.5 is usual for "
+                          f"Stable Diffusion, 4.5 for PixArt-α)")
     made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"
     return float(json.loads(made.read_text()).get("guidance_scale", 1.0)) if made.is_file() else 1.0
