@@ -82,7 +82,7 @@ def test_style_zoo_vector_loads_exactly_in_diffusers(style_zoo, tmp_path):
 @pytest.mark.parametrize("over,match", [
     (["tasks=[sepia]"], "'sepia' is not a built-in style"),
     (["vision.base_dir=/nonexistent/base"], "no vision base pipeline in /nonexistent/base/pipeline"),
-    (["lora.target_modules=[query]"], "the UNet has no module 'query'")])
+    (["lora.target_modules=[query]"], "the unet has no module 'query'")])
 def test_style_zoo_bad_input(style_zoo, over, match):
     from raypdiff.zoo import prepare
 
