@@ -12,7 +12,7 @@ import torch
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
 from raypdiff import lora
 from raypdiff.lora import Layout
-from raypdiff.vision.base import fit, prompts_for
+from raypdiff.vision.base import fit
 
 
 def lora_config(settings: LoraSettings):
@@ -54,7 +54,7 @@ def denoise_errors(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, model.timesteps, (len(x0),), generator=gen)
-    cond = model.condition(prompts_for(v, labels))  # key → (N, ...)
+    cond = model.class_condition(labels)  # key → (N, ...)
     errs = []
     for i in range(0, len(x0), 128):
         s = slice(i, i + 128)

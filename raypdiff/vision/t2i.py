@@ -96,6 +96,13 @@ class TextToImage:
             return {"encoder_hidden_states": h, "encoder_attention_mask": mask}
         return {"encoder_hidden_states": self.pipe.encode_prompt(prompts, "cpu", 1, False)[0]}
 
+    def class_condition(self, labels: np.ndarray) -> dict[str, torch.Tensor]:
+        """condition() of the class prompts of (N,) class ids, each distinct prompt embedded once: key → (N, ...)."""
+        from raypdiff.vision.base import prompts_for
+
+        classes, index = np.unique(labels, return_inverse=True)
+        return {k: h[torch.as_tensor(index)] for k, h in self.condition(prompts_for(self.v, classes)).items()}
+
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.name == "unet":
             return self.denoiser(x, t, **cond).sample
