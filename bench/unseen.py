@@ -1,6 +1,7 @@
 """Tasks never seen, on the many-task suite (configs/suite.yaml): collect its zoo (a complete one is reused, a partial
 one resumes), run `raypdiff holdout` with k-fold and leave-one-family-out folds, and write
-bench/results/unseen.{json,md,png} (+ unseen_map.png, unseen_path.png). Resumable: finished folds are kept.
+bench/results/unseen.{json,md,png} (+ unseen_map.png, unseen_path.png; unseen_family*.png). Resumable: finished
+folds are kept, and a scheme left out of --schemes keeps its results from the existing unseen.json.
 
     python bench/unseen.py --data-root ../shared/data
 """
@@ -38,34 +39,60 @@ def main() -> None:
     families = {info["spec"]["family"] for info in meta["tasks"].values()} - {None}
     timing = zoo / "collect_seconds.json"  # absent for a zoo collected before it was recorded
     reports = {s: json.loads((ROOT / cfg.holdout.output_dir / s / "holdout.json").read_text()) for s in args.schemes}
-    result = {
-        "suite": {"tasks": len(meta["tasks"]), "families": len(families),
-                  "captures": len(meta["tasks"]) * meta["capture"]["num"] * len(meta["capture"]["seeds"]),
-                  "seeds": meta["capture"]["seeds"],
-                  "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None},
-        "holdout": {s: r["tasks"] for s, r in reports.items()},
-        "nearest_zoo_task": {s: r["nearest_zoo_task"] for s, r in reports.items()},
-        "average": {s: r["average"] for s, r in reports.items()},
-        "higher_by_interval": {s: r["higher_by_interval"] for s, r in reports.items()},
-        "skipped": {s: r["skipped"] for s, r in reports.items()},
-        "sensitivity": {s: r["sensitivity"] for s, r in reports.items()},
-        "flip": {s: r["flip"] for s, r in reports.items()},
-        "pictures": {s: r["pictures"] for s, r in reports.items()},
-        "folds": {s: r["folds"] for s, r in reports.items()},
-    }
+    suite = {"tasks": len(meta["tasks"]), "families": len(families),
+             "captures": len(meta["tasks"]) * meta["capture"]["num"] * len(meta["capture"]["seeds"]),
+             "seeds": meta["capture"]["seeds"],
+             "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
+    result = {"suite": suite, "measured_on": {s: suite for s in args.schemes}}
+    for key in KEYS:
+        result[key] = {s: r[key] for s, r in reports.items()}
+    result["holdout"] = {s: r["tasks"] for s, r in reports.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    sections = {s: (ROOT / cfg.holdout.output_dir / s / "holdout.md").read_text() for s in args.schemes}
+    kept = keep_earlier(out, suite, set(args.schemes), result, sections)
+    order = [s for s in ("kfold", "family") if s in sections]
+    for key, by_scheme in result.items():  # k-fold first, whichever scheme ran today
+        if key != "suite":
+            result[key] = {s: by_scheme[s] for s in order}
     (out / "unseen.json").write_text(json.dumps(result, indent=1))
-    suite = result["suite"]
-    took = "an unrecorded time" if suite["collect_seconds"] is None else f"{suite['collect_seconds']:.0f} s"
-    head = [f"# Unseen tasks on the suite: {suite['tasks']} tasks, {suite['families']} families, {suite['captures']} "
-            f"captures (seeds {suite['seeds']}), collected in {took}", ""]
-    (out / "unseen.md").write_text("\n".join(head) + "\n\n".join(
-        (ROOT / cfg.holdout.output_dir / s / "holdout.md").read_text() for s in args.schemes))
-    first = ROOT / cfg.holdout.output_dir / args.schemes[0]
-    for src, dst in (("holdout.png", "unseen.png"), ("map.png", "unseen_map.png"), ("path.png", "unseen_path.png")):
-        shutil.copy(first / src, out / dst)
+    lines = [f"# Unseen tasks on the suite: {describe(suite)}", ""]
+    lines += [f"The {s} scheme is kept from an earlier run, on a collection of the same suite: "
+              f"{describe(result['measured_on'][s])}.\n" for s in kept]
+    (out / "unseen.md").write_text("\n".join(lines) + "\n\n".join(sections[s] for s in order))
+    for s in args.schemes:  # the k-fold pictures are the report's unseen*.png; other schemes' carry their name
+        tag = "" if s == "kfold" else f"_{s}"
+        for src, dst in (("holdout.png", "unseen"), ("map.png", "unseen_map"), ("path.png", "unseen_path")):
+            shutil.copy(ROOT / cfg.holdout.output_dir / s / src, out / f"{dst}{tag}.png")
     print((out / "unseen.md").read_text())
+
+
+KEYS = ("nearest_zoo_task", "average", "higher_by_interval", "skipped", "sensitivity", "flip", "pictures", "folds")
+
+
+def describe(suite: dict) -> str:
+    took = "an unrecorded time" if suite["collect_seconds"] is None else f"{suite['collect_seconds']:.0f} s"
+    return (f"{suite['tasks']} tasks, {suite['families']} families, {suite['captures']} captures "
+            f"(seeds {suite['seeds']}), collected in {took}")
+
+
+def keep_earlier(out: Path, suite: dict, ran: set[str], result: dict, sections: dict[str, str]) -> list[str]:
+    """Carry over, from out/unseen.json and unseen.md, the schemes this run did not measure, when they were
+    measured on the same suite (its tasks, families, captures and seeds). Returns the kept schemes."""
+    if not (out / "unseen.json").is_file():
+        return []
+    old = json.loads((out / "unseen.json").read_text())
+    same = {k: v for k, v in old["suite"].items() if k != "collect_seconds"} == \
+        {k: v for k, v in suite.items() if k != "collect_seconds"}
+    kept = [s for s in old["holdout"] if s not in ran and same]
+    text = (out / "unseen.md").read_text().split("\n# Unseen tasks (")
+    for s in kept:
+        result["measured_on"][s] = old.get("measured_on", {}).get(s, old["suite"])
+        result["holdout"][s] = old["holdout"][s]
+        for key in KEYS:
+            result[key][s] = old[key][s]
+        sections[s] = next("# Unseen tasks (" + t for t in text[1:] if t.startswith(f"{s})")).rstrip("\n") + "\n"
+    return kept
 
 
 if __name__ == "__main__":
