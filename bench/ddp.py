@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from raypdiff import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def run(args, workers: int, tmp: Path) -> dict:
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(tmp / f"ray{workers}")}
     subprocess.run(cmd, cwd=ROOT, check=True, env=env)  # a private local Ray per run
     wall = time.time() - t0
-    history = torch.load(out / "generator.pt", weights_only=False)["history"]
+    history = checkpoint.load(out).history
     res = {"workers": workers, "wall_seconds": wall,
            "train_seconds": json.loads((out / "train_summary.json").read_text())["train_seconds"]}
     for phase in ("ae", "diffusion"):

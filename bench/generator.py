@@ -2,7 +2,7 @@
 fine-tuning fairly. Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise).
 
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
-    python bench/generator.py --generator runs/generator/generator.pt --name generator_g1 diffusion.guidance=1
+    python bench/generator.py --generator runs/generator --name generator_g1 diffusion.guidance=1
         # re-evaluate a trained generator: the sampling settings diffusion.guidance / diffusion.sampler /
         # condition.quality_target apply
 
@@ -102,7 +102,7 @@ def main() -> None:
                         "beside the generator's one-CPU training)")
     p.add_argument("--zoo-seconds", type=float, help="the zoo's collection wall time (default: bench/results/zoo.json)")
     p.add_argument("--name", default="generator", help="results file name under bench/results/")
-    p.add_argument("--generator", help="evaluate this trained generator.pt instead of training one (its "
+    p.add_argument("--generator", help="evaluate this trained generator (folder or file) instead of training one (its "
                                        "train_summary.json gives the training time)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()

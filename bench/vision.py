@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from raypdiff.checkpoint import GENERATOR_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     if not (ROOT / cfg.vision.base_dir / "base.json").is_file():
         cli("vision-base")
     cli("collect")
-    if not (ROOT / cfg.trainer.output_dir / "generator.pt").is_file():
+    if not (ROOT / cfg.trainer.output_dir / GENERATOR_FILE).is_file():
         cli("train")
     cli("vision-eval")
     src, out = ROOT / cfg.style_eval.output_dir, Path(args.out)

@@ -147,7 +147,7 @@ def cmd_vision_eval(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     report = run(cfg, args.zoo or cfg.collect.output_dir,
-                 args.generator or str(Path(cfg.trainer.output_dir) / "generator.pt"), progress=not args.quiet)
+                 args.generator or cfg.trainer.output_dir, progress=not args.quiet)
     t = report["targets"]
     print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
           f"{Path(cfg.style_eval.output_dir) / 'vision.md'}")
@@ -203,14 +203,22 @@ def cmd_serve(args) -> int:
 
         serve_cfg.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri(cfg)
     path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri).resolve()
-    if not (path.is_file() or (path / "generator.pt").is_file()):
-        raise ConfigError(f"--generator: no generator at {path} (a folder holding generator.pt, the file, or "
-                          "models:/<name>/<version>)")
+    from raypdiff import checkpoint
+
+    checkpoint.locate(path)  # one error line for a missing, pickled or foreign file, before Ray starts
     serve_cfg.generator = str(path)  # replicas read the local copy; paths made absolute for Ray's workers
     serve_cfg.store_dir = str(Path(serve_cfg.store_dir).expanduser().resolve())
     from raypdiff.serve.app import run
 
     run(serve_cfg, cfg.collect.ray_address)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from raypdiff import checkpoint
+
+    out = checkpoint.migrate(args.path, args.out)
+    print(f"wrote {out} (checkpoint version {checkpoint.VERSION}); the pickled file is no longer needed")
     return 0
 
 
@@ -284,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the generator (autoencoder + conditional latent diffusion) on Ray Train",
                        description="Fit the normalizer, embed task conditions, then train the parameter autoencoder "
                                    "and the conditional latent denoiser on Ray Train (trainer.num_workers DDP "
-                                   "workers). Writes <trainer.output_dir>/generator.pt and registers it in MLflow.")
+                                   "workers). Writes <trainer.output_dir>/generator.safetensors and registers it in MLflow.")
     _zoo_job_args(t)
     t.set_defaults(fn=cmd_train)
 
@@ -292,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "images", description="Sample adapters from a trained generator. For a task "
                                    "outside the zoo give --description, --label-names and --examples (JSONL rows "
                                    '{"text": "...", "label": "..."}); for a style, --style-images DIR.')
-    g.add_argument("--generator", required=True, help="generator.pt or the folder holding it")
+    g.add_argument("--generator", required=True, help="generator.safetensors or the folder holding it")
     g.add_argument("--task", help="a task the generator was trained on")
     g.add_argument("--description", help="free task description (instead of --task)")
     g.add_argument("--examples", help="JSONL file of labeled examples for --description")
@@ -372,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "interpolation.png.")
     _zoo_job_args(ve)
     ve.add_argument("--generator", help="the generator trained on the whole zoo (default: "
-                                        "<trainer.output_dir>/generator.pt)")
+                                        "<trainer.output_dir>)")
     ve.set_defaults(fn=cmd_vision_eval)
 
     w = sub.add_parser("sweep", help="ablation sweep on Ray Tune: latent size, normalization, N, condition, noise",
@@ -393,13 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the OpenAPI docs at /docs. Settings: the config's serve section (serve.api_key or "
                                    "RAYPDIFF_API_KEY requires Authorization: Bearer <key> on /v1 routes). Runs until "
                                    "Ctrl-C.")
-    s.add_argument("--generator", help="generator folder, generator.pt, or models:/raypdiff-generator/<version> from "
+    s.add_argument("--generator", help="generator folder, generator.safetensors, or models:/raypdiff-generator/<version> from "
                                        "the MLflow registry (default: serve.generator, runs/generator)")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
     s.add_argument("--port", type=int, help="HTTP port (default 8000)")
     s.add_argument("--replicas", type=int, help="replicas of the generator and of the predictor (default 1)")
     _config_args(s)
     s.set_defaults(fn=cmd_serve)
+
+    m = sub.add_parser("migrate", help="convert a pickled generator.pt of earlier versions to generator.safetensors",
+                       description="Read a version-1 generator.pt with torch's weights-only reader (tensors, arrays "
+                                   "and plain data; anything else is refused) and write the same generator as "
+                                   "generator.safetensors, which raypdiff loads without unpickling.")
+    m.add_argument("path", help="the generator.pt, or the folder holding it")
+    m.add_argument("--out", help="output file (default: generator.safetensors beside the input)")
+    m.set_defaults(fn=cmd_migrate)
 
     pl = sub.add_parser("pipeline", help="collect (reusing a zoo) → train → generate → evaluate",
                         description="Run every stage with one config: collect (only missing shards), train the "

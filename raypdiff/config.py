@@ -357,7 +357,7 @@ class GenerateConfig:
 
 @dataclass
 class ServeConfig:
-    # A generator folder / generator.pt, or a registered model "models:/raypdiff-generator/<version>".
+    # A generator folder / generator.safetensors, or a registered model "models:/raypdiff-generator/<version>".
     generator: str = "runs/generator"
     tracking_uri: Optional[str] = None  # the MLflow store models:/ reads; None → MLFLOW_TRACKING_URI, then tracking.*
     host: str = "127.0.0.1"  # 0.0.0.0 to listen beyond this machine

@@ -9,44 +9,32 @@ from typing import Optional
 import numpy as np
 import torch
 
+from raypdiff import checkpoint
 from raypdiff.conditions import with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import sample
 from raypdiff.normalize import Normalizer
 from raypdiff.tasks import TaskSpec
-from raypdiff.train import build_networks
 
 
 class Generator:
     """A trained generator loaded for sampling (EMA denoiser weights, eval mode)."""
 
     def __init__(self, path: str | Path):
-        p = Path(path)
-        if p.is_dir():
-            p = p / "generator.pt"
-        if not p.is_file():
-            raise ConfigError(f"generator checkpoint not found: {p}")
-        try:
-            g = torch.load(p, weights_only=False, map_location="cpu")
-        except Exception as e:  # corrupt or foreign file
-            raise ConfigError(f"{p}: not a raypdiff generator checkpoint ({type(e).__name__})") from None
-        if not isinstance(g, dict) or "denoiser_ema" not in g:
-            raise ConfigError(f"{p}: not a raypdiff generator checkpoint")
-        g["config"]["condition"].setdefault("quality", False)  # generators saved before quality conditioning
-        self.path, self.payload = p, g
-        self.domain: str = g.get("domain", "text")  # generators saved before the vision domain are text ones
-        self.cfg = Config.from_dict(g["config"])
-        self.task_names: list[str] = g["task_names"]
-        self.tasks: dict = g["tasks"]
-        self.normalizer = Normalizer.from_state(g["normalizer"])
-        self.bank: dict[str, np.ndarray] = g["bank"]
-        cond_dim = next(iter(self.bank.values())).shape[-1]
-        self.ae, self.den = build_networks(self.cfg, g["num_params"], cond_dim)
-        self.ae.load_state_dict(g["ae"])
-        self.den.load_state_dict(g["denoiser_ema"])
+        self.ckpt = checkpoint.load(path)
+        self.path = checkpoint.locate(path)
+        self.domain: str = self.ckpt.domain
+        self.cfg = self.ckpt.cfg
+        self.task_names: list[str] = self.ckpt.task_names
+        self.tasks: dict = self.ckpt.tasks
+        self.normalizer = Normalizer.from_state(self.ckpt.normalizer)
+        self.bank: dict[str, np.ndarray] = self.ckpt.bank
+        self.ae, self.den = checkpoint.build_networks(self.cfg, self.ckpt.num_params, self.ckpt.cond_dim)
+        self.ae.load_state_dict(self.ckpt.ae)
+        self.den.load_state_dict(self.ckpt.denoiser)
         self.ae.eval()
         self.den.eval()
-        self.latent_stats = g["latent_stats"]
+        self.latent_stats = self.ckpt.latent_stats
         self._encoder = None
 
     @property
@@ -55,12 +43,12 @@ class Generator:
         from raypdiff.conditions import make_encoder
 
         if self._encoder is None:
-            self._encoder = make_encoder(self.cfg.condition, self.payload["base_model"]["base"])
+            self._encoder = make_encoder(self.cfg.condition, self.ckpt.base_model["base"])
         return self._encoder
 
     def examples(self, task: str) -> list[dict]:
         """A few of `task`'s labeled training rows as {"text", "label"} (generators saved before they were kept: [])."""
-        return self.payload.get("examples", {}).get(task, [])
+        return self.ckpt.examples.get(task, [])
 
     def spec(self, task: str):
         """The task's spec (a TaskSpec; a StyleSpec for a style generator)."""
@@ -79,12 +67,12 @@ class Generator:
         """A generator only makes adapters for the domain, base model and LoRA layout it was trained on."""
         if cfg.domain != self.domain:
             raise ConfigError(f"this generator makes {self.domain} adapters; your config's domain is {cfg.domain}")
-        trained = self.payload["base_model"].get("base")  # None for a style generator: its base is a pipeline folder
+        trained = self.ckpt.base_model.get("base")  # None for a style generator: its base is a pipeline folder
         if trained is not None and cfg.model.base != trained:
             raise ConfigError(f"this generator was trained for base model {trained!r}, not {cfg.model.base!r}")
         want = cfg.to_dict()["lora"]
-        if want != self.payload["lora"]:
-            raise ConfigError(f"this generator was trained for LoRA {self.payload['lora']}, not {want}")
+        if want != self.ckpt.lora:
+            raise ConfigError(f"this generator was trained for LoRA {self.ckpt.lora}, not {want}")
 
     def conditions(self, task: str, num: int, quality: Optional[float] = None) -> torch.Tensor:
         """(num, C'): the cached example draws of a known task, cycled, as denoiser conditions."""
@@ -131,7 +119,7 @@ class Generator:
     def encode(self, task: str, vectors: np.ndarray) -> torch.Tensor:
         """Zoo vectors of `task`, (N, P_task) → (N, Z) latents (no augmentation noise)."""
         x = torch.from_numpy(self.normalizer.apply(task, vectors))
-        return self.ae.encode(torch.nn.functional.pad(x, (0, self.payload["num_params"] - x.shape[1])))
+        return self.ae.encode(torch.nn.functional.pad(x, (0, self.ckpt.num_params - x.shape[1])))
 
     def denormalize(self, stats_task: str, x: np.ndarray) -> np.ndarray:
         """(B, P_max) normalized → (B, P_task) raw adapter vectors, with `stats_task`'s layout and statistics."""
@@ -188,7 +176,7 @@ class AdapterWriter:
 
     def __init__(self, gen: Generator):
         self.gen = gen
-        self.cfg = Config.from_dict({"model": gen.payload["base_model"], "lora": gen.payload["lora"]})
+        self.cfg = Config.from_dict({"model": gen.ckpt.base_model, "lora": gen.ckpt.lora})
         self._models: dict = {}
 
     def model_for(self, task: str):
@@ -201,7 +189,7 @@ class AdapterWriter:
             if lora.layout_of(model) != self.gen.layout(task):
                 raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on "
                                   "another model?")
-            fingerprint = self.gen.payload.get("base_fingerprint")  # None in generators saved before it was recorded
+            fingerprint = self.gen.ckpt.base_fingerprint  # None in generators saved before it was recorded
             if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
                 raise ConfigError(f"base model {self.cfg.model.base!r} is not the model this generator was "
                                   "trained for (its weights differ)")
@@ -223,14 +211,14 @@ def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, ou
         from raypdiff.config import LoraSettings
         from raypdiff.vision.style_lora import write_lora
 
-        settings = LoraSettings(**gen.payload["lora"])
-        source = gen.payload["base_model"]["vision"].get("pipeline")  # None: the offline base
+        settings = LoraSettings(**gen.ckpt.lora)
+        source = gen.ckpt.base_model["vision"].get("pipeline")  # None: the offline base
         folders = [str(write_lora(v, gen.layout(task_for_layout), settings, f, source)) for v, f in zip(vectors, names)]
     else:
         writer = AdapterWriter(gen)
         folders = [str(writer.write(task_for_layout, v, f)) for v, f in zip(vectors, names)]
     manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
-                "base_model": gen.payload["base_model"], **manifest_extra}
+                "base_model": gen.ckpt.base_model, **manifest_extra}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folders
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 
 
@@ -54,9 +56,9 @@ def log_collection(cfg: Config, zoo_dir: Path, summary: dict, artifacts: list[Pa
         return run.info.run_id
 
 
-def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict, load=None) -> str:
+def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict) -> str:
     """Loss curves and params of a generator run; the generator registered in the MLflow model registry as a
-    pyfunc that `load`s it (load: generator.pt path → raypdiff.generate.Generator)."""
+    pyfunc logged from code (raypdiff/mlflow_model.py, no CloudPickle) with the checkpoint as its artifact."""
     import mlflow
 
     with _start(cfg, "train") as run:
@@ -66,10 +68,12 @@ def log_training(cfg: Config, generator_path: Path, history: list[dict], summary
             key = "ae_loss" if h["phase"] == "ae" else "diffusion_loss"
             mlflow.log_metric(key, h[key], step=h["step"] + (0 if h["phase"] == "ae" else offset))
         mlflow.log_metric("train_seconds", float(summary["train_seconds"]))
-        if cfg.trainer.register_model and load is not None:
-            mlflow.pyfunc.log_model(name="generator", python_model=_generator_model(load),
-                                    artifacts={"generator": str(generator_path)},
-                                    registered_model_name=cfg.trainer.model_name, pip_requirements=["raypdiff"])
+        if cfg.trainer.register_model:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow asks for type hints; inputs here are free-form rows
+                mlflow.pyfunc.log_model(name="generator", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                        artifacts={"generator": str(generator_path)},
+                                        registered_model_name=cfg.trainer.model_name, pip_requirements=["raypdiff"])
         else:
             mlflow.log_artifact(str(generator_path))
         return run.info.run_id
@@ -142,29 +146,8 @@ def log_sweep_summary(cfg: Config, parent: str, metrics: dict, artifacts: list[P
             mlflow.log_artifact(str(path))
 
 
-def _generator_model(load):
-    """MLflow pyfunc for the registry: rows {"task", "num", "seed"} → generated flat adapter vectors."""
-    import warnings
-
-    import mlflow.pyfunc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow asks for type hints; inputs here are free-form rows
-
-        class GeneratorModel(mlflow.pyfunc.PythonModel):
-            def load_context(self, context):
-                self.gen = load(context.artifacts["generator"])
-
-            def predict(self, context, model_input, params=None):
-                rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-                return [self.gen.vectors(self.gen.conditions(r["task"], int(r.get("num", 1))), r["task"],
-                                         int(r.get("seed", 0))).tolist() for r in rows]
-
-    return GeneratorModel()
-
-
 def download_generator(model_uri: str, uri: str | None = None) -> Path:
-    """A registered generator (models:/<name>/<version>) → the local path of its generator.pt. `uri`: the tracking
+    """A registered generator (models:/<name>/<version>) → the local path of its checkpoint file. `uri`: the tracking
     store (None → MLFLOW_TRACKING_URI)."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -178,7 +161,8 @@ def download_generator(model_uri: str, uri: str | None = None) -> Path:
     except MlflowException as e:
         raise ConfigError(f"{model_uri}: cannot load from the MLflow store {mlflow.get_tracking_uri()} "
                           f"({str(e).splitlines()[0][:200]})") from None
-    found = sorted(local.rglob("generator.pt"))
+    found = sorted(local.rglob(GENERATOR_FILE))
     if not found:
-        raise ConfigError(f"{model_uri}: the registered model holds no generator.pt")
+        raise ConfigError(f"{model_uri}: the registered model holds no {GENERATOR_FILE} (a pickled generator.pt "
+                          "registered before version 2 is never loaded: download it and run `raypdiff migrate`)")
     return found[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,15 +14,13 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from raypdiff.autoencoder import ParamAutoencoder, ae_loss
+from raypdiff import checkpoint
+from raypdiff.autoencoder import ae_loss
+from raypdiff.checkpoint import build_networks
 from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError
-from raypdiff.denoiser import Denoiser
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
 from raypdiff.normalize import Normalizer
-
-GENERATOR_FILE = "generator.pt"
-
 
 @dataclass
 class TrainData:
@@ -154,28 +151,7 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
     return snapshot()
 
 
-# ---- the generator checkpoint ----
-
-def build_networks(cfg: Config, num_params: int, embed_dim: int) -> tuple[ParamAutoencoder, Denoiser]:
-    """embed_dim: the condition encoder's width (C); quality conditioning adds one input."""
-    torch.manual_seed(cfg.trainer.seed)
-    cond_dim = embed_dim + int(cfg.condition.quality)
-    return ParamAutoencoder(cfg.autoencoder, num_params), Denoiser(cfg.diffusion, cfg.autoencoder.latent, cond_dim)
-
-
-def save_generator(path: Path, cfg: Config, state: dict, prep: dict) -> Path:
-    """Everything generation needs: config, zoo facts, normalizer, bank, AE, EMA denoiser, latent stats."""
-    payload = {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"],
-               "denoiser": state["denoiser"], "latent_stats": state["latent_stats"], "history": state["history"],
-               **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
-                                       "lora", "examples")},
-               "domain": prep.get("domain", "text"), "base_fingerprint": prep.get("base_fingerprint")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
-
+# ---- the driver's preparation ----
 
 def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
@@ -235,7 +211,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", weights_only=True)
     every = cfg.trainer.checkpoint_every
 
     def on_step(m: dict, snapshot) -> None:
@@ -255,7 +231,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 
 
 def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None) -> dict:
-    """Train on Ray Train; writes <trainer.output_dir>/generator.pt; logs to MLflow. Returns a summary.
+    """Train on Ray Train; writes <trainer.output_dir>/generator.safetensors; logs to MLflow. Returns a summary.
     callbacks: Ray Train callbacks (a sweep trial passes Tune's TuneReportCallback)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -292,15 +268,13 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     if result.error:
         raise RuntimeError(f"generator training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=False)
-    path = save_generator(out / GENERATOR_FILE, cfg, state, prep)
+        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    path = checkpoint.save(out / checkpoint.GENERATOR_FILE, checkpoint.from_training(cfg, state, prep))
     summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": result.metrics,
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     if cfg.tracking.enabled:
-        from raypdiff.generate import Generator
-
-        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary, load=Generator)
+        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary)
     return summary
 
 

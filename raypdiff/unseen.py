@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import Bootstrap, format_ci, metric_rows
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
@@ -164,10 +165,10 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     if not scored:
         return result  # nothing to score: no generator to train
     gen_dir = out / "generator"
-    if not (gen_dir / "generator.pt").is_file():
+    if not (gen_dir / GENERATOR_FILE).is_file():
         train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), gen_dir, progress)
     result["train_seconds"] = json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"]
-    gen = Generator(gen_dir / "generator.pt")
+    gen = Generator(gen_dir)
     if gen.task_names != list(fold.train):
         raise ConfigError(f"{gen_dir} holds a generator of another fold (trained on {len(gen.task_names)} other "
                           f"tasks); use a new holdout.output_dir")
@@ -239,7 +240,7 @@ def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, out: Pat
     from raypdiff.zoo import load_splits
 
     h = cfg.holdout
-    gen = Generator(out / fold.name / "generator" / "generator.pt")
+    gen = Generator(out / fold.name / "generator")
     scored = list(result["tasks"])
     specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in scored}
     data = load_splits(meta, scored)

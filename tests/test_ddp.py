@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from helpers import REPO, private_ray_env
 
+from raypdiff import checkpoint
 from raypdiff.train import Shards
 
 SIZES = [3, 8]  # uneven shards: 11 rows in all
@@ -76,7 +77,7 @@ def train(tiny_zoo: Path, data_dir: Path, tmp: Path, workers: int) -> dict:
                        cwd=REPO, env=private_ray_env(tmp / f"ray{workers}"), capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    history = torch.load(out / "generator.pt", weights_only=False)["history"]
+    history = checkpoint.load(out).history
     summary = json.loads((out / "train_summary.json").read_text())
     return {"history": history, "seconds": summary["train_seconds"]}
 

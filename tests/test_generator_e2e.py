@@ -19,7 +19,9 @@ import pytest
 import torch
 from helpers import private_ray_env
 
-from raypdiff import cli
+from safetensors.torch import save_file
+
+from raypdiff import checkpoint, cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tiny_gen.yaml"
@@ -300,19 +302,22 @@ def other_base(tmp: Path, kind: str) -> str:
 
 def bad_generator(built: dict, tmp: Path, kind: str) -> str:
     if kind == "missing":
-        return str(tmp / "nope" / "generator.pt")
+        return str(tmp / "nope" / checkpoint.GENERATOR_FILE)
     if kind == "empty-dir":
         (tmp / "empty").mkdir()
         return str(tmp / "empty")
-    p = tmp / "generator.pt"
+    p = tmp / checkpoint.GENERATOR_FILE
     if kind == "text-file":
         p.write_text("this is not a checkpoint\n")
-    elif kind == "foreign-torch":
+    elif kind == "foreign-tensors":
+        save_file({"model": torch.zeros(3)}, str(p))
+    elif kind == "pickle":
+        p = tmp / checkpoint.LEGACY_FILE
         torch.save({"model": torch.zeros(3)}, p)
     else:  # a generator checkpoint whose base model is another one
-        payload = torch.load(built["gen"] / "generator.pt", weights_only=False)
-        payload["base_model"]["base"] = other_base(tmp, kind)
-        torch.save(payload, p)
+        ckpt = checkpoint.load(built["gen"])
+        ckpt.base_model["base"] = other_base(tmp, kind)
+        checkpoint.save(p, ckpt)
     return str(p)
 
 
@@ -334,7 +339,8 @@ BAD = [
     ("missing", ["--task", "SST-2"], "not found"),
     ("empty-dir", ["--task", "SST-2"], "not found"),
     ("text-file", ["--task", "SST-2"], "not a raypdiff generator"),
-    ("foreign-torch", ["--task", "SST-2"], "not a raypdiff generator"),
+    ("foreign-tensors", ["--task", "SST-2"], "not a raypdiff generator"),
+    ("pickle", ["--task", "SST-2"], "raypdiff migrate"),
     ("tiny-bert", ["--task", "SST-2"], "layout"),
     ("same-layout", ["--task", "SST-2"], "base model"),
 ]
@@ -405,7 +411,7 @@ def test_train_again_into_the_same_folder(built):
     weights = []
     for i, seed in enumerate((0, 0, 1)):
         run_cli([*common, f"trainer.seed={seed}"], tmp, f"train_again_{i}", timeout=300)
-        weights.append(torch.load(gen / "generator.pt", weights_only=False)["ae"])
+        weights.append(checkpoint.load(gen).ae)
 
     def same(a: dict, b: dict) -> bool:
         return all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,7 @@ diffusion loss/sampling/guidance, EMA, the `fit` loop with resume, the generator
 distances, disagreement, zoo capture pairs) and task conditions. Every case runs in well under a second."""
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.autoencoder import ParamAutoencoder, ae_loss
 from raypdiff.conditions import (condition_bank, condition_text, draw_examples, embed, label_slots, make_encoder,
                                  parse_examples)
@@ -92,11 +94,7 @@ def test_normalizer_batch_pools_each_coordinate(sizes):
 def test_normalizer_state_dict_round_trip(mode):
     vecs = raw_vectors({"a": (6, 5), "b": (4, 3)})
     norm = Normalizer.fit(vecs, mode)
-    state = norm.state_dict()
-    buf = io.BytesIO()
-    torch.save(state, buf)  # as inside generator.pt
-    buf.seek(0)
-    back = Normalizer.from_state(torch.load(buf, weights_only=False))
+    back = Normalizer.from_state(copy.deepcopy(norm.state_dict()))  # the checkpoint stores it; tests/test_checkpoint
     assert back.mode == mode and back.eps == norm.eps and sorted(back.stats) == sorted(norm.stats)
     for t, v in vecs.items():
         np.testing.assert_array_equal(back.apply(t, v), norm.apply(t, v))
@@ -473,13 +471,14 @@ def frozen(state: dict) -> dict:
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=False)
+    return torch.load(buf, weights_only=True)
 
 
 def run_fit(cfg, data, state=None, stop=None, conds=None):
     """fit with fresh networks; records every step and keeps snapshots at (phase, step) in `stop`;
     `conds` (a list) collects the conditions the denoiser is trained on."""
-    from raypdiff.train import build_networks, fit
+    from raypdiff.checkpoint import build_networks
+    from raypdiff.train import fit
 
     ae, den = build_networks(cfg, P_A, COND)
     if conds is not None:
@@ -553,26 +552,30 @@ def make_prep(norm: Normalizer, bank: dict) -> dict:
             "lora": {"r": 4}, "examples": {"a": [{"text": "good", "label": "y"}], "b": [{"text": "so so", "label": 2.5}]}}
 
 
+def save_checkpoint(path, cfg, state, prep):
+    from raypdiff import checkpoint
+
+    return checkpoint.save(path, checkpoint.from_training(cfg, state, prep))
+
+
 @pytest.fixture(scope="module")
 def saved_generator(tmp_path_factory):
-    from raypdiff.train import save_generator
-
     cfg = tiny_cfg(ae_steps=4, diff_steps=4)
     raw, norm, data, bank = tiny_data()
     final, _, _ = run_fit(cfg, data)
-    path = save_generator(tmp_path_factory.mktemp("gen") / "generator.pt", cfg, final, make_prep(norm, bank))
+    path = save_checkpoint(tmp_path_factory.mktemp("gen") / GENERATOR_FILE, cfg, final, make_prep(norm, bank))
     return path, cfg, final, norm, bank
 
 
 def test_save_generator_writes_one_file(saved_generator):
     path = saved_generator[0]
-    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["generator.pt"]  # no temp left
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == [GENERATOR_FILE]  # no temp left
 
 
 @pytest.mark.parametrize("task,p", [("a", P_A), ("b", P_B)])
 def test_generator_load_samples_reproducibly(saved_generator, task, p):
+    from raypdiff.checkpoint import build_networks
     from raypdiff.generate import Generator
-    from raypdiff.train import build_networks
 
     path, cfg, final, norm, bank = saved_generator
     g1, g2 = Generator(path), Generator(path.parent)  # the file or its folder
@@ -599,7 +602,6 @@ def test_generator_load_samples_reproducibly(saved_generator, task, p):
 
 def test_generator_quality_steers_sampling(saved_generator, tmp_path):
     from raypdiff.generate import Generator
-    from raypdiff.train import save_generator
 
     path, cfg, final, norm, bank = saved_generator
     g = Generator(path)
@@ -612,7 +614,7 @@ def test_generator_quality_steers_sampling(saved_generator, tmp_path):
     plain_cfg = tiny_cfg(ae_steps=2, diff_steps=2, quality=False)
     _, _, data, _ = tiny_data(quality=False)
     state, _, _ = run_fit(plain_cfg, data)
-    plain = Generator(save_generator(tmp_path / "generator.pt", plain_cfg, state, make_prep(norm, bank)))
+    plain = Generator(save_checkpoint(tmp_path / GENERATOR_FILE, plain_cfg, state, make_prep(norm, bank)))
     assert plain.conditions("a", 3).shape == (3, COND)
     with pytest.raises(ConfigError, match="without quality conditioning"):
         plain.conditions("a", 3, quality=1.0)
@@ -660,17 +662,25 @@ def test_generator_unknown_task_and_reconstruct(saved_generator):
 @pytest.mark.parametrize("content,match", [
     (None, "not found"),
     (b"not a checkpoint", "not a raypdiff generator"),
-    ({"something": 1}, "not a raypdiff generator"),
-    ([1, 2, 3], "not a raypdiff generator"),
-], ids=["missing", "garbage", "foreign-dict", "foreign-list"])
+    ({"something": torch.zeros(2)}, "not a raypdiff generator"),
+    ({"format": "other"}, "not a raypdiff generator"),
+    ("pickle", "raypdiff migrate"),
+], ids=["missing", "garbage", "foreign-tensors", "foreign-format", "pickle"])
 def test_generator_rejects_non_generators(tmp_path, content, match):
+    from safetensors.torch import save_file
+
     from raypdiff.generate import Generator
 
-    p = tmp_path / "generator.pt"
+    p = tmp_path / GENERATOR_FILE
     if isinstance(content, bytes):
         p.write_bytes(content)
+    elif content == "pickle":
+        p = tmp_path / "generator.pt"
+        torch.save({"something": 1}, p)
+    elif isinstance(content, dict) and "format" in content:
+        save_file({"x": torch.zeros(1)}, str(p), metadata=content)
     elif content is not None:
-        torch.save(content, p)
+        save_file(content, str(p))
     with pytest.raises(ConfigError, match=match):
         Generator(p)
 

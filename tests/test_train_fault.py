@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import RaypdiffProcess, data_root
+
+from raypdiff import checkpoint
+from raypdiff.checkpoint import GENERATOR_FILE
 
 AE_STEPS, DIFF_STEPS, EVERY = 400, 400, 50
 
@@ -73,14 +75,13 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(data_dir):
               f"train exited {rc} {time.time() - killed_at:.1f}s later; new workers {replacements}")
         assert rc == 0, f"train failed after the worker was killed (rc={rc}):\n{train.tail()}"
         assert replacements, f"no new RayTrainWorker after killing {victim.pid}:\n{train.tail()}"
-        assert (gen / "generator.pt").is_file()
+        assert (gen / GENERATOR_FILE).is_file()
 
         summary = json.loads((gen / "train_summary.json").read_text())
         assert summary["final"]["resumed"] is True, f"the final report says training restarted: {summary['final']}"
         assert summary["final"]["phase"] == "diffusion" and summary["final"]["step"] == DIFF_STEPS
         # resumed, not restarted: the history carried over the checkpoint holds every logged step exactly once
-        payload = torch.load(gen / "generator.pt", weights_only=False)
-        steps = [(h["phase"], h["step"]) for h in payload["history"]]
+        steps = [(h["phase"], h["step"]) for h in checkpoint.load(gen).history]
         assert steps == [("ae", s) for s in range(50, AE_STEPS + 1, 50)] + \
             [("diffusion", s) for s in range(50, DIFF_STEPS + 1, 50)], steps
     finally:

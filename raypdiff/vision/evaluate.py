@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import interval
 
@@ -164,9 +165,9 @@ def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, p
 
     train = [s for s in styles if s not in cfg.style_eval.heldout_styles]
     gen_dir = out / "heldout_generator"
-    if not (gen_dir / "generator.pt").is_file():
+    if not (gen_dir / GENERATOR_FILE).is_file():
         train_fold_generator(cfg, str(select_tasks(zoo_dir, train, out / "heldout_zoo")), gen_dir, progress)
-    gen = Generator(gen_dir / "generator.pt")
+    gen = Generator(gen_dir)
     if gen.task_names != train:
         raise ConfigError(f"{gen_dir} holds a generator trained on other styles ({', '.join(gen.task_names)}); "
                           f"use a new style_eval.output_dir")

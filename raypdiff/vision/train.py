@@ -34,7 +34,7 @@ def base_loop(loop_cfg: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE, weights_only=False)
+            state = torch.load(Path(d) / STATE, weights_only=True)
 
     def on_step(step: int, loss: float, snapshot) -> None:
         if step % cfg.trainer.checkpoint_every and step != v.base_steps:
@@ -81,7 +81,7 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     if result.error:
         raise RuntimeError(f"vision base training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE, weights_only=False)
+        state = torch.load(Path(d) / STATE, weights_only=True)
     pipe = new_pipeline(v)
     pipe.unet.load_state_dict(state["unet"])
     pipe.unet.eval()

@@ -1,0 +1,104 @@
+"""The generator checkpoint: safetensors + JSON round trip, migration of the pickled generator.pt, and pickles refused
+with one error line (nothing in them runs)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from test_generator_units import COND, make_prep, run_fit, tiny_cfg, tiny_data
+
+from raypdiff import checkpoint, cli
+from raypdiff.config import ConfigError
+from raypdiff.generate import Generator
+
+
+@pytest.fixture(scope="module")
+def trained():
+    cfg = tiny_cfg(ae_steps=3, diff_steps=3)
+    _, norm, data, bank = tiny_data()
+    state, _, _ = run_fit(cfg, data)
+    return cfg, state, make_prep(norm, bank)
+
+
+def legacy_payload(cfg, state, prep) -> dict:
+    """What version 1's train.save_generator pickled into generator.pt."""
+    return {"config": cfg.to_dict(), "ae": state["ae"], "denoiser_ema": state["ema"], "denoiser": state["denoiser"],
+            "latent_stats": state["latent_stats"], "history": state["history"],
+            **{k: prep[k] for k in ("normalizer", "bank", "task_names", "num_params", "tasks", "zoo", "base_model",
+                                    "lora", "examples")}, "domain": "text", "base_fingerprint": None}
+
+
+class Payload:
+    """A pickle that runs code when unpickled: it would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_round_trip_keeps_every_tensor_and_field(trained, tmp_path):
+    cfg, state, prep = trained
+    saved = checkpoint.from_training(cfg, state, prep)
+    path = checkpoint.save(tmp_path / checkpoint.GENERATOR_FILE, saved)
+    back = checkpoint.load(tmp_path)  # the folder or the file
+    for part in ("ae", "denoiser", "latent_stats"):
+        a, b = getattr(saved, part), getattr(back, part)
+        assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a), part
+    assert sorted(back.bank) == ["a", "b"] and all(np.array_equal(back.bank[t], prep["bank"][t]) for t in back.bank)
+    for k, (m, s) in prep["normalizer"]["stats"].items():
+        np.testing.assert_array_equal(back.normalizer["stats"][k][0], m)
+        np.testing.assert_array_equal(back.normalizer["stats"][k][1], s)
+    for f in ("config", "task_names", "num_params", "tasks", "base_model", "lora", "examples", "history", "zoo"):
+        assert getattr(back, f) == json.loads(json.dumps(getattr(saved, f))), f
+    with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: the header says what it is
+        meta = f.metadata()
+    assert meta["format"] == checkpoint.FORMAT and meta["version"] == str(checkpoint.VERSION)
+    assert json.loads(meta["raypdiff"])["task_names"] == ["a", "b"]
+
+
+def test_migrated_generator_samples_as_before(trained, tmp_path):
+    cfg, state, prep = trained
+    torch.save(legacy_payload(cfg, state, prep), tmp_path / checkpoint.LEGACY_FILE)
+    with pytest.raises(ConfigError, match="raypdiff migrate"):
+        Generator(tmp_path)  # a pickled generator is never loaded
+    assert cli.main(["migrate", str(tmp_path)]) == 0
+    direct = checkpoint.save(tmp_path / "direct" / checkpoint.GENERATOR_FILE, checkpoint.from_training(cfg, state, prep))
+    migrated, fresh = Generator(tmp_path), Generator(direct)
+    assert migrated.path.name == checkpoint.GENERATOR_FILE
+    cond = migrated.conditions("a", 3)
+    assert cond.shape == (3, COND + 1)
+    np.testing.assert_array_equal(migrated.vectors(cond, "a", seed=2), fresh.vectors(cond, "a", seed=2))
+
+
+@pytest.mark.parametrize("where", ["folder", "file", "migrate", "serve"])
+def test_a_malicious_pickle_is_refused_in_one_line(tmp_path, capsys, where):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "gen" / checkpoint.LEGACY_FILE
+    bad.parent.mkdir()
+    torch.save({"denoiser_ema": Payload(marker)}, bad)
+    argv = {"folder": ["generate", "--generator", str(bad.parent), "--task", "a", "--out", str(tmp_path / "o")],
+            "file": ["generate", "--generator", str(bad), "--task", "a", "--out", str(tmp_path / "o")],
+            "migrate": ["migrate", str(bad)],
+            "serve": ["serve", "--generator", str(bad.parent)]}[where]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raypdiff: error: "), err
+    assert ("refused" if where == "migrate" else "never loaded") in err[0], err[0]
+    assert not marker.exists(), "the pickle's code ran"
+    assert not (tmp_path / "gen" / checkpoint.GENERATOR_FILE).exists()
+
+
+def test_a_newer_checkpoint_version_is_one_line(trained, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / checkpoint.GENERATOR_FILE),
+              metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION + 1), "raypdiff": "{}"})
+    with pytest.raises(ConfigError, match="upgrade raypdiff"):
+        checkpoint.load(tmp_path)
