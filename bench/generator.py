@@ -27,7 +27,8 @@ from raypdiff.config import load_config
 from raypdiff.evaluate import evaluate, markdown
 from raypdiff.generate import Generator
 from raypdiff.train import train_generator
-from raypdiff.zoo import load_splits, read_meta
+from raypdiff.domains import load_splits
+from raypdiff.zoo import read_meta
 
 RESULTS = Path(__file__).parent / "results"
 

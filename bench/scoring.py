@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from raypdiff.scoring import Scorer, ScorerPool
-from raypdiff.zoo import load_splits, read_meta, task_arrays
+from raypdiff.domains import load_splits
+from raypdiff.zoo import read_meta, task_arrays
 
 RESULTS = Path(__file__).parent / "results"
 

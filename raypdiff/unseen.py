@@ -154,7 +154,8 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
     from raypdiff.generate import Generator
     from raypdiff.train import train_fold_generator
-    from raypdiff.zoo import load_splits, select_tasks
+    from raypdiff.domains import load_splits
+    from raypdiff.zoo import select_tasks
 
     heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
     skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
@@ -237,7 +238,7 @@ def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, out: Pat
     from raypdiff.conditions import draw_examples, example_rows
     from raypdiff.generate import Generator
     from raypdiff.latents import interpolate, latent_map, plot_map, plot_path
-    from raypdiff.zoo import load_splits
+    from raypdiff.domains import load_splits
 
     h = cfg.holdout
     gen = Generator(out / fold.name / "generator")

@@ -27,8 +27,7 @@ from typing import Optional
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.domains import domain_for, require_text
-from raypdiff.tasks import TaskSpec, load_task
+from raypdiff.domains import domain_for
 
 SHARDS = "shards"
 
@@ -444,20 +443,6 @@ def select_tasks(zoo_dir: str | Path, tasks: list[str], out_dir: str | Path) -> 
     (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    return out
-
-
-def load_splits(meta: dict, names: list[str]) -> dict:
-    """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time."""
-    require_text(meta.get("domain", "text"), "reading text splits", "this zoo")
-    ev, out = meta["eval"], {}
-    for t in names:
-        info = meta["tasks"][t]
-        data = load_task(TaskSpec(**info["spec"]), ev["val_examples"], ev["test_examples"], ev["split_seed"])
-        if data.splits != info["splits"]:
-            raise ConfigError(f"task {t}: its data files changed since the zoo was collected (the val/test rows "
-                              f"differ from meta.json); collect the zoo again")
-        out[t] = data
     return out
 
 

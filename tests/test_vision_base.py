@@ -8,7 +8,8 @@ import torch
 
 from raypdiff.config import ConfigError, VisionConfig
 from raypdiff.vision import fashion
-from raypdiff.vision.base import FashionPipeline, fit, new_pipeline, to_pixels
+from raypdiff.vision.base import FashionPipeline, new_pipeline, to_pixels
+from raypdiff.vision.t2i import fit
 
 TINY = VisionConfig(channels=[8, 16, 16], attention_head_dim=4, timesteps=50, sample_steps=3, batch_size=8)
 

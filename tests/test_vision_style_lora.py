@@ -11,8 +11,9 @@ import torch
 from raypdiff import lora
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
 from raypdiff.vision import styles
-from raypdiff.vision.base import FashionPipeline, fit, new_pipeline
+from raypdiff.vision.base import FashionPipeline, new_pipeline
 from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune, write_lora
+from raypdiff.vision.t2i import fit
 
 TINY = VisionConfig(channels=[8, 16, 16], attention_head_dim=4, timesteps=50, sample_steps=3, batch_size=8)
 LORA = LoraSettings(r=2, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])  # alpha != r: scaling 2

@@ -19,8 +19,9 @@ from raypdiff import lora
 from raypdiff.config import ConfigError, load_config
 from raypdiff.lora import Layout
 from raypdiff.vision import fashion
-from raypdiff.vision.base import FashionPipeline, fit, new_pipeline
+from raypdiff.vision.base import FashionPipeline, new_pipeline
 from raypdiff.vision.style_lora import add_lora, write_lora
+from raypdiff.vision.t2i import fit
 
 CONFIG = REPO / "configs" / "tiny_vision.yaml"
 

@@ -3,7 +3,7 @@ on its class name's MiniLM token embeddings, sampled with DDIM, saved and loaded
 (`FashionPipeline.from_pretrained`, and `load_lora_weights` for style LoRAs)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -78,54 +78,3 @@ def to_pixels(images: np.ndarray, size: int) -> torch.Tensor:
 
 def prompts_for(cfg: VisionConfig, labels: np.ndarray) -> list[str]:
     return [cfg.prompt.format(label=CLASSES[int(y)]) for y in labels]
-
-
-def fit(pipe, cfg: VisionConfig, images: np.ndarray, labels: np.ndarray, steps: int,
-        state: Optional[dict] = None, on_step: Optional[Callable[[int, float, Callable[[], dict]], None]] = None
-        ) -> list[float]:
-    """Denoising training of a pipeline's denoiser (its text encoder and VAE stay frozen) on (N, 28, 28) images and
-    their class ids: AdamW steps of cfg.batch_size random rows up to `steps`, from `state` (a snapshot) when
-    resuming; a cfg.uncond_prob share of rows sees the empty prompt (what classifier-free guidance subtracts).
-    on_step(step, loss, snapshot) may save snapshot(): denoiser, optimizer, sampler state, step, losses."""
-    from raypdiff.vision.t2i import TextToImage
-
-    model = TextToImage(pipe, cfg)
-    x_all = model.inputs(images)  # (N, C, S, S): pixels, or VAE latents
-    classes = np.unique(labels)
-    rows = model.condition(prompts_for(cfg, classes))  # embedded once: key → (classes, ...)
-    table = {c: {k: h[i] for k, h in rows.items()} for i, c in enumerate(classes.tolist())}
-    empty = {k: h[0] for k, h in model.condition([""]).items()}
-    gen = torch.Generator().manual_seed(cfg.seed)
-    # the trainable weights: the whole denoiser for the base, only its LoRA matrices once an adapter is added
-    opt = torch.optim.AdamW([p for p in model.denoiser.parameters() if p.requires_grad], lr=cfg.lr)
-    losses: list[float] = []
-    if state is not None:
-        model.denoiser.load_state_dict(state["unet"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        losses = list(state["losses"])
-
-    def snapshot() -> dict:  # "unet": the denoiser, whatever its kind (the key older checkpoints have)
-        return {"unet": model.denoiser.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                "step": len(losses), "losses": list(losses)}
-
-    model.denoiser.train()
-    for step in range(len(losses) + 1, steps + 1):
-        idx = torch.randint(0, len(x_all), (min(cfg.batch_size, len(x_all)),), generator=gen)
-        x0 = x_all[idx]
-        cond = {k: torch.stack([table[int(labels[i])][k] for i in idx]) for k in empty}  # key → (B, ...)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, model.timesteps, (len(x0),), generator=gen)
-        if cfg.uncond_prob > 0:
-            drop = torch.rand(len(x0), generator=gen) < cfg.uncond_prob
-            cond = {k: torch.where(drop.view(-1, *[1] * (h.dim() - 1)), empty[k], h) for k, h in cond.items()}
-        loss = torch.nn.functional.mse_loss(model.predict(model.scheduler.add_noise(x0, noise, t), t, cond),
-                                            model.target(x0, noise, t))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, losses[-1], snapshot)
-    model.denoiser.eval()
-    return losses

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.domains import Run, score_captures
+from raypdiff.domains.base import Run, score_captures
 from raypdiff.vision.styles import StyleSpec, apply, resolve_styles
 
 METRIC = "denoise"  # minus the mean noise-prediction MSE on the split's styled images: higher is better

@@ -12,20 +12,11 @@ import torch
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
 from raypdiff import lora
 from raypdiff.lora import Layout
-from raypdiff.vision.base import fit
-
-
-def lora_config(settings: LoraSettings):
-    from peft import LoraConfig
-
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.target_modules))
+from raypdiff.vision.t2i import TextToImage, fit, lora_config, save_lora
 
 
 def add_lora(pipe, settings: LoraSettings, seed: int) -> Layout:
     """Freeze the pipeline's denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules."""
-    from raypdiff.vision.t2i import TextToImage
-
     return TextToImage(pipe).add_lora(settings, seed)
 
 
@@ -33,8 +24,6 @@ def write_lora(vector: np.ndarray, layout: Layout, settings: LoraSettings, out_d
                source: Optional[str] = None) -> Path:
     """A LoRA folder the pipeline at `source` (vision.pipeline; None: the offline base) loads with
     `pipe.load_lora_weights(out_dir)` (a PEFT folder where the pipeline has no LoRA loader, as PixArt-α)."""
-    from raypdiff.vision.t2i import save_lora
-
     out = Path(out_dir)
     try:
         save_lora(lora.unflatten(vector, layout), lora_config(settings), out, source)
@@ -47,8 +36,6 @@ def write_lora(vector: np.ndarray, layout: Layout, settings: LoraSettings, out_d
 def denoise_errors(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """(N,) denoising MSE per (N, 28, 28) styled image at fixed noise and timesteps (the same draws for every
     capture): one denoiser pass per image, the cheap per-capture score (its negative mean) instead of sampling."""
-    from raypdiff.vision.t2i import TextToImage
-
     model = TextToImage(pipe, v)
     x0 = model.inputs(images)  # (N, C, S, S)
     gen = torch.Generator().manual_seed(seed)
@@ -69,8 +56,6 @@ def finetune(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray, lr: 
              ) -> list[float]:
     """The base's training loop on a pipe carrying a LoRA (only the LoRA trains; batches drawn from `seed`);
     on_capture(step, flat vector) after each step in capture_steps (1-based). Returns the losses."""
-    from raypdiff.vision.t2i import TextToImage
-
     denoiser = TextToImage(pipe).denoiser
 
     def each(step: int, loss: float, snapshot) -> None:

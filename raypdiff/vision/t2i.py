@@ -4,13 +4,15 @@ PixArt-α/Σ's transformer, in their VAE's latents)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
+from raypdiff import lora
 from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+from raypdiff.vision.base import FashionPipeline, prompts_for, to_pixels
 
 # pipelines whose denoiser, text inputs and noise schedule TextToImage knows (SDXL, SD3, Flux and Sana differ in each)
 SUPPORTED = ("FashionPipeline", "StableDiffusionPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline")
@@ -21,8 +23,6 @@ WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-
 def pipeline_class(source: str | Path) -> tuple[type, str]:
     """A pipeline folder or hub name → (its pipeline class, "unet" or "transformer"), from model_index.json alone."""
     import diffusers
-
-    from raypdiff.vision.base import FashionPipeline
 
     try:
         index = diffusers.DiffusionPipeline.load_config(str(source))
@@ -61,8 +61,6 @@ class TextToImage:
     style images, per-row conditions from prompts, the denoiser's prediction and its target, and grayscale samples."""
 
     def __init__(self, pipe, v: Optional[VisionConfig] = None):  # v: for inputs() and sample()
-        from raypdiff.vision.base import FashionPipeline
-
         self.pipe, self.v = pipe, v
         self.pixels = isinstance(pipe, FashionPipeline)  # the offline base has no VAE: it denoises pixels
         self.name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
@@ -76,8 +74,6 @@ class TextToImage:
     def inputs(self, images: np.ndarray) -> torch.Tensor:
         """(N, 28, 28) uint8 → what the denoiser learns to make: (N, 1, S, S) pixels for the offline base; otherwise
         the VAE's latents (N, C, S/f, S/f) of the images upscaled to vision.image_size, gray copied to RGB."""
-        from raypdiff.vision.base import to_pixels
-
         if self.pixels:
             return to_pixels(images, self.v.image_size)
         vae = self.pipe.vae
@@ -98,8 +94,6 @@ class TextToImage:
 
     def class_condition(self, labels: np.ndarray) -> dict[str, torch.Tensor]:
         """condition() of the class prompts of (N,) class ids, each distinct prompt embedded once: key → (N, ...)."""
-        from raypdiff.vision.base import prompts_for
-
         classes, index = np.unique(labels, return_inverse=True)
         return {k: h[torch.as_tensor(index)] for k, h in self.condition(prompts_for(self.v, classes)).items()}
 
@@ -136,8 +130,6 @@ class TextToImage:
         """Freeze the denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules; its layout."""
         from peft import inject_adapter_in_model
 
-        from raypdiff import lora
-        from raypdiff.vision.style_lora import lora_config
 
         names = [n for n, _ in self.denoiser.named_modules()]
         missing = [t for t in settings.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
@@ -170,8 +162,6 @@ def save_lora(layers: dict[str, torch.Tensor], config, out: Path, source: Option
     `load_lora_weights`, or, where its pipeline has no LoRA loader (PixArt-α), adapter_config.json +
     adapter_model.safetensors (keys as the denoiser names its modules, without PeftModel's "base_model.model."
     prefix) that `TextToImage.load_lora` reads: peft's inject_adapter_in_model, then set_peft_model_state_dict."""
-    from raypdiff.vision.base import FashionPipeline
-
     cls, name = (FashionPipeline, "unet") if source is None else pipeline_class(source)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(cls, "save_lora_weights"):  # the config rides along, so the loader scales by alpha / r, not by 1
@@ -181,3 +171,59 @@ def save_lora(layers: dict[str, torch.Tensor], config, out: Path, source: Option
 
     save_file({k: v.contiguous() for k, v in layers.items()}, str(out / "adapter_model.safetensors"))
     config.save_pretrained(str(out))
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules))
+
+
+def fit(pipe, cfg: VisionConfig, images: np.ndarray, labels: np.ndarray, steps: int,
+        state: Optional[dict] = None, on_step: Optional[Callable[[int, float, Callable[[], dict]], None]] = None
+        ) -> list[float]:
+    """Denoising training of a pipeline's denoiser (its text encoder and VAE stay frozen) on (N, 28, 28) images and
+    their class ids: AdamW steps of cfg.batch_size random rows up to `steps`, from `state` (a snapshot) when
+    resuming; a cfg.uncond_prob share of rows sees the empty prompt (what classifier-free guidance subtracts).
+    on_step(step, loss, snapshot) may save snapshot(): denoiser, optimizer, sampler state, step, losses."""
+    model = TextToImage(pipe, cfg)
+    x_all = model.inputs(images)  # (N, C, S, S): pixels, or VAE latents
+    classes = np.unique(labels)
+    rows = model.condition(prompts_for(cfg, classes))  # embedded once: key → (classes, ...)
+    table = {c: {k: h[i] for k, h in rows.items()} for i, c in enumerate(classes.tolist())}
+    empty = {k: h[0] for k, h in model.condition([""]).items()}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # the trainable weights: the whole denoiser for the base, only its LoRA matrices once an adapter is added
+    opt = torch.optim.AdamW([p for p in model.denoiser.parameters() if p.requires_grad], lr=cfg.lr)
+    losses: list[float] = []
+    if state is not None:
+        model.denoiser.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        losses = list(state["losses"])
+
+    def snapshot() -> dict:  # "unet": the denoiser, whatever its kind (the key older checkpoints have)
+        return {"unet": model.denoiser.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                "step": len(losses), "losses": list(losses)}
+
+    model.denoiser.train()
+    for step in range(len(losses) + 1, steps + 1):
+        idx = torch.randint(0, len(x_all), (min(cfg.batch_size, len(x_all)),), generator=gen)
+        x0 = x_all[idx]
+        cond = {k: torch.stack([table[int(labels[i])][k] for i in idx]) for k in empty}  # key → (B, ...)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, model.timesteps, (len(x0),), generator=gen)
+        if cfg.uncond_prob > 0:
+            drop = torch.rand(len(x0), generator=gen) < cfg.uncond_prob
+            cond = {k: torch.where(drop.view(-1, *[1] * (h.dim() - 1)), empty[k], h) for k, h in cond.items()}
+        loss = torch.nn.functional.mse_loss(model.predict(model.scheduler.add_noise(x0, noise, t), t, cond),
+                                            model.target(x0, noise, t))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1], snapshot)
+    model.denoiser.eval()
+    return losses

@@ -24,7 +24,8 @@ def base_loop(loop_cfg: dict) -> None:
     import ray.train
 
     from raypdiff.vision import fashion
-    from raypdiff.vision.base import fit, new_pipeline
+    from raypdiff.vision.base import new_pipeline
+    from raypdiff.vision.t2i import fit
 
     cfg = Config.from_dict(loop_cfg["cfg"])
     v = cfg.vision
