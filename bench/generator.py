@@ -37,7 +37,7 @@ def time_generation(gen: Generator, task: str, train_split, sampling: dict, repe
     """Median seconds for one adapter from a new condition text (encode + sample + decode + de-normalize)."""
     from raypdiff.conditions import condition_text, draw_examples, make_encoder
 
-    encoder = make_encoder(gen.cfg.condition, gen.payload["base_model"]["base"])
+    encoder = make_encoder(gen.cfg.condition, gen.ckpt.base_model["base"])
     spec, rng, times = gen.spec(task), np.random.default_rng(0), []
     for i in range(repeats + 1):  # the first is a warm-up: first-call allocations
         t0 = time.perf_counter()

@@ -108,7 +108,7 @@ def locate(path: str | Path) -> Path:
         else:
             p = p / GENERATOR_FILE
     if not p.is_file():
-        raise ConfigError(f"generator checkpoint not found: {p}")
+        raise ConfigError(f"generator not found at {path} (a folder holding {GENERATOR_FILE}, or the file)")
     if p.suffix == ".pt":
         raise ConfigError(f"{p}: a pickled generator (before version {VERSION}) is never loaded; convert it once "
                           f"with `raypdiff migrate {p}` (it reads tensors and plain data only)")

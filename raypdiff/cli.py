@@ -114,9 +114,15 @@ def cmd_generate(args) -> int:
     expect = load_config(args.config, args.overrides) if args.config or args.overrides else None
     res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
                    examples_file=args.examples, label_names=labels, guidance=args.guidance,
-                   quality=args.quality, expect=expect, style_images=args.style_images)
-    print(f"wrote {len(res['adapters'])} adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
-          f"manifest: {res['manifest']}")
+                   quality=args.quality, expect=expect, style_images=args.style_images, bodies=args.bodies,
+                   head=args.head)
+    if "built" in res:
+        b = res["built"]
+        print(f"wrote {res['adapters'][0]}: body {b.body_source}, {b.head.kind} head on mean-pooled features "
+              f"(chosen by leave-one-out over the examples, {b.seconds:.2f}s); manifest: {res['manifest']}")
+    else:
+        print(f"wrote {len(res['adapters'])} adapters to {args.out} (sampling {res['sample_seconds']:.2f}s); "
+              f"manifest: {res['manifest']}")
     return 0
 
 
@@ -205,7 +211,10 @@ def cmd_serve(args) -> int:
     path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri).resolve()
     from raypdiff import checkpoint
 
-    checkpoint.locate(path)  # one error line for a missing, pickled or foreign file, before Ray starts
+    try:
+        checkpoint.locate(path)  # one error line for a missing or pickled file, before Ray starts
+    except ConfigError as e:
+        raise ConfigError(f"--generator: {e}") from None
     serve_cfg.generator = str(path)  # replicas read the local copy; paths made absolute for Ray's workers
     serve_cfg.store_dir = str(Path(serve_cfg.store_dir).expanduser().resolve())
     from raypdiff.serve.app import run
@@ -299,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate adapters from a task name, a description + examples, or style "
                                         "images", description="Sample adapters from a trained generator. For a task "
                                    "outside the zoo give --description, --label-names and --examples (JSONL rows "
-                                   '{"text": "...", "label": "..."}); for a style, --style-images DIR.')
+                                   '{"text": "...", "label": "..."}): it writes one adapter, a body (the base model\'s '
+                                   "or a generated one) and a head built from the examples; for a style, "
+                                   "--style-images DIR.")
     g.add_argument("--generator", required=True, help="generator.safetensors or the folder holding it")
     g.add_argument("--task", help="a task the generator was trained on")
     g.add_argument("--description", help="free task description (instead of --task)")
@@ -307,7 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-names", help="comma-separated label names for --description (omit for regression)")
     g.add_argument("--style-images", metavar="DIR", help="a folder of images of a style (.png, .jpg, ...; any size "
                    ">= 16 px): a style generator (domain: vision) writes diffusers LoRA folders for it")
-    g.add_argument("--num", type=int, default=10, help="adapters to generate (default 10)")
+    g.add_argument("--num", type=int, default=10, help="adapters to generate (default 10); with --description, the "
+                   "generated bodies to choose among")
+    g.add_argument("--bodies", choices=["auto", "base", "generated"], default="auto",
+                   help="--description: where the adapter's body may come from: the base model, the generator's "
+                        "samples, or either (auto, default), chosen by leave-one-out over the examples")
+    g.add_argument("--head", choices=["auto", "prototype", "logistic", "ridge"], default="auto",
+                   help="--description: the head built from the examples on the body's mean-pooled features "
+                        "(auto: prototype or logistic by leave-one-out; ridge for regression)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
     g.add_argument("--quality", type=float, help=QUALITY_HELP)

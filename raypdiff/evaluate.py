@@ -102,7 +102,7 @@ def _load(gen_path: str, tasks: Optional[list[str]], zoo: Optional[str]):
     names = tasks or gen.task_names
     for t in names:
         gen.spec(t)
-    zoo = zoo or gen.payload["zoo"]
+    zoo = zoo or gen.ckpt.zoo
     meta = check(zoo)
     return gen, names, meta, load_splits(meta, names), task_arrays(zoo, test=True)
 

@@ -9,10 +9,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypdiff import checkpoint
-from raypdiff.conditions import with_quality
+from raypdiff import checkpoint, newtask
+from raypdiff.conditions import parse_examples, with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import sample
+from raypdiff.newtask import custom_spec
 from raypdiff.normalize import Normalizer
 from raypdiff.tasks import TaskSpec
 
@@ -153,22 +154,33 @@ class Generator:
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
         the same label count whose condition embeddings are closest."""
-        from raypdiff.conditions import embed, parse_examples
-
-        if not description or not description.strip():
-            raise ConfigError("--description: must not be empty")
-        if self.cfg.condition.encoder == "onehot":
-            raise ConfigError("this generator uses one-hot task conditions: it can only generate zoo tasks")
-        spec = TaskSpec(name="custom", description=description, text_fields=["text"], label_field="label",
-                        metric="accuracy" if label_names else "pearson", label_names=label_names, train="-", dev="-")
-        emb = embed(self.encoder, self.cfg.condition, spec, [parse_examples(spec, examples)])[0]
+        spec = custom_spec(description, label_names)
+        parsed = parse_examples(spec, examples)
         fits = [t for t in self.task_names if self.tasks[t]["num_labels"] == spec.num_labels]
         if not fits:
             raise ConfigError(f"no task in this generator has {spec.num_labels} labels "
                               f"(label counts: {sorted({self.tasks[t]['num_labels'] for t in self.task_names})})")
-        nearest = max(fits, key=lambda t: float(self.bank[t].mean(0) @ emb))
+        cond, nearest = self.task_condition(spec, parsed, num, fits, quality)
+        return cond, nearest, spec
+
+    def task_condition(self, spec: TaskSpec, examples: list, num: int, among: Optional[list[str]] = None,
+                       quality: Optional[float] = None) -> tuple[torch.Tensor, str]:
+        """(num, C') conditions for a task outside the zoo from its description and (texts, label) examples, and
+        the zoo task among `among` (default: all) whose condition embeddings are closest."""
+        from raypdiff.conditions import embed
+
+        if self.cfg.condition.encoder == "onehot":
+            raise ConfigError("this generator uses one-hot task conditions: it can only generate zoo tasks")
+        emb = embed(self.encoder, self.cfg.condition, spec, [examples])[0]
+        nearest = max(among or self.task_names, key=lambda t: float(self.bank[t].mean(0) @ emb))
         cond = torch.from_numpy(np.repeat(emb[None].astype(np.float32), num, 0))  # (num, C)
-        return self.condition(cond, quality), nearest, spec
+        return self.condition(cond, quality), nearest
+
+    def free_vectors(self, spec: TaskSpec, examples: list, num: int, seed: int = 0) -> tuple[np.ndarray, str]:
+        """(num, P) adapters for a task outside the zoo, of any label count: laid out and de-normalized as the
+        closest zoo task's (whose head rows a new-task adapter replaces), and that task."""
+        cond, nearest = self.task_condition(spec, examples, num)
+        return self.vectors(cond, nearest, seed), nearest
 
 
 class AdapterWriter:
@@ -227,9 +239,10 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
              description: Optional[str] = None, examples_file: Optional[str] = None,
              label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
              quality: Optional[float] = None, expect: Optional[Config] = None,
-             style_images: Optional[str] = None) -> dict:
-    """`raypdiff generate`: num adapters for a zoo task, for a free description + examples file, or (style
-    generators) for a folder of style images.
+             style_images: Optional[str] = None, bodies: str = "auto", head: str = "auto") -> dict:
+    """`raypdiff generate`: num adapters for a zoo task or (style generators) for a folder of style images; for a
+    free description + examples, one adapter from the best of num generated bodies and the base body, with a head
+    built from the examples (raypdiff.newtask).
     `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
     gen = Generator(gen_path)
     if expect is not None:
@@ -252,10 +265,8 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
     else:
         if gen.domain != "text":
             raise ConfigError("--description: a style generator takes --task (a style it knows) or --style-images")
-        examples = _read_examples(examples_file) if examples_file else []
-        cond, stats_task, spec = gen.free_condition(description or "", examples, label_names, num, quality)
-        extra = {"description": description, "label_names": label_names, "nearest_task": stats_task,
-                 "examples": len(examples)}
+        rows = _read_examples(examples_file) if examples_file else []
+        return newtask.make(gen, out_dir, description or "", label_names, rows, num, seed, bodies, head)
     vectors = gen.vectors(cond, stats_task, seed, guidance)
     sample_s = time.time() - t0
     sampling = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance}

@@ -33,6 +33,9 @@ def public_id(base: str) -> str:
 
 
 def resolve_base(base: str) -> str:
+    """A model name or folder → what from_pretrained loads; a packaged model by its alias or its hub id (as adapter
+    folders name it) → the package's local copy."""
+    base = {v: k for k, v in PUBLIC.items()}.get(base, base)
     if base in PACKAGED:
         import importlib
 

@@ -14,6 +14,15 @@ def metric_rows(metric: str, preds: np.ndarray, labels: np.ndarray) -> np.ndarra
         pc, yc = p - p.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
         den = np.sqrt((pc ** 2).sum(-1) * (yc ** 2).sum(-1))
         return np.where(den > 0, (pc * yc).sum(-1) / np.where(den > 0, den, 1), 0.0)
+    if metric == "macro_f1":  # the mean F1 over the labels present in labels or predictions (scikit-learn's)
+        f1s, present = [], []
+        for c in range(int(max(p.max(), y.max())) + 1):
+            tp = ((p == c) & (y == c)).sum(-1).astype(np.float64)
+            wrong = ((p == c) != (y == c)).sum(-1).astype(np.float64)  # fp + fn
+            present.append(tp + wrong > 0)
+            f1s.append(np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0))
+        present = np.stack(present)
+        return (np.stack(f1s) * present).sum(0) / np.maximum(present.sum(0), 1)
     tp = ((p == 1) & (y == 1)).sum(-1).astype(np.float64)
     fp = ((p == 1) & (y == 0)).sum(-1).astype(np.float64)
     fn = ((p == 0) & (y == 1)).sum(-1).astype(np.float64)

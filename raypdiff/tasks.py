@@ -13,6 +13,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from raypdiff.config import ConfigError, _require
+from raypdiff.stats import metric_rows
 
 Metric = Literal["accuracy", "f1", "mcc", "pearson"]
 METRICS = ("accuracy", "f1", "mcc", "pearson")
@@ -400,6 +401,8 @@ def score(metric: Metric, preds: np.ndarray, labels: np.ndarray) -> float:
         if p.std() == 0 or y.std() == 0:
             return 0.0
         return float(np.corrcoef(p, y)[0, 1])
+    if metric == "macro_f1":
+        return float(metric_rows(metric, preds, labels))
     raise ConfigError(f"unknown metric {metric!r}")
 
 

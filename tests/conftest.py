@@ -1,5 +1,7 @@
 """Shared fixtures: the real data root (the repo's sibling `shared/data`, or RAYPDIFF_DATA_DIR; missing → skip,
-or fail under CI=true), and configs/tiny.yaml's zoo collected once per session on a private local Ray."""
+or fail under CI=true), and configs/tiny.yaml's zoo collected once per session on a private local Ray.
+Tiers: a test that uses a trained fixture or a Ray cluster is in the full tier (marker `full`), as are the files
+and tests marked so; the default run is the rest."""
 from __future__ import annotations
 
 import shutil
@@ -10,6 +12,16 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO, data_root, in_ci, missing_data, private_ray_env
+
+
+FULL_FIXTURES = {"tiny_zoo", "tiny_generator", "local_ray", "ray_head", "style_zoo"}  # trained fixtures and Ray clusters
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FULL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.full)
 
 
 @pytest.fixture(scope="session")

@@ -275,6 +275,7 @@ def test_unknown_option_is_argparse_error(capsys):
     (["train.steps"], "expected key=value"),
     (["data.root=/nonexistent", "tasks=[SST-2]"], "data file not found"),
 ])
+@pytest.mark.full  # a fresh interpreter per case
 def test_cli_subprocess(tmp_path, repo_dir, args, match):
     zoo = tmp_path / "zoo"
     r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", *args,

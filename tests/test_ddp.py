@@ -45,6 +45,7 @@ def _worker(rank: int, init: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.full  # a real two-process group
 def test_uneven_shards_give_the_full_batch_gradient_and_statistics(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(_worker, args=(init, str(tmp_path / "r")), nprocs=len(SIZES), join=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import RaypdiffProcess, data_root
 
+pytestmark = pytest.mark.full  # end to end: the full tier
+
 TASK = "SST-2"
 STEPS, CAPTURES = 40, 5
 EXPECTED_STEPS = list(range(STEPS - CAPTURES + 1, STEPS + 1))  # the last capture.num steps, stride 1

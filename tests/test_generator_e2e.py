@@ -22,6 +22,9 @@ from helpers import private_ray_env
 from safetensors.torch import save_file
 
 from raypdiff import checkpoint, cli
+from raypdiff.newtask import TaskAdapter
+
+pytestmark = pytest.mark.full  # end to end: the full tier
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tiny_gen.yaml"
@@ -125,9 +128,29 @@ def test_generate_from_description_and_examples(built, tmp_path):
     assert cli.main(["generate", "--generator", str(built["gen"]), "--description",
                      "Is this product review positive or negative?", "--label-names", "neg,pos",
                      "--examples", str(examples), "--num", "2", "--out", str(out)]) == 0
-    manifest = check_adapters(out, 2, 2)
-    assert manifest["nearest_task"] == "SST-2"  # the only 2-label task in the zoo
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["label_names"] == ["neg", "pos"] and manifest["examples"] == 3
+    assert manifest["body"] in ("base", "generated:0", "generated:1") and manifest["head"] in ("prototype", "logistic")
+    assert set(manifest["leave_one_out"]) == {"base", "generated:0", "generated:1"}  # every candidate was scored
+    adapter = TaskAdapter(manifest["adapters"][0])
+    assert adapter.predict(["a joyous, moving film", "tedious and flat"]).shape == (2,)
+
+
+def test_description_with_a_label_count_no_zoo_task_has(built, tmp_path):
+    """Three labels (the zoo has 2-label SST-2 and regression STS-B): the body comes from the generator all the
+    same, the head from the examples; nothing is skipped."""
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in [
+        ("the match ended two to one", "sport"), ("the striker scored twice", "sport"),
+        ("shares fell sharply today", "business"), ("the bank raised rates", "business"),
+        ("a new phone was released", "tech"), ("the chip is twice as fast", "tech")]))
+    out = tmp_path / "three"
+    assert cli.main(["generate", "--generator", str(built["gen"]), "--description", "What is this headline about?",
+                     "--label-names", "sport,business,tech", "--examples", str(examples), "--bodies", "generated",
+                     "--num", "2", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["body"].startswith("generated:")
+    assert TaskAdapter(manifest["adapters"][0]).logits(["the striker scored"]).shape == (1, 3)
 
 
 @pytest.fixture
@@ -331,7 +354,9 @@ BAD = [
     ("good", ["--description", "Sentiment.", "--label-names", "neg,pos", "--examples", "@index"], "label 2"),
     ("good", ["--description", "Sentiment.", "--label-names", "neg,pos", "--examples", "@nojson"], "not JSON"),
     ("good", ["--description", "Sentiment.", "--label-names", "neg,pos", "--examples", "@missing"], "--examples"),
-    ("good", ["--description", "Three-way.", "--label-names", "a,b,c"], "3 labels"),
+    ("good", ["--description", "Three-way.", "--label-names", "a,b,c"], "--examples"),
+    ("good", ["--description", "Two-way.", "--label-names", "a,b", "--examples", "@nojson", "--head", "ridge"],
+     "not JSON"),
     ("good", [], "give one of --task"),
     ("good", ["--task", "SST-2", "--quality", "1.5"], "--quality: must be in [0, 1]"),
     ("good", ["--task", "SST-2", "--quality", "-1"], "--quality: must be in [0, 1]"),

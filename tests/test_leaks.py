@@ -16,6 +16,8 @@ from helpers import REPO, private_ray_env
 
 from raypdiff.generate import Generator
 
+pytestmark = pytest.mark.full  # end to end: the full tier
+
 CONFIG = REPO / "configs" / "tiny_gen.yaml"  # the same zoo settings as configs/tiny.yaml, the tiny_zoo fixture's
 
 

@@ -19,6 +19,8 @@ import pytest
 import torch
 from helpers import start_server, stop_server
 
+pytestmark = pytest.mark.full  # end to end: the full tier
+
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_ADAPTERS = 16  # the store's cap in this app (the least allowed)

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from helpers import REPO, chromium, drive_page, start_server, stop_server
 
+pytestmark = pytest.mark.full  # end to end: the full tier
+
 SCHEMATHESIS_CASES = 60  # per operation (bounded: the run stops by itself)
 
 

@@ -131,17 +131,46 @@ def test_maker_batches_requests_each_as_alone(tiny_generator, tmp_path):
             ta, tb = tensors(a["id"]), tensors(b["id"])
             assert ta.keys() == tb.keys() and all(np.allclose(ta[k], tb[k], rtol=0, atol=1e-5) for k in ta)
     assert [a["layout_task"] for r in together if "adapters" in r for a in r["adapters"]] == \
-        ["SST-2", "SST-2", "SST-2", "STS-B"]
+        ["SST-2", "SST-2", "new-task", "STS-B"]
+    built = together[2]["adapters"][0]["built"]  # a new description: one adapter, body and head chosen on its examples
+    assert built["body"] in ("base", "generated:0") and set(built["leave_one_out"]) == {"base", "generated:0"}
+
+
+def test_new_task_adapter_predicts_as_its_downloaded_folder(tiny_generator, tmp_path):
+    """POST /v1/adapters with a new description stores a body + head folder; the predictor's probabilities are the
+    folder's under plain transformers + peft (newtask.TaskAdapter), for any label count."""
+    from raypdiff.generate import Generator
+    from raypdiff.newtask import TaskAdapter
+    from raypdiff.serve.adapters import AdapterMaker, AdapterPredictor
+
+    store = AdapterStore(tmp_path / "s", 100)
+    maker = AdapterMaker(Generator(tiny_generator["dir"]), store)
+    ex = [{"text": t, "label": y} for t, y in [("the striker scored twice", "sport"), ("a late goal won it", "sport"),
+                                                ("shares fell today", "money"), ("the bank raised rates", "money"),
+                                                ("a faster chip", "tech"), ("the new phone is out", "tech")]]
+    (res,) = maker.make([{"description": "What is the headline about?", "label_names": ["sport", "money", "tech"],
+                          "examples": ex, "num": 2, "seed": 0}])
+    info = res["adapters"][0]
+    assert info["built"]["head"] in ("prototype", "logistic") and info["regression"] is False
+    predictor = AdapterPredictor(store)
+    texts = ["the goalkeeper saved a penalty", "inflation is rising", "a new laptop"]
+    got = predictor.predict(predictor.load(info["id"]), texts)
+    logits = TaskAdapter(store.path(info["id"])).logits(texts)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for g, p in zip(got, probs):
+        np.testing.assert_allclose([g["probabilities"][n] for n in ("sport", "money", "tech")], p, atol=1e-5)
+        assert g["label"] == ["sport", "money", "tech"][int(p.argmax())]
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--generator", "/nonexistent/gen"], "--generator: no generator at /nonexistent/gen"),
+    (["--generator", "/nonexistent/gen"], "--generator: generator not found at /nonexistent/gen"),
     (["--generator", "models:/raypdiff-generator/1", "serve.tracking_uri=sqlite:////nonexistent/mlflow.db"],
      "models:/raypdiff-generator/1: no MLflow store at sqlite:////nonexistent/mlflow.db"),
     (["--port", "0"], "serve.port: 0 is not a TCP port"),
     (["--replicas", "0"], "serve.replicas: must be >= 1"),
     (["serve.max_adapters=3"], "serve.max_adapters: must be >= 16"),
 ])
+@pytest.mark.full  # a fresh interpreter per case
 def test_serve_command_bad_input(args, match, tmp_path):
     """One line on stderr, exit 2, before any Ray starts."""
     import subprocess

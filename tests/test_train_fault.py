@@ -20,6 +20,8 @@ from helpers import RaypdiffProcess, data_root
 from raypdiff import checkpoint
 from raypdiff.checkpoint import GENERATOR_FILE
 
+pytestmark = pytest.mark.full  # end to end: the full tier
+
 AE_STEPS, DIFF_STEPS, EVERY = 400, 400, 50
 
 

@@ -77,6 +77,7 @@ def test_select_tasks(tiny_zoo, tmp_path):
         select_tasks(tiny_zoo, ["QNLI"], tmp_path / "other")
 
 
+@pytest.mark.full
 def test_holdout_end_to_end(data_dir):
     tmp = Path(tempfile.mkdtemp(prefix="rph", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     try:

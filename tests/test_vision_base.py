@@ -105,6 +105,7 @@ def test_bad_vision_config(change, match):
         VisionConfig(**change)
 
 
+@pytest.mark.full
 def test_vision_base_on_ray_train(tmp_path):
     """`raypdiff vision-base` on a real local Ray: a Train run that checkpoints, a pipeline folder that loads, and
     base.json with the samples' class accuracy."""

@@ -9,6 +9,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from raypdiff import newtask
+from raypdiff.conditions import parse_examples
 from raypdiff.config import Config, ConfigError
 from raypdiff.generate import AdapterWriter, Generator
 from raypdiff.lora import public_id
@@ -30,8 +32,8 @@ class AdapterMaker:
         from raypdiff.domains import require_text
 
         require_text(gen.domain, "serve", gen.path)
-        self.gen, self.store, self.writer = gen, store, AdapterWriter(gen)
-        self.base = gen.payload["base_model"]["base"]
+        self.gen, self.store, self.writer, self._builder = gen, store, AdapterWriter(gen), None
+        self.base = gen.ckpt.base_model["base"]
 
     def catalog(self) -> dict:
         """The base model's public id and the generator's tasks, with a few labeled rows each."""
@@ -44,21 +46,20 @@ class AdapterMaker:
                         "examples": self.gen.examples(name)})
         return {"base_model": public_id(self.base), "tasks": out}
 
+    @property
+    def builder(self) -> newtask.Builder:
+        """The new-task route's base model, loaded on first use."""
+        if self._builder is None:
+            self._builder = newtask.builder_for(self.gen)
+        return self._builder
+
     def _plan(self, req: dict) -> dict:
-        """One request → its conditions (num, C'), starting noise (num, Z), guidance and what the adapters are for."""
+        """One zoo-task request → its conditions (num, C'), starting noise (num, Z), guidance and what the adapters
+        are for."""
         gen, num = self.gen, req.get("num", 1)
-        if req.get("task") is not None:
-            spec = gen.spec(req["task"])
-            cond, layout_task, novelty = gen.conditions(req["task"], num, req.get("quality")), req["task"], None
-            text_fields = list(spec.text_fields)
-        else:
-            examples = req.get("examples") or []
-            cond, layout_task, spec = gen.free_condition(req["description"], examples, req.get("label_names"), num,
-                                                         req.get("quality"))
-            emb = cond[0, :gen.bank[layout_task].shape[1]].numpy()
-            novelty = {"nearest_task": layout_task, "condition_cosine": float((gen.bank[layout_task] @ emb).mean())}
-            pairs = any(isinstance(e["text"], list) for e in examples)
-            text_fields = ["text", "text_pair"] if pairs else ["text"]
+        spec = gen.spec(req["task"])
+        cond, layout_task, novelty = gen.conditions(req["task"], num, req.get("quality")), req["task"], None
+        text_fields = list(spec.text_fields)
         guidance = gen.cfg.diffusion.guidance if req.get("guidance") is None else req["guidance"]
         return {"cond": cond, "noise": gen.initial_noise(num, req.get("seed", 0)), "guidance": guidance,
                 "layout_task": layout_task, "novelty": novelty,
@@ -66,7 +67,7 @@ class AdapterMaker:
                          "num_labels": spec.num_labels, "regression": spec.is_regression, "text_fields": text_fields,
                          "description": spec.description, "seed": req.get("seed", 0),
                          "base_model_name_or_path": public_id(self.base),
-                         "base_model": self.gen.payload["base_model"], "lora": self.gen.payload["lora"]}}
+                         "base_model": self.gen.ckpt.base_model, "lora": self.gen.ckpt.lora}}
 
     def make(self, reqs: list[dict]) -> list[dict]:
         """Requests (AdapterRequest dicts) → per request {"adapters": [...], "sample_seconds"} or {"error": msg}.
@@ -74,7 +75,7 @@ class AdapterMaker:
         plans: list = []
         for req in reqs:
             try:
-                plans.append(self._plan(req))
+                plans.append(self._plan(req) if req.get("task") is not None else self._new_task(req))
             except ConfigError as e:
                 plans.append(str(e))
         ok = [p for p in plans if isinstance(p, dict)]
@@ -88,10 +89,34 @@ class AdapterMaker:
             if isinstance(p, str):
                 out.append({"error": p})
                 continue
+            if "adapters" in p:  # a new task's adapter, built already
+                out.append(p)
+                continue
             vectors = self.gen.denormalize(p["layout_task"], x[row:row + len(p["cond"])])
             row += len(p["cond"])
             out.append({"adapters": [self._store(p, i, v) for i, v in enumerate(vectors)], "sample_seconds": sample_s})
         return out
+
+    def _new_task(self, req: dict) -> dict:
+        """A new description → one adapter: the best of the base body and `num` generated bodies, with a head built
+        from the examples (raypdiff.newtask), stored; {"adapters": [info], "sample_seconds"}."""
+        examples = req.get("examples") or []
+        pairs = any(isinstance(e["text"], list) for e in examples)
+        spec = newtask.custom_spec(req["description"], req.get("label_names"), 2 if pairs else 1)
+        parsed = parse_examples(spec, examples)
+        b, num, seed = self.builder, req.get("num", 1), req.get("seed", 0)
+        built = b.build(spec, parsed, newtask.candidates("auto", self.gen, b, spec, parsed, num, seed))
+        h = built.head
+        id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{h.kind}", self.base)
+        meta = {"kind": "task_head", "task": None, "layout_task": "new-task", "label_names": spec.label_names,
+                "num_labels": spec.num_labels, "regression": spec.is_regression, "text_fields": list(spec.text_fields),
+                "description": spec.description, "seed": seed, "base_model_name_or_path": public_id(self.base),
+                "base_model": self.gen.ckpt.base_model, "lora": self.gen.ckpt.lora, "built": built.describe()}
+        self.store.put(id_, lambda folder: b.write(built, spec, folder), meta)
+        info = {"id": id_, "download": f"/v1/adapters/{id_}", "task": None, "layout_task": "new-task",
+                "label_names": spec.label_names, "regression": spec.is_regression, "text_fields": meta["text_fields"],
+                "seed": seed, "index": 0, "novelty": None, "built": built.describe()}
+        return {"adapters": [info], "sample_seconds": built.seconds}
 
     def _store(self, plan: dict, index: int, vector: np.ndarray) -> dict:
         id_ = adapter_id(vector, plan["layout_task"], self.base)
@@ -118,9 +143,27 @@ class AdapterPredictor:
         meta = self.store.meta(id_)
         try:
             state = load_file(str(self.store.path(id_) / "adapter_model.safetensors"))
+            head = load_file(str(self.store.path(id_) / newtask.HEAD_FILE)) if meta.get("kind") == "task_head" else None
         except OSError:
             raise KeyError(id_) from None
-        return {"meta": meta, "state": state}
+        return {"meta": meta, "state": state, "head": head}
+
+    def _encoder(self, meta: dict):
+        """The base encoder with LoRA slots (a new-task adapter's body), one per base model and LoRA settings."""
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers import AutoModel
+
+        from raypdiff import lora
+
+        cfg = Config.from_dict({"model": {**meta["base_model"], "dtype": "float32"}, "lora": meta["lora"]})
+        key = ("encoder", cfg.model.base, str(meta["lora"]))
+        if key not in self._models:
+            s = cfg.lora
+            self._models[key] = get_peft_model(AutoModel.from_pretrained(lora.resolve_base(cfg.model.base)), LoraConfig(
+                task_type=TaskType.FEATURE_EXTRACTION, r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
+                target_modules=list(s.target_modules))).eval()
+            self._toks.setdefault(cfg.model.base, lora.load_tokenizer(cfg.model))
+        return self._models[key], self._toks[cfg.model.base], cfg.model.max_length
 
     def _model(self, meta: dict):
         from raypdiff import lora
@@ -147,12 +190,20 @@ class AdapterPredictor:
         if meta["task"] is not None and all(pairs) != (len(meta["text_fields"]) == 2):
             kind = "[first, second] pairs" if len(meta["text_fields"]) == 2 else "single texts"
             raise ConfigError(f"texts: task {meta['task']} reads {kind} ({', '.join(meta['text_fields'])})")
-        model, tok, max_length = self._model(meta)
+        new = meta.get("kind") == "task_head"
+        model, tok, max_length = self._encoder(meta) if new else self._model(meta)
         set_peft_model_state_dict(model, adapter["state"])
         cols = list(zip(*texts)) if all(pairs) else [texts]
         batch = tok(*[list(c) for c in cols], truncation=True, max_length=max_length, padding=True,
                     return_tensors="pt")
-        logits = model(**batch).logits.float()  # (N, L)
+        if new:  # mean-pooled, L2-normalized features through the head built from the examples
+            h = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            f = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+            head = adapter["head"]
+            logits = f @ head["weight"].T + head["bias"]  # (N, L)
+        else:
+            logits = model(**batch).logits.float()  # (N, L)
         if meta["regression"]:
             return [{"label": None, "probabilities": None, "score": float(s)} for s in logits[:, 0]]
         probs = logits.softmax(-1)

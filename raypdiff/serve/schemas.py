@@ -86,6 +86,15 @@ class Novelty(_Strict):
     condition_cosine: float = Field(description="cosine between this condition and that task's conditions")
 
 
+class Built(_Strict):
+    body: str = Field(description="where the body (the LoRA matrices) came from: base, or generated:<i>")
+    head: str = Field(description="the head built from the examples: prototype, logistic or ridge")
+    features: str = Field(description="what the head reads")
+    leave_one_out: dict[str, dict[str, float]] = Field(
+        description="body candidate → head kind → its leave-one-out score over the examples (what chose them)")
+    build_seconds: float
+
+
 class AdapterInfo(_Strict):
     id: str = Field(description="sha256 of the adapter's values and layout")
     download: str = Field(description="GET this path for the PEFT folder as a zip")
@@ -97,6 +106,7 @@ class AdapterInfo(_Strict):
     seed: int
     index: int = Field(description="position among the request's num adapters")
     novelty: Optional[Novelty] = None
+    built: Optional[Built] = Field(None, description="a new description's adapter: how it was built")
 
 
 class Adapters(_Strict):

@@ -1,0 +1,144 @@
+"""Heads built from k examples (tables on small arrays), and the new-task route on the real packaged base model: body
+candidates, leave-one-out choice, the written folder reloaded with plain transformers + peft."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from raypdiff import heads
+from raypdiff.config import Config, ConfigError
+from raypdiff.newtask import Builder, TaskAdapter, candidates, custom_spec
+from raypdiff.tasks import Split
+
+
+def blobs(num_labels: int, per: int, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(num_labels, dim)) * 3
+    y = np.repeat(np.arange(num_labels), per)
+    return (centers[y] + rng.normal(size=(len(y), dim))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", ["prototype", "logistic"])
+@pytest.mark.parametrize("num_labels", [2, 3, 7])
+def test_heads_separate_separable_classes(kind, num_labels):
+    x, y = blobs(num_labels, 6)
+    xt, yt = blobs(num_labels, 20, seed=0)  # the same centres, other noise
+    h = heads.fit(kind, x, y, num_labels)
+    assert h.weight.shape == (num_labels, 8) and h.bias.shape == (num_labels,)
+    assert (h.predict(xt) == yt).mean() > 0.9
+
+
+def test_prototype_head_is_the_nearest_centroid():
+    x, y = blobs(3, 4)
+    q = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32) * 3
+    cents = np.stack([x[y == j].mean(0) for j in range(3)])
+    nearest = ((q[:, None] - cents[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(heads.prototype(x, y, 3).predict(q), nearest)
+
+
+def test_binary_logistic_head_gives_sklearns_probabilities():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(2, 5)
+    logits = heads.logistic(x, y, 2).logits(x)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ref = LogisticRegression(max_iter=1000, class_weight="balanced").fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(p, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["prototype", "logistic"])
+def test_a_label_without_examples_is_never_predicted(kind):
+    x, y = blobs(3, 5)
+    keep = y != 1
+    h = heads.fit(kind, x[keep], y[keep], 3)
+    assert 1 not in set(h.predict(blobs(3, 30, seed=4)[0]).tolist())
+
+
+def test_ridge_head_fits_a_linear_score():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = x @ np.arange(1, 6) + 2.0
+    h = heads.fit("ridge", x, y, 1)
+    assert np.corrcoef(h.predict(x), y)[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("kind,num_labels,match", [("ridge", 2, "regression"), ("logistic", 1, "classification"),
+                                                   ("svm", 2, "not one of")])
+def test_bad_head_kind_is_one_line(kind, num_labels, match):
+    x, y = blobs(2, 3)
+    with pytest.raises(ConfigError, match=match):
+        heads.fit(kind, x, y, num_labels)
+
+
+def test_choose_reads_the_examples_alone_and_picks_the_better_kind():
+    x, y = blobs(2, 6)
+    h, scores = heads.choose(x, y, 2, "accuracy")
+    assert set(scores) == {"prototype", "logistic"} and h.kind == max(scores, key=scores.get)
+    h, scores = heads.choose(x, y.astype(np.float32), 1, "pearson")
+    assert h.kind == "ridge" and set(scores) == {"ridge"}
+
+
+# ---- the route on the real base model (no Ray) ----
+
+POS = ["a wonderful, moving film", "brilliant acting and a great story", "i loved every minute of it",
+       "a delightful and funny movie"]
+NEG = ["a dull, lifeless mess", "the worst film of the year", "boring and far too long", "i hated the plot"]
+
+
+@pytest.fixture(scope="module")
+def builder():
+    cfg = Config.from_dict({"model": {"dtype": "float32"}})
+    return Builder(cfg.model, cfg.lora)
+
+
+def examples(flip: bool = False) -> list:
+    return [((t,), int(flip)) for t in POS] + [((t,), 1 - int(flip)) for t in NEG]
+
+
+def test_built_adapter_reads_its_examples(builder):
+    spec = custom_spec("Is this movie review positive?", ["positive", "negative"])
+    bodies = candidates("base", None, builder, spec, [], 0, 0)
+    a, b = builder.build(spec, examples(), bodies), builder.build(spec, examples(flip=True), bodies)
+    test = Split([(t,) for t in ["an excellent film", "what a waste of time", "great fun", "terrible, avoid it"]],
+                 np.zeros(4, np.int64))
+    x = builder.features(a.body, test)
+    assert a.head.predict(x).tolist() == [0, 1, 0, 1]
+    assert (b.head.predict(x) == 1 - a.head.predict(x)).all()  # flipped examples flip every prediction
+    assert a.body_source == "base" and set(a.loo) == {"base"} and a.seconds > 0
+
+
+def test_written_folder_reloads_with_the_same_predictions(builder, tmp_path):
+    spec = custom_spec("Is this movie review positive?", ["positive", "negative"])
+    built = builder.build(spec, examples(), {"base": np.zeros(builder.body_layout.size, np.float32)},
+                          head="logistic")
+    rng = np.random.default_rng(0)
+    built.body = (rng.normal(size=builder.body_layout.size) * 0.02).astype(np.float32)  # a non-trivial body
+    out = builder.write(built, spec, tmp_path / "ad")
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "FEATURE_EXTRACTION"
+    texts = ["an excellent film", "what a waste of time", "it was fine"]
+    ref = built.head.logits(builder.features(built.body, Split([(t,) for t in texts], np.zeros(3))))
+    adapter = TaskAdapter(out)
+    np.testing.assert_allclose(adapter.logits(texts), ref, atol=1e-4)
+    info = json.loads((out / "raypdiff.json").read_text())
+    assert info["head"] == "logistic" and info["label_names"] == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("num_labels", [1, 5])
+def test_any_label_count_and_pairs(builder, num_labels):
+    names = None if num_labels == 1 else [f"l{j}" for j in range(num_labels)]
+    spec = custom_spec("Do the two sentences say the same thing?", names, text_fields=2)
+    rng = np.random.default_rng(0)
+    ex = [((f"sentence {i}", f"other {i % 3}"), float(rng.uniform(0, 5)) if num_labels == 1 else i % num_labels)
+          for i in range(10)]
+    built = builder.build(spec, ex, {"base": np.zeros(builder.body_layout.size, np.float32)})
+    assert built.head.kind == ("ridge" if num_labels == 1 else built.head.kind)
+    assert built.head.weight.shape[0] == num_labels
+
+
+def test_no_examples_is_one_line(builder):
+    with pytest.raises(ConfigError, match="--examples"):
+        builder.build(custom_spec("x", ["a", "b"]), [], {"base": np.zeros(builder.body_layout.size, np.float32)})
+    with pytest.raises(ConfigError, match="need a generator"):
+        candidates("auto", None, builder, custom_spec("x", ["a", "b"]), examples(), 2, 0)
