@@ -9,10 +9,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypdiff import checkpoint, newtask
+from raypdiff import checkpoint
 from raypdiff.conditions import parse_examples, with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import sample
+from raypdiff.domains import UserInput, adapter_folders, domain_for, sampling_facts, write_manifest
 from raypdiff.newtask import custom_spec
 from raypdiff.normalize import Normalizer
 from raypdiff.tasks import TaskSpec
@@ -53,8 +54,6 @@ class Generator:
 
     def spec(self, task: str):
         """The task's spec (a TaskSpec; a StyleSpec for a style generator)."""
-        from raypdiff.domains import domain_for
-
         if task not in self.tasks:
             raise ConfigError(f"unknown task {task!r} for this generator (trained on: {', '.join(self.task_names)})")
         return domain_for(self.domain).spec(self.tasks[task]["spec"])
@@ -136,20 +135,6 @@ class Generator:
         """Zoo vectors through the autoencoder (no augmentation noise): (N, P_task) → (N, P_task)."""
         return self.normalizer.invert(task, self.ae.decode(self.encode(task, vectors)).numpy()[:, :vectors.shape[1]])
 
-    def image_condition(self, images: np.ndarray, num: int,
-                        quality: Optional[float] = None) -> tuple[torch.Tensor, str]:
-        """Condition for a style from (N, H, W) images of it (their mean feature, as training's conditions are the
-        mean of k; more images only steady it); its statistics come from the zoo style whose conditions are
-        closest."""
-        if self.cfg.condition.encoder != "mobilenet":
-            raise ConfigError(f"--style-images: this generator's conditions are not images (condition.encoder="
-                              f"{self.cfg.condition.encoder}); give --task")
-        from raypdiff.vision.domain import image_encoder
-
-        emb = image_encoder(self.cfg.condition).condition([images])[0]  # (C,)
-        nearest = max(self.task_names, key=lambda t: float(self.bank[t].mean(0) @ emb))
-        return self.condition(torch.from_numpy(np.repeat(emb[None], num, 0)), quality), nearest
-
     def free_condition(self, description: str, examples: list[dict], label_names: Optional[list[str]],
                        num: int, quality: Optional[float] = None) -> tuple[torch.Tensor, str, TaskSpec]:
         """Condition for a task outside the zoo; its head layout and statistics come from the zoo task with
@@ -183,96 +168,28 @@ class Generator:
         return self.vectors(cond, nearest, seed), nearest
 
 
-class AdapterWriter:
-    """Writes a generator's vectors as PEFT folders, through one checked PEFT model per head shape."""
-
-    def __init__(self, gen: Generator):
-        self.gen = gen
-        self.cfg = Config.from_dict({"model": gen.ckpt.base_model, "lora": gen.ckpt.lora})
-        self._models: dict = {}
-
-    def model_for(self, task: str):
-        from raypdiff import lora
-
-        spec = self.gen.spec(task)
-        key = (spec.num_labels, spec.is_regression)
-        if key not in self._models:
-            model = lora.build(self.cfg.model, self.cfg.lora, spec)
-            if lora.layout_of(model) != self.gen.layout(task):
-                raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on "
-                                  "another model?")
-            fingerprint = self.gen.ckpt.base_fingerprint  # None in generators saved before it was recorded
-            if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
-                raise ConfigError(f"base model {self.cfg.model.base!r} is not the model this generator was "
-                                  "trained for (its weights differ)")
-            self._models[key] = model
-        return self._models[key]
-
-    def write(self, task: str, vector: np.ndarray, out_dir: Path) -> Path:
-        """`vector`, laid out as `task`'s adapters, → a PEFT folder naming the base model's public id."""
-        from raypdiff import lora
-
-        return lora.write_adapter(self.model_for(task), vector, self.gen.layout(task), out_dir, self.cfg.model.base)
-
-
-def write_adapters(gen: Generator, task_for_layout: str, vectors: np.ndarray, out_dir: Path,
-                   manifest_extra: dict) -> list[str]:
-    """PEFT folders for text generators; diffusers LoRA folders (`pipe.load_lora_weights`) for style generators."""
-    names = [out_dir / f"adapter_{i:03d}" for i in range(len(vectors))]
-    if gen.domain == "vision":
-        from raypdiff.config import LoraSettings
-        from raypdiff.vision.style_lora import write_lora
-
-        settings = LoraSettings(**gen.ckpt.lora)
-        source = gen.ckpt.base_model["vision"].get("pipeline")  # None: the offline base
-        folders = [str(write_lora(v, gen.layout(task_for_layout), settings, f, source)) for v, f in zip(vectors, names)]
-    else:
-        writer = AdapterWriter(gen)
-        folders = [str(writer.write(task_for_layout, v, f)) for v, f in zip(vectors, names)]
-    manifest = {"adapters": folders, "layout_task": task_for_layout, "generator": str(gen.path),
-                "base_model": gen.ckpt.base_model, **manifest_extra}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return folders
-
-
 def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,
              description: Optional[str] = None, examples_file: Optional[str] = None,
              label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
              quality: Optional[float] = None, expect: Optional[Config] = None,
              style_images: Optional[str] = None, bodies: str = "auto", head: str = "auto") -> dict:
-    """`raypdiff generate`: num adapters for a zoo task or (style generators) for a folder of style images; for a
-    free description + examples, one adapter from the best of num generated bodies and the base body, with a head
-    built from the examples (raypdiff.newtask).
+    """`raypdiff generate`: num adapters for a zoo task; otherwise what the generator's domain makes of the user's
+    input (text: one adapter for a description + examples, raypdiff.newtask; vision: num adapters for style images).
     `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
     gen = Generator(gen_path)
     if expect is not None:
         gen.check_compatible(expect)
-    out = Path(out_dir)
+    domain, out = domain_for(gen.domain), Path(out_dir)
+    if task is None:
+        user = UserInput(description, label_names, _read_examples(examples_file) if examples_file else [],
+                         style_images, bodies, head)
+        return domain.for_user(gen, user, out, num, seed, guidance, quality)
+    gen.spec(task)
     t0 = time.time()
-    if task is not None:
-        gen.spec(task)
-        cond, stats_task, extra = gen.conditions(task, num, quality), task, {"task": task}
-    elif style_images is not None:
-        from raypdiff.vision.images import read_style_images
-
-        if gen.domain != "vision":
-            raise ConfigError("--style-images: this generator makes text adapters; style images need a generator "
-                              "trained on a style zoo (domain: vision)")
-
-        images = read_style_images(style_images)
-        cond, stats_task = gen.image_condition(images, num, quality)
-        extra = {"style_images": str(Path(style_images).resolve()), "images": len(images), "nearest_task": stats_task}
-    else:
-        if gen.domain != "text":
-            raise ConfigError("--description: a style generator takes --task (a style it knows) or --style-images")
-        rows = _read_examples(examples_file) if examples_file else []
-        return newtask.make(gen, out_dir, description or "", label_names, rows, num, seed, bodies, head)
-    vectors = gen.vectors(cond, stats_task, seed, guidance)
+    vectors = gen.vectors(gen.conditions(task, num, quality), task, seed, guidance)
     sample_s = time.time() - t0
-    sampling = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance}
-    if gen.cfg.condition.quality:
-        sampling["quality"] = gen.resolve_quality(quality)
-    folders = write_adapters(gen, stats_task, vectors, out, {**extra, **sampling})
+    folders = domain.write_adapters(gen, task, vectors, adapter_folders(out, len(vectors)))
+    write_manifest(out, folders, gen, task, {"task": task, **sampling_facts(gen, seed, num, guidance, quality)})
     return {"adapters": folders, "sample_seconds": sample_s, "manifest": str(out / "manifest.json")}
 
 

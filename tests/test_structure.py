@@ -99,3 +99,10 @@ def test_nothing_unpickles_a_checkpoint():
         text = p.read_text()
         for bad in ("weights_only=False", "pickle.load", "cloudpickle"):
             assert bad not in text, f"{p.relative_to(root)} has {bad}"
+
+
+def test_generate_never_asks_which_domain():
+    """Domains are siblings behind one interface: generate.py names neither."""
+    tree = ast.parse((PKG / "generate.py").read_text())
+    names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not names & {"text", "vision"}

@@ -2,11 +2,12 @@
 styles in raypdiff.vision (an optional extra, imported when asked for)."""
 from __future__ import annotations
 
-from raypdiff.domains.base import Domain, Run, require_text, score_captures, tested_captures
-from raypdiff.domains.text import TextDomain, load_splits
+from raypdiff.domains.base import (Domain, Run, UserInput, adapter_folders, require_text, sampling_facts,
+                                   score_captures, tested_captures, write_manifest)
+from raypdiff.domains.text import AdapterWriter, TextDomain, load_splits
 
-__all__ = ["Domain", "Run", "TextDomain", "domain_for", "load_splits", "require_text", "score_captures",
-           "tested_captures"]
+__all__ = ["AdapterWriter", "Domain", "Run", "TextDomain", "UserInput", "adapter_folders", "domain_for", "load_splits",
+           "require_text", "sampling_facts", "score_captures", "tested_captures", "write_manifest"]
 
 
 def domain_for(name: str) -> Domain:

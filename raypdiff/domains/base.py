@@ -2,7 +2,9 @@
 fine-tune whose captures are scored on val (a sample also on test), and the generator's conditions."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 import numpy as np
@@ -47,6 +49,36 @@ def score_captures(metric: str, schedule: list[int], captured: dict[int, np.ndar
     return run
 
 
+@dataclass
+class UserInput:
+    """What a user gives for a task outside the zoo: a description, label names and labelled example rows ({"text",
+    "label"}) for text; a folder of style images for vision; and, for text, where the body and head may come from."""
+    description: Optional[str] = None
+    label_names: Optional[list[str]] = None
+    examples: Optional[list[dict]] = None
+    style_images: Optional[str] = None
+    bodies: str = "auto"
+    head: str = "auto"
+
+
+def adapter_folders(out: Path, num: int) -> list[Path]:
+    return [out / f"adapter_{i:03d}" for i in range(num)]
+
+
+def sampling_facts(gen, seed: int, num: int, guidance: Optional[float], quality: Optional[float]) -> dict:
+    """How the adapters were sampled, for the manifest."""
+    facts = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance}
+    if gen.cfg.condition.quality:
+        facts["quality"] = gen.resolve_quality(quality)
+    return facts
+
+
+def write_manifest(out: Path, folders: list[str], gen, layout_task: str, extra: dict) -> None:
+    manifest = {"adapters": folders, "layout_task": layout_task, "generator": str(gen.path),
+                "base_model": gen.ckpt.base_model, **extra}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 class Domain(Protocol):
     def specs(self, cfg: Config) -> list: ...  # the zoo's tasks, validated
     def spec(self, d: dict): ...  # a spec back from its meta.json dict
@@ -58,6 +90,10 @@ class Domain(Protocol):
     def cost(self, cfg: Config, spec, data) -> float: ...  # relative run time: longest jobs start first
     def run(self, cfg: Config, spec, data, seed: int, bar) -> Run: ...
     def conditions(self, cfg: Config, meta: dict) -> dict: ...  # the generator's condition bank for a zoo
+    def write_adapters(self, gen, task: str, vectors: np.ndarray, folders: list[Path]) -> list[str]: ...  # laid
+    # out as `task`'s adapters: the folders the domain's tools load
+    def for_user(self, gen, user: UserInput, out: Path, num: int, seed: int, guidance: Optional[float],
+                 quality: Optional[float]) -> dict: ...  # adapters for a task outside the zoo: {"adapters", "manifest"}
 
 
 def require_text(domain: str, what: str, where: object) -> None:

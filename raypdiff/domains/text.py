@@ -2,11 +2,15 @@
 task's metric."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import numpy as np
 
 from raypdiff import lora
 from raypdiff.config import Config, ConfigError
-from raypdiff.domains.base import Run, require_text, score_captures
+from raypdiff import newtask
+from raypdiff.domains.base import Run, UserInput, require_text, score_captures
 from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, score, spec_to_dict
 
 
@@ -90,3 +94,45 @@ class TextDomain:
             lambda: lora.evaluate(model, val_batches, spec, data.val.labels, cfg.model.dtype),
             lambda: lora.predict(model, test_batches, spec.is_regression, cfg.model.dtype),
             lambda preds: score(spec.metric, preds, data.test.labels), cfg.eval.test_every, bar)
+
+    def write_adapters(self, gen, task: str, vectors: np.ndarray, folders: list[Path]) -> list[str]:
+        """PEFT folders (LoRA + the task head as modules_to_save) for AutoModelForSequenceClassification."""
+        writer = AdapterWriter(gen)
+        return [str(writer.write(task, v, f)) for v, f in zip(vectors, folders)]
+
+    def for_user(self, gen, user: UserInput, out: Path, num: int, seed: int, guidance: Optional[float],
+                 quality: Optional[float]) -> dict:
+        """One adapter for a description + examples: a body and a head built from the examples (raypdiff.newtask)."""
+        if user.style_images is not None:
+            raise ConfigError("--style-images: this generator makes text adapters; style images need a generator "
+                              "trained on a style zoo (domain: vision)")
+        return newtask.make(gen, out, user.description or "", user.label_names, user.examples or [], num, seed,
+                            user.bodies, user.head)
+
+
+class AdapterWriter:
+    """Writes a generator's vectors as PEFT folders, through one checked PEFT model per head shape."""
+
+    def __init__(self, gen):
+        self.gen = gen
+        self.cfg = Config.from_dict({"model": gen.ckpt.base_model, "lora": gen.ckpt.lora})
+        self._models: dict = {}
+
+    def model_for(self, task: str):
+        spec = self.gen.spec(task)
+        key = (spec.num_labels, spec.is_regression)
+        if key not in self._models:
+            model = lora.build(self.cfg.model, self.cfg.lora, spec)
+            if lora.layout_of(model) != self.gen.layout(task):
+                raise ConfigError("the base model's LoRA layout differs from the generator's; was it trained on "
+                                  "another model?")
+            fingerprint = self.gen.ckpt.base_fingerprint  # None in generators saved before it was recorded
+            if fingerprint is not None and lora.base_fingerprint(model) != fingerprint:
+                raise ConfigError(f"base model {self.cfg.model.base!r} is not the model this generator was "
+                                  "trained for (its weights differ)")
+            self._models[key] = model
+        return self._models[key]
+
+    def write(self, task: str, vector: np.ndarray, out_dir: Path) -> Path:
+        """`vector`, laid out as `task`'s adapters, → a PEFT folder naming the base model's public id."""
+        return lora.write_adapter(self.model_for(task), vector, self.gen.layout(task), out_dir, self.cfg.model.base)

@@ -12,7 +12,8 @@ import torch
 from raypdiff import newtask
 from raypdiff.conditions import parse_examples
 from raypdiff.config import Config, ConfigError
-from raypdiff.generate import AdapterWriter, Generator
+from raypdiff.domains import AdapterWriter
+from raypdiff.generate import Generator
 from raypdiff.lora import public_id
 from raypdiff.serve.store import AdapterStore, adapter_id
 from raypdiff.tasks import TaskSpec
@@ -78,7 +79,7 @@ class AdapterMaker:
                 plans.append(self._plan(req) if req.get("task") is not None else self._new_task(req))
             except ConfigError as e:
                 plans.append(str(e))
-        ok = [p for p in plans if isinstance(p, dict)]
+        ok = [p for p in plans if isinstance(p, dict) and "cond" in p]  # zoo tasks: sampled together
         t0 = time.time()
         if ok:
             guidance = torch.cat([torch.full((len(p["cond"]), 1), float(p["guidance"])) for p in ok])  # (B, 1)

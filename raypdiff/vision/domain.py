@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.domains.base import Run, score_captures
+from raypdiff.domains.base import (Run, UserInput, adapter_folders, sampling_facts, score_captures,
+                                   write_manifest)
 from raypdiff.vision.styles import StyleSpec, apply, resolve_styles
 
 METRIC = "denoise"  # minus the mean noise-prediction MSE on the split's styled images: higher is better
@@ -152,3 +154,45 @@ class StyleDomain:
             lambda: -float(denoise_errors(pipe, v, *data.val, seed=seed_rows).mean()),
             lambda: denoise_errors(pipe, v, *data.test, seed=seed_rows), lambda errors: -float(errors.mean()),
             cfg.eval.test_every, bar)
+
+    def write_adapters(self, gen, task: str, vectors: np.ndarray, folders: list[Path]) -> list[str]:
+        """diffusers LoRA folders (`pipe.load_lora_weights`; PEFT folders for pipelines without a LoRA loader)."""
+        from raypdiff.config import LoraSettings
+        from raypdiff.vision.style_lora import write_lora
+
+        settings = LoraSettings(**gen.ckpt.lora)
+        source = gen.ckpt.base_model["vision"].get("pipeline")  # None: the offline base
+        return [str(write_lora(v, gen.layout(task), settings, f, source)) for v, f in zip(vectors, folders)]
+
+    def for_user(self, gen, user: UserInput, out: Path, num: int, seed: int, guidance: Optional[float],
+                 quality: Optional[float]) -> dict:
+        """num style LoRAs for a folder of images of a style."""
+        import time
+
+        from raypdiff.vision.images import read_style_images
+
+        if user.style_images is None:
+            raise ConfigError("--description: a style generator takes --task (a style it knows) or --style-images")
+        images = read_style_images(user.style_images)
+        t0 = time.time()
+        cond, nearest = image_condition(gen, images, num, quality)
+        vectors = gen.vectors(cond, nearest, seed, guidance)
+        sample_s = time.time() - t0
+        folders = self.write_adapters(gen, nearest, vectors, adapter_folders(out, num))
+        write_manifest(out, folders, gen, nearest, {"style_images": str(Path(user.style_images).resolve()),
+                                                    "images": len(images), "nearest_task": nearest,
+                                                    **sampling_facts(gen, seed, num, guidance, quality)})
+        return {"adapters": folders, "sample_seconds": sample_s, "manifest": str(out / "manifest.json")}
+
+
+def image_condition(gen, images: np.ndarray, num: int, quality: Optional[float] = None):
+    """(num, C') conditions for a style from (N, H, W) images of it (their mean feature, as training's conditions are
+    the mean of k; more images only steady it), and the zoo style whose conditions are closest (its statistics)."""
+    import torch
+
+    if gen.cfg.condition.encoder != "mobilenet":
+        raise ConfigError(f"--style-images: this generator's conditions are not images (condition.encoder="
+                          f"{gen.cfg.condition.encoder}); give --task")
+    emb = image_encoder(gen.cfg.condition).condition([images])[0]  # (C,)
+    nearest = max(gen.task_names, key=lambda t: float(gen.bank[t].mean(0) @ emb))
+    return gen.condition(torch.from_numpy(np.repeat(emb[None], num, 0)), quality), nearest

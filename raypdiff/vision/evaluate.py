@@ -16,6 +16,7 @@ import torch
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import interval
+from raypdiff.vision.domain import image_condition
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
 HELDOUT = ("base", "nearest_style", "generated", "generated_best", "zoo_best")  # zoo_best: the style's own (oracle)
@@ -253,7 +254,7 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
         for s in e.heldout_styles:
             a, (x, y) = arrays[s], data[s].train
             pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give
-            cond, nearest = hgen.image_condition(x[pick], e.num)
+            cond, nearest = image_condition(hgen, x[pick], e.num)
             generated = hgen.vectors(cond, nearest, seed=e.seed)
             report["heldout_styles"][s] = {"nearest": nearest, **evaluate(s, {
                 "base": None, "nearest_style": best_capture(arrays[nearest]),
