@@ -96,6 +96,12 @@ class Builder:
         _, name, body, h = best
         return Built(body, name, h, loo, time.time() - t0)
 
+    def info(self, built: Built, spec: TaskSpec, extra: Optional[dict] = None) -> dict:
+        """What raypdiff.json says of a new-task adapter: labels, text fields, how it was built (TaskAdapter reads
+        `head` and `max_length`)."""
+        return {"label_names": spec.label_names, "text_fields": list(spec.text_fields), "description": spec.description,
+                "max_length": self.model_cfg.max_length, **built.describe(), **(extra or {})}
+
     def write(self, built: Built, spec: TaskSpec, out_dir: str | Path, extra: Optional[dict] = None) -> Path:
         """A PEFT folder of the body on the base encoder (task_type FEATURE_EXTRACTION: AutoModel +
         PeftModel.from_pretrained load it), `head.safetensors` (weight (L, H), bias (L,)) over its mean-pooled
@@ -118,9 +124,7 @@ class Builder:
             save_tensors(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
             save_file({"weight": built.head.weight.astype(np.float32), "bias": built.head.bias.astype(np.float32)},
                       str(out / HEAD_FILE), metadata={"kind": built.head.kind, "pooling": "mean", "normalize": "true"})
-            info = {"label_names": spec.label_names, "text_fields": spec.text_fields, "description": spec.description,
-                    "max_length": self.model_cfg.max_length, **built.describe(), **(extra or {})}
-            (out / INFO_FILE).write_text(json.dumps(info, indent=1))
+            (out / INFO_FILE).write_text(json.dumps(self.info(built, spec, extra), indent=1))
         except OSError as e:
             raise ConfigError(f"cannot write adapter to {out}: {e.strerror or e}") from None
         return out

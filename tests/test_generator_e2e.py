@@ -91,7 +91,7 @@ def check_adapters(out: Path, num: int, num_labels: int) -> dict:
 def test_generator_file_and_registered_model(built):
     import mlflow
 
-    assert (built["gen"] / "generator.pt").is_file()
+    assert (built["gen"] / checkpoint.GENERATOR_FILE).is_file()
     summary = json.loads((built["gen"] / "train_summary.json").read_text())
     assert summary["final"]["phase"] == "diffusion" and summary["final"]["step"] == 20
     client = mlflow.MlflowClient(tracking_uri=built["uri"])
@@ -454,7 +454,7 @@ def test_pipeline_on_the_collected_zoo(built):
     run_cli(["pipeline", "-q", "-c", str(CONFIG), f"data.root={Path(built['data']).resolve()}",
              f"collect.output_dir={built['zoo']}", f"trainer.output_dir={gen}", f"generate.output_dir={adapters}",
              f"tracking.uri=sqlite:///{tmp / 'pipe_mlflow.db'}"], tmp, "pipeline", timeout=550)
-    assert (gen / "generator.pt").is_file()
+    assert (gen / checkpoint.GENERATOR_FILE).is_file()
     for task, num_labels in TASKS.items():
         manifest = json.loads((adapters / task / "manifest.json").read_text())
         assert manifest["task"] == task and len(manifest["adapters"]) == 2

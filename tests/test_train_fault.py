@@ -1,6 +1,6 @@
 """Fault tolerance of `raypdiff train`: the Ray Train worker is SIGKILLed after the first checkpoint; the
 FailureConfig restarts it, training resumes from that checkpoint (not from step 0) and the command still
-writes generator.pt and exits 0.
+writes generator.safetensors and exits 0.
 
 Both commands run as `python -m raypdiff.cli ...` in their own process group with a private local Ray
 (RAY_TMPDIR in a fresh temp dir); only processes below our own subprocess are ever inspected or killed.
@@ -62,7 +62,7 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(data_dir):
                 break
             time.sleep(0.1)
         assert victim is not None, f"never saw a RayTrainWorker with a checkpoint written:\n{train.tail()}"
-        assert not (gen / "generator.pt").exists(), "training finished before the kill; give it more steps"
+        assert not (gen / GENERATOR_FILE).exists(), "training finished before the kill; give it more steps"
         assert (first["phase"], first["step"]) != ("diffusion", DIFF_STEPS), first
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)

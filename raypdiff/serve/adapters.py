@@ -109,10 +109,10 @@ class AdapterMaker:
         built = b.build(spec, parsed, newtask.candidates("auto", self.gen, b, spec, parsed, num, seed))
         h = built.head
         id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{h.kind}", self.base)
-        meta = {"kind": "task_head", "task": None, "layout_task": "new-task", "label_names": spec.label_names,
-                "num_labels": spec.num_labels, "regression": spec.is_regression, "text_fields": list(spec.text_fields),
-                "description": spec.description, "seed": seed, "base_model_name_or_path": public_id(self.base),
-                "base_model": self.gen.ckpt.base_model, "lora": self.gen.ckpt.lora, "built": built.describe()}
+        meta = {**b.info(built, spec), "kind": "task_head", "task": None, "layout_task": "new-task",
+                "num_labels": spec.num_labels, "regression": spec.is_regression, "seed": seed,
+                "base_model_name_or_path": public_id(self.base), "base_model": self.gen.ckpt.base_model,
+                "lora": self.gen.ckpt.lora}  # the store writes it as the folder's raypdiff.json
         self.store.put(id_, lambda folder: b.write(built, spec, folder), meta)
         info = {"id": id_, "download": f"/v1/adapters/{id_}", "task": None, "layout_task": "new-task",
                 "label_names": spec.label_names, "regression": spec.is_regression, "text_fields": meta["text_fields"],
