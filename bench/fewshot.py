@@ -32,6 +32,9 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / "runs" / "fewshot"), help="finished tasks, for resuming")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--name", default="fewshot")
+    p.add_argument("--generator", help="also time the product's route to one adapter (base + --num generated "
+                                       "bodies) with this generator, on the first task")
+    p.add_argument("--num", type=int, default=1, help="generated bodies per adapter for --generator")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = load_config(args.config, [f"data.root={args.data_root}", *args.overrides])
@@ -62,7 +65,16 @@ def main() -> None:
         tasks[spec.name] = res
         auto = res["k"][str(ks[-1])]["methods"]["base+auto"]["macro_f1"]["mean"]
         print(f"{spec.name}: {res['seconds']:.0f} s; base+auto macro-F1 at k={ks[-1]}: {auto:.3f}", flush=True)
-    report = {"note": (f"{len(tasks)} tasks of {args.config}, test rows as collected (eval.test_examples="
+    if args.generator:
+        from raypdiff.fewshot import route_seconds
+        from raypdiff.generate import Generator
+
+        first = specs[0]
+        data = load_task(first, cfg.eval.val_examples, cfg.eval.test_examples, cfg.eval.split_seed)
+        latency = {"task": first.name, "generator": args.generator, "seconds": [
+            route_seconds(Generator(args.generator), builder, first, data, k, args.num, 10, cfg.eval.split_seed)
+            for k in (8, 16)]}
+    report = {"route": latency if args.generator else None, "note": (f"{len(tasks)} tasks of {args.config}, test rows as collected (eval.test_examples="
                        f"{cfg.eval.test_examples}), {args.draws} support draws per k; heads read the base model's "
                        f"mean-pooled, L2-normalized features; model.dtype={cfg.model.dtype}; seconds per adapter are "
                        f"medians (built heads: features of the examples + leave-one-out + fit; SetFit: model load + "

@@ -36,9 +36,12 @@ def label_slots(spec: TaskSpec, examples: list, max_labels: int) -> list[list[st
 
 
 def embed(encoder, cfg: ConditionConfig, spec: TaskSpec, example_sets: list[list]) -> np.ndarray:
-    """One condition per example set: (S, C) for text pooling, (S, C * (1 + max_labels)) for per_label."""
+    """One condition per example set: (S, C) for text pooling, (S, C * (1 + max_labels)) for per_label, (S, C * 3)
+    for set pooling."""
     if cfg.pooling == "text":
         return encoder.encode([condition_text(spec, ex) for ex in example_sets]).astype(np.float32)
+    if cfg.pooling == "set":
+        return np.stack([set_condition(encoder, spec, ex) for ex in example_sets])
     lines, where = [condition_text(spec, [])], [(slice(None), 0)]  # the description fills slot 0 of every set
     for i, ex in enumerate(example_sets):
         for j, slot in enumerate(label_slots(spec, ex, cfg.max_labels)):
@@ -51,6 +54,16 @@ def embed(encoder, cfg: ConditionConfig, spec: TaskSpec, example_sets: list[list
         out[i, j] += e
         count[i, j] += 1
     return (out / np.maximum(count, 1)).reshape(len(example_sets), -1)  # each slot: the mean of its lines
+
+
+def set_condition(encoder, spec: TaskSpec, examples: list) -> np.ndarray:
+    """(C * 3,): the description, the mean of the label names (a regression task: "a score") and the mean of the
+    example texts, each embedded apart: no slot depends on the order of labels or examples, nor on the labels given."""
+    names = list(spec.label_names or ["a score"])
+    texts = [" / ".join(t) for t, _ in examples]
+    emb = encoder.encode([condition_text(spec, []), *names, *texts])  # one batched pass
+    d, lab, ex = emb[0], emb[1:1 + len(names)].mean(0), emb[1 + len(names):]
+    return np.concatenate([d, lab, ex.mean(0) if len(ex) else np.zeros_like(d)]).astype(np.float32)
 
 
 def draw_examples(split: Split, k: int, rng: np.random.Generator) -> list:

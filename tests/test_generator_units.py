@@ -843,6 +843,23 @@ def test_per_label_embedding_slots(minilm):
     assert not slots[:, 3].any()  # a 2-label task leaves the third slot empty
 
 
+def test_set_pooling_ignores_label_order_and_labels(minilm):
+    cfg = ConditionConfig(pooling="set")
+    ex = [(("dull",), 0), (("fine",), 1), (("bad",), 0)]
+    a = embed(minilm, cfg, spec(("neg", "pos")), [ex])
+    c = minilm.dim
+    assert a.shape == (1, c * 3) and a.dtype == np.float32
+    twin = embed(minilm, cfg, spec(("pos", "neg")), [[(t, 1 - y) for t, y in ex]])  # label-swapped twin
+    shuffled = embed(minilm, cfg, spec(("neg", "pos")), [ex[::-1]])
+    flipped = embed(minilm, cfg, spec(("neg", "pos")), [[(t, 1 - y) for t, y in ex]])
+    for other in (twin, shuffled, flipped):
+        np.testing.assert_allclose(other, a, atol=1e-5)
+    slots = a.reshape(3, c)
+    np.testing.assert_allclose(slots[1], minilm.encode(["neg", "pos"]).mean(0), atol=1e-5)
+    np.testing.assert_allclose(slots[2], minilm.encode(["dull", "fine", "bad"]).mean(0), atol=1e-5)
+    assert not embed(minilm, cfg, spec(("neg", "pos")), [[]])[0, 2 * c:].any()  # no examples: an empty slot
+
+
 def test_per_label_twin_swaps_slots(minilm):
     """A label-swapped twin (names and ids reversed, same examples) gets the same slots in the other order: the
     condition says which output index is which label, which one text with the same lines cannot."""
