@@ -69,7 +69,7 @@ def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int],
     os.replace(tmp, path)
 
 
-def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, progress: bool = True) -> dict:
+def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, progress: str = "bars") -> dict:
     """One (task, seed) of the configured domain: fine-tune, capture, score, write the shard."""
     cfg = Config.from_dict(cfg_dict)
     domain = domain_for(cfg.domain)
@@ -94,9 +94,34 @@ class _NoBar:
         pass
 
 
-def _bar(enabled: bool, total: int, desc: str):
-    if not enabled:
+class _LineBar:
+    """Progress as plain lines at each quarter, for a driver whose output is not a terminal: there, Ray's bars are
+    redrawn on every forwarded log line and each update appeared two or three times in the log."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.shown = max(total, 1), desc, 0, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        quarter = 4 * self.n // self.total
+        if quarter > self.shown:
+            self.shown = quarter
+            print(f"{self.desc}: {min(100, 25 * quarter)}% ({self.n}/{self.total})", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_mode(enabled: bool) -> str:
+    """How workers show progress: Ray's driver-drawn bars on a terminal, plain lines elsewhere, or nothing."""
+    return "off" if not enabled else "bars" if sys.stdout.isatty() else "lines"
+
+
+def _bar(mode: str, total: int, desc: str):
+    if mode == "off":
         return _NoBar()
+    if mode == "lines":
+        return _LineBar(total, desc)
     from ray.experimental.tqdm_ray import tqdm  # per-worker bars, drawn by the driver
 
     return tqdm(total=total, desc=desc)
@@ -293,7 +318,8 @@ def collect(cfg: Config, progress: bool = True) -> dict:
         limit = in_flight_limit(cfg)
         while queue and len(pending) < limit:  # backpressure
             task, seed = queue.pop(0)
-            pending.append(remote.remote(cfg_dict, specs[task], data_refs[task], seed, str(plan.out), progress))
+            pending.append(remote.remote(cfg_dict, specs[task], data_refs[task], seed, str(plan.out),
+                                         progress_mode(progress)))
         ready, pending = ray.wait(pending, num_returns=1)
         try:
             ray.get(ready[0])

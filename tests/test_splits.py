@@ -146,7 +146,7 @@ def test_collect_one_trains_on_train_rows_only(tmp_path, monkeypatch, files):
 
     monkeypatch.setattr(lora, "collate", spy)
     (tmp_path / "shards").mkdir()
-    zoo.collect_one(cfg.to_dict(), spec_to_dict(spec), data, 0, str(tmp_path), progress=False)
+    zoo.collect_one(cfg.to_dict(), spec_to_dict(spec), data, 0, str(tmp_path), progress="off")
 
     s = data.splits
     val = {(s["val"]["file"], i) for i in s["val"]["rows"]}
@@ -212,3 +212,17 @@ def test_prepare_ranks_on_val_and_draws_examples_from_train(tiny_zoo, repo_dir, 
         assert drawn_from[task].texts == [t for i, t in enumerate(full.texts) if i not in held]
         shown = [tuple(e["text"]) if isinstance(e["text"], list) else (e["text"],) for e in prep["examples"][task]]
         assert shown and set(shown) <= set(drawn_from[task].texts)  # the page's prefill: fine-tuning rows too
+
+
+def test_progress_lines_off_a_terminal(capsys, monkeypatch):
+    """Off a terminal a worker prints one line per quarter (Ray's bars were redrawn on every forwarded line there)."""
+    import io
+
+    monkeypatch.setattr(zoo.sys, "stdout", io.StringIO())
+    assert zoo.progress_mode(True) == "lines" and zoo.progress_mode(False) == "off"
+    monkeypatch.undo()
+    bar = zoo._bar("lines", 10, "SST-2/s0")
+    for _ in range(10):
+        bar.update(1)
+    assert capsys.readouterr().out.splitlines() == ["SST-2/s0: 25% (3/10)", "SST-2/s0: 50% (5/10)",
+                                                    "SST-2/s0: 75% (8/10)", "SST-2/s0: 100% (10/10)"]
