@@ -37,6 +37,7 @@ class TaskSpec:
     hub: Optional[str] = None
     hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation"})
     hub_text_fields: Optional[list[str]] = None
+    packaged: Optional[str] = None  # rows shipped inside an installed package (raypdiff.packaged), split by group
     family: Optional[str] = None  # sentiment, topic, nli, ...: leave-one-family-out holds a whole family out
     # A derived task relabels the rows of `source` (a built-in task, or one defined earlier in the list): `relabel`
     # maps each of its label names to source labels (default: the source label of the same name), and rows whose
@@ -59,7 +60,7 @@ class TaskSpec:
             _require(self.metric != "pearson", f"{where}: metric pearson needs a regression task (no label_names)")
             if self.metric == "f1":
                 _require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
-        _require(bool(self.train and (self.dev or self.test)) or bool(self.hub),
+        _require(bool(self.train and (self.dev or self.test)) or bool(self.hub) or bool(self.packaged),
                  f"{where}: give train and dev (or test) files, or hub")
         if self.relabel is not None:
             _require(self.label_names is not None and bool(self.source_label_names),
@@ -151,11 +152,33 @@ _EXTRA: dict[str, dict] = {
                    text_fields=["sentence"], label_field="label", metric="accuracy",
                    label_names=["world", "sports", "business", "science/technology"], family="topic"),
 }
-BUILTIN = sorted(_GLUE) + sorted(_EXTRA)
+# Real labelled text shipped inside packages (raypdiff.packaged: where each lies, how it is read and split).
+_TEXT = dict(text_fields=["text"], label_field="label")
+_PACKAGED: dict[str, dict] = {
+    "SMS-spam": dict(description="Decide whether an SMS text message is spam.", metric="f1",
+                     label_names=["ham", "spam"], packaged="sms_spam", family="spam", **_TEXT),
+    "Health-tweets": dict(description="Tell which news outlet posted a health news tweet.", metric="accuracy",
+                          label_names=["bbchealth", "cnnhealth", "foxnewshealth", "nytimeshealth"],
+                          packaged="health_tweets", family="authorship", **_TEXT),
+    "Convention-party": dict(description="Tell which party's national convention a speech paragraph is from.",
+                             metric="accuracy", label_names=["democrat", "republican"], packaged="convention_party",
+                             family="politics", **_TEXT),
+    "Seinfeld-humor": dict(description="Decide whether a line of a sitcom's dialogue got a laugh.", metric="f1",
+                           label_names=["not_funny", "funny"], packaged="seinfeld_humor", family="humor", **_TEXT),
+    "Seinfeld-speaker": dict(description="Tell which of four sitcom characters says a line of dialogue.",
+                             metric="accuracy", label_names=["jerry", "george", "elaine", "kramer"],
+                             packaged="seinfeld_speaker", family="authorship", **_TEXT),
+    "Fortune-language": dict(description="Identify the language of a short saying or joke.", metric="accuracy",
+                             label_names=["en", "de", "es", "it", "ru", "pl"], packaged="fortune_language",
+                             family="language id", **_TEXT),
+}
+BUILTIN = sorted(_GLUE) + sorted(_EXTRA) + sorted(_PACKAGED)
 
 
 def builtin_spec(name: str, data_root: Optional[str]) -> TaskSpec:
     """The built-in task `name`, read from `<data_root>/{glue,extra}/<name>/` or, for GLUE, the hub."""
+    if name in _PACKAGED:
+        return TaskSpec(name=name, **_PACKAGED[name])
     if name in _GLUE:
         group, d = "glue", dict(_GLUE[name])
     elif name in _EXTRA:
@@ -337,6 +360,16 @@ def _split_file(spec: TaskSpec, split: SplitName) -> Optional[str]:
 def load_split(spec: TaskSpec, split: SplitName) -> Split:
     """All rows of one of the task's files: train, dev, its own val file, or its test file (test, else dev)."""
     where = f"task {spec.name} ({split})"
+    if spec.packaged:
+        _require(split != "val", f"{where}: packaged tasks have no val file (val rows are carved from train)")
+        import pandas as pd
+
+        from raypdiff import packaged
+
+        part = packaged.rows(spec.packaged, tuple(spec.source_label_names or spec.label_names))[
+            "train" if split == "train" else "dev"]
+        df = pd.DataFrame(part, columns=[spec.text_fields[0], spec.label_field])
+        return _split_from_frame(df, spec, spec.text_fields, f"{where} packaged {spec.packaged}")
     if spec.hub and not (spec.train and spec.dev):
         _require(split != "val", f"{where}: hub tasks have no val file (val rows are carved from train)")
         df = _load_hub(spec, "train" if split == "train" else "dev")

@@ -37,6 +37,20 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def packaged_data() -> None:
+    """The packages that ship the packaged tasks' rows (skip where absent; under CI=true, fail: .ci/run installs
+    them)."""
+    from raypdiff import packaged
+
+    absent = packaged.missing()
+    if absent:
+        msg = f"packaged tasks need {', '.join(absent)}: {packaged.INSTALL}"
+        if in_ci():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
 

@@ -152,7 +152,7 @@ def test_family_folds_need_families(tmp_path):
 
 # ---- configs/suite.yaml on the real data ----
 
-def test_suite_loads_every_task(data_dir, capsys):
+def test_suite_loads_every_task(data_dir, packaged_data, capsys):
     assert main(["tasks", "-c", "configs/suite.yaml", f"data.root={data_dir}", "--json"]) == 0
     import json
 
@@ -174,10 +174,10 @@ def test_suite_loads_every_task(data_dir, capsys):
     assert {s.source for s in derived} == {"AGNews", "TREC", "SICK-E"}
 
 
-def test_tasks_command_lists_folds(data_dir, capsys):
+def test_tasks_command_lists_folds(data_dir, packaged_data, capsys):
     assert main(["tasks", "-c", "configs/suite.yaml", f"data.root={data_dir}", "--folds", "5"]) == 0
     out = capsys.readouterr().out
-    assert "47 tasks, 8 families, 11 label-swapped twins" in out
+    assert "53 tasks, 13 families, 11 label-swapped twins" in out
     assert out.count("fold-") == 5 and "family-topic: holds out 12" in out
 
 
