@@ -106,10 +106,11 @@ def test_generation_is_seeded_and_content_addressed(server):
     assert [x["id"] for x in make(c, task="SST-2", num=3, seed=7)] == [x["id"] for x in a]  # same request, same ids
     assert not {x["id"] for x in make(c, task="SST-2", num=3, seed=8)} & {x["id"] for x in a}
     assert a[0]["download"] == f"/v1/adapters/{a[0]['id']}" and a[0]["layout_task"] == "SST-2"
-    free = make(c, **FREE)[0]
-    assert free["task"] is None and free["label_names"] == ["unhappy", "happy"]
-    assert free["layout_task"] == "SST-2" and free["novelty"]["nearest_task"] == "SST-2"  # the 2-label zoo task
-    assert -1 <= free["novelty"]["condition_cosine"] <= 1
+    free = make(c, **FREE)[0]  # a new description: one adapter, a body and a head built from its examples
+    assert free["task"] is None and free["label_names"] == ["unhappy", "happy"] and free["layout_task"] == "new-task"
+    assert free["built"]["head"] in ("prototype", "logistic") and free["built"]["body"] in ("base", "generated:0")
+    assert set(free["built"]["leave_one_out"]) == {"base", "generated:0"}
+    assert make(c, **FREE)[0]["id"] == free["id"]  # the same request, the same adapter
 
 
 def test_concurrent_requests_are_batched_and_each_comes_out_as_alone(server, tmp_path):
@@ -165,7 +166,12 @@ def test_downloaded_zip_loads_in_peft_and_predicts_like_the_endpoint(server, tmp
     meta = json.loads((folder / "raypdiff.json").read_text())
     assert meta["id"] == info["id"] and meta["label_names"] == info["label_names"]
     regression = info["regression"]
-    got = peft_predictions(folder, texts, 1 if regression else len(info["label_names"]))
+    if info.get("built"):  # a new task's body + head: the encoder under PEFT, the head from head.safetensors
+        from raypdiff.newtask import TaskAdapter
+
+        got = torch.from_numpy(TaskAdapter(folder).logits(texts)).softmax(-1)
+    else:
+        got = peft_predictions(folder, texts, 1 if regression else len(info["label_names"]))
     if regression:
         np.testing.assert_allclose([p["score"] for p in served], got.numpy(), atol=1e-4)
         assert all(p["label"] is None and p["probabilities"] is None for p in served)
