@@ -39,6 +39,13 @@ def test_store_put_meta_zip(tmp_path):
     assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_store_zips_a_new_tasks_head_by_its_name():
+    from raypdiff.newtask import HEAD_FILE
+    from raypdiff.serve import store
+
+    assert store.HEAD == HEAD_FILE
+
+
 def test_store_write_failure_leaves_nothing(tmp_path):
     store = AdapterStore(tmp_path / "s", max_adapters=16)
     i = "a" * 64
@@ -152,6 +159,7 @@ def test_new_task_adapter_predicts_as_its_downloaded_folder(tiny_generator, tmp_
                           "examples": ex, "num": 2, "seed": 0}])
     info = res["adapters"][0]
     assert info["built"]["head"] in ("prototype", "logistic") and info["regression"] is False
+    assert "head.safetensors" in zipfile.ZipFile(io.BytesIO(store.zip(info["id"]))).namelist()  # downloads carry it
     predictor = AdapterPredictor(store)
     texts = ["the goalkeeper saved a penalty", "inflation is rising", "a new laptop"]
     got = predictor.predict(predictor.load(info["id"]), texts)

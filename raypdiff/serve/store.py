@@ -18,6 +18,7 @@ import numpy as np
 ID_PATTERN = r"^[0-9a-f]{64}$"
 META = "raypdiff.json"  # what the adapter is for (labels, text fields, base model), shipped inside the zip
 ZIPPED = ("adapter_config.json", "adapter_model.safetensors", META)
+HEAD = "head.safetensors"  # a new task's head (raypdiff.newtask.HEAD_FILE), zipped where the folder has one
 UNKNOWN = "unknown adapter id (never made here, or evicted from the store)"
 
 
@@ -72,13 +73,16 @@ class AdapterStore:
         return meta
 
     def zip(self, id_: str) -> bytes:
-        """The PEFT folder as a zip: adapter_config.json, adapter_model.safetensors and raypdiff.json."""
+        """The PEFT folder as a zip: adapter_config.json, adapter_model.safetensors and raypdiff.json, and a new
+        task's head.safetensors."""
         self.meta(id_)
         buf = io.BytesIO()
         try:
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
                 for name in ZIPPED:
                     z.write(self.path(id_) / name, name)
+                if (self.path(id_) / HEAD).is_file():
+                    z.write(self.path(id_) / HEAD, HEAD)
         except OSError:  # evicted meanwhile
             raise KeyError(id_) from None
         return buf.getvalue()
