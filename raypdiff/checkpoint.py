@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,13 @@ def load(path: str | Path) -> GeneratorCheckpoint:
         raise ConfigError(f"{p}: not a raypdiff generator checkpoint ({type(e).__name__})") from None
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{p}: not a raypdiff generator checkpoint")
+    try:
+        return _from_file(p, meta, tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{p}: a damaged raypdiff generator checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _from_file(p: Path, meta: dict, tensors: dict) -> GeneratorCheckpoint:
     if int(meta.get("version", 0)) > VERSION:
         raise ConfigError(f"{p}: checkpoint version {meta['version']} is newer than this raypdiff reads "
                           f"({VERSION}); upgrade raypdiff")
@@ -144,14 +152,18 @@ def load(path: str | Path) -> GeneratorCheckpoint:
 def _read_legacy(path: Path) -> dict:
     """A version-1 generator.pt, unpickled by torch's weights-only reader (tensors, numpy arrays and plain
     containers; anything else, code above all, is refused)."""
-    safe = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float32)),
-            type(np.dtype(np.float64)), type(np.dtype(np.int64))]
+    from numpy._core.multiarray import _reconstruct
+
+    # numpy 1.x pickles name numpy.core, numpy 2.x numpy._core
+    safe = [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.float32)), type(np.dtype(np.float64)), type(np.dtype(np.int64))]
     try:
         with torch.serialization.safe_globals(safe):
             g = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{path}: refused, not a plain raypdiff generator.pt ({first})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(e))
+        why = found.group(1) or found.group(0) if found else type(e).__name__
+        raise ConfigError(f"{path}: refused, not a plain raypdiff generator.pt (it asks for {why})") from None
     if not isinstance(g, dict) or "denoiser_ema" not in g:
         raise ConfigError(f"{path}: not a raypdiff generator checkpoint")
     return g

@@ -81,6 +81,8 @@ class Builder:
         chosen on its features by leave-one-out over the examples; the best candidate wins (ties: the first)."""
         if not examples:
             raise ConfigError("--examples: a head is built from labelled examples; give at least one")
+        if not bodies:
+            raise ConfigError("--num: generated bodies need --num >= 1")
         t0 = time.time()
         split = Split([t for t, _ in examples], np.asarray([y for _, y in examples],
                                                            np.float32 if spec.is_regression else np.int64))

@@ -109,7 +109,7 @@ def fortune_language() -> list[tuple[str, str, str]]:
     return out
 
 
-# name → (loader, kept labels or None for all, min / max characters)
+# name → (loader, (min, max) characters of a kept text)
 SOURCES: dict[str, tuple[Callable[[], list], tuple[int, int]]] = {
     "sms_spam": (sms_spam, (2, 400)),
     "health_tweets": (health_tweets, (15, 300)),

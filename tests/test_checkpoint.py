@@ -102,3 +102,33 @@ def test_a_newer_checkpoint_version_is_one_line(trained, tmp_path):
               metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION + 1), "raypdiff": "{}"})
     with pytest.raises(ConfigError, match="upgrade raypdiff"):
         checkpoint.load(tmp_path)
+
+
+def test_a_damaged_header_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / checkpoint.GENERATOR_FILE),
+              metadata={"format": checkpoint.FORMAT, "version": "x", "raypdiff": "{}"})
+    with pytest.raises(ConfigError, match="damaged raypdiff generator checkpoint"):
+        checkpoint.load(tmp_path)
+
+
+def test_a_numpy_1_pickle_migrates(trained, tmp_path):
+    """numpy 1.x names its array rebuilder numpy.core.multiarray, numpy 2.x numpy._core.multiarray: both migrate."""
+    cfg, state, prep = trained
+    torch.save(legacy_payload(cfg, state, prep), tmp_path / checkpoint.LEGACY_FILE)
+    raw = (tmp_path / checkpoint.LEGACY_FILE).read_bytes()
+    import zipfile
+
+    src = zipfile.ZipFile(tmp_path / checkpoint.LEGACY_FILE)
+    old = tmp_path / "old" / checkpoint.LEGACY_FILE
+    old.parent.mkdir()
+    with zipfile.ZipFile(old, "w") as z:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            z.writestr(item, data)
+    assert raw and b"numpy.core.multiarray" in zipfile.ZipFile(old).read(
+        next(n for n in zipfile.ZipFile(old).namelist() if n.endswith("data.pkl")))
+    assert checkpoint.migrate(old).is_file()

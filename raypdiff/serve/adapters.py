@@ -2,6 +2,7 @@
 one sampling batch); `AdapterPredictor` labels texts with a stored adapter. The Serve deployments wrap these."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -108,7 +109,8 @@ class AdapterMaker:
         b, num, seed = self.builder, req.get("num", 1), req.get("seed", 0)
         built = b.build(spec, parsed, newtask.candidates("auto", self.gen, b, spec, parsed, num, seed))
         h = built.head
-        id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{h.kind}", self.base)
+        what = json.dumps([h.kind, spec.label_names, spec.description, list(spec.text_fields)])  # same weights, other
+        id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{what}", self.base)  # names
         meta = {**b.info(built, spec), "kind": "task_head", "task": None, "layout_task": "new-task",
                 "num_labels": spec.num_labels, "regression": spec.is_regression, "seed": seed,
                 "base_model_name_or_path": public_id(self.base), "base_model": self.gen.ckpt.base_model,
