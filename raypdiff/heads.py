@@ -99,6 +99,12 @@ def choose(x: np.ndarray, y: np.ndarray, num_labels: int, metric: str,
     return fit(best, x, y, num_labels), scores
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) last hidden states → (B, H): their mean over real tokens, L2-normalized."""
+    mask = attention_mask.unsqueeze(-1).float()
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+
+
 @torch.no_grad()
 def features(model, batches: list[tuple[dict, np.ndarray]], dtype: str = "float32") -> np.ndarray:
     """(R, H): a PEFT sequence-classification model's body (its encoder, LoRA included; the task head is not used)
@@ -112,8 +118,7 @@ def features(model, batches: list[tuple[dict, np.ndarray]], dtype: str = "float3
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         with lora.autocast(model, dtype):
             h = encoder(**inputs).last_hidden_state.float()  # (B, T, H)
-        mask = inputs["attention_mask"].unsqueeze(-1).float()
-        f = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+        f = pool(h, inputs["attention_mask"])
         if out is None:
             out = np.zeros((n, f.shape[1]), np.float32)
         out[idx] = f.cpu().numpy()

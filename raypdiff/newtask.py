@@ -156,9 +156,7 @@ class TaskAdapter:
         cols = list(zip(*[(t,) if isinstance(t, str) else tuple(t) for t in texts]))
         enc = self.tokenizer(*cols, truncation=True, max_length=self.info["max_length"], padding=True,
                              return_tensors="pt")
-        h = self.encoder(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        f = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+        f = heads.pool(self.encoder(**enc).last_hidden_state, enc["attention_mask"])
         return (f @ self.weight.T + self.bias).numpy()
 
     def predict(self, texts: list) -> np.ndarray:
@@ -187,21 +185,27 @@ def builder_for(gen) -> Builder:
     return Builder(c.model, c.lora)
 
 
-def make(gen, out_dir: str | Path, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
-         seed: int, bodies: Bodies = "auto", head: str = "auto", builder: Optional[Builder] = None) -> dict:
-    """`raypdiff generate --description`: one adapter for a new task, from the base body or the best of `num`
-    generated bodies, with a head built from the examples; a manifest says how it was built."""
+def build_for(gen, builder: Builder, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
+              seed: int, bodies: Bodies = "auto", head: str = "auto") -> tuple[TaskSpec, Built]:
+    """A description, label names and {"text", "label"} rows → the task's spec and its built adapter."""
     from raypdiff.conditions import parse_examples
 
     spec = custom_spec(description, label_names, text_fields=max((len(r["text"]) if isinstance(r.get("text"), list)
                                                                   else 1 for r in rows), default=1))
     examples = parse_examples(spec, rows)
+    return spec, builder.build(spec, examples, candidates(bodies, gen, builder, spec, examples, num, seed), head)
+
+
+def make(gen, out_dir: str | Path, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
+         seed: int, bodies: Bodies = "auto", head: str = "auto", builder: Optional[Builder] = None) -> dict:
+    """`raypdiff generate --description`: one adapter for a new task, from the base body or the best of `num`
+    generated bodies, with a head built from the examples; a manifest says how it was built."""
     builder = builder or builder_for(gen)
-    built = builder.build(spec, examples, candidates(bodies, gen, builder, spec, examples, num, seed), head)
+    spec, built = build_for(gen, builder, description, label_names, rows, num, seed, bodies, head)
     out = Path(out_dir)
-    folder = builder.write(built, spec, out / "adapter_000", {"examples": len(examples), "seed": seed})
+    folder = builder.write(built, spec, out / "adapter_000", {"examples": len(rows), "seed": seed})
     manifest = {"adapters": [str(folder)], "description": description, "label_names": label_names,
-                "examples": len(examples), "generator": str(gen.path) if gen is not None else None, "seed": seed,
+                "examples": len(rows), "generator": str(gen.path) if gen is not None else None, "seed": seed,
                 "candidates": num if bodies != "base" else 0, **built.describe()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return {"adapters": [str(folder)], "built": built, "manifest": str(out / "manifest.json")}

@@ -10,8 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypdiff import newtask
-from raypdiff.conditions import parse_examples
+from raypdiff import heads, newtask
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains import AdapterWriter
 from raypdiff.generate import Generator
@@ -102,12 +101,9 @@ class AdapterMaker:
     def _new_task(self, req: dict) -> dict:
         """A new description → one adapter: the best of the base body and `num` generated bodies, with a head built
         from the examples (raypdiff.newtask), stored; {"adapters": [info], "sample_seconds"}."""
-        examples = req.get("examples") or []
-        pairs = any(isinstance(e["text"], list) for e in examples)
-        spec = newtask.custom_spec(req["description"], req.get("label_names"), 2 if pairs else 1)
-        parsed = parse_examples(spec, examples)
-        b, num, seed = self.builder, req.get("num", 1), req.get("seed", 0)
-        built = b.build(spec, parsed, newtask.candidates("auto", self.gen, b, spec, parsed, num, seed))
+        b, seed = self.builder, req.get("seed", 0)
+        spec, built = newtask.build_for(self.gen, b, req["description"], req.get("label_names"),
+                                        req.get("examples") or [], req.get("num", 1), seed)
         h = built.head
         what = json.dumps([h.kind, spec.label_names, spec.description, list(spec.text_fields)])  # same weights, other
         id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{what}", self.base)  # names
@@ -200,9 +196,7 @@ class AdapterPredictor:
         batch = tok(*[list(c) for c in cols], truncation=True, max_length=max_length, padding=True,
                     return_tensors="pt")
         if new:  # mean-pooled, L2-normalized features through the head built from the examples
-            h = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            f = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+            f = heads.pool(model(**batch).last_hidden_state, batch["attention_mask"])
             head = adapter["head"]
             logits = f @ head["weight"].T + head["bias"]  # (N, L)
         else:
