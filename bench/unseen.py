@@ -1,98 +1,132 @@
 """Tasks never seen, on the many-task suite (configs/suite.yaml): collect its zoo (a complete one is reused, a partial
-one resumes), run `raypdiff holdout` with k-fold and leave-one-family-out folds, and write
-bench/results/unseen.{json,md,png} (+ unseen_map.png, unseen_path.png; unseen_family*.png). Resumable: finished
-folds are kept, and a scheme left out of --schemes keeps its results from the existing unseen.json.
+one resumes), train one generator per hold-out fold, and score every held-out task's bodies + built heads at k
+examples per label against SetFit (raypdiff.transfer); writes bench/results/unseen.{json,md,png}. Resumable: fold
+generators and scored tasks are kept under --work. Two processes may share the work: `--stage train` trains the
+fold generators while `--stage score` scores each fold as its generator lands.
 
-    python bench/unseen.py --data-root ../shared/data
+    python bench/unseen.py --data-root ../shared/data [--schemes families] [--k 2,4,8,16] [--setfit-k 8]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--config", default="configs/suite.yaml")
-    p.add_argument("--schemes", nargs="+", default=["kfold", "family"], choices=["kfold", "family"])
+    p.add_argument("--schemes", nargs="+", default=["families"], choices=["kfold", "family", "families"],
+                   help="families: holdout.folds folds of whole families (strictly unseen); family: one per family")
+    p.add_argument("--k", default="2,4,8,16", help="examples per label for the built heads")
+    p.add_argument("--setfit-k", default="8", help="examples per label for SetFit (it trains per task)")
+    p.add_argument("--draws", type=int, default=1, help="support draws per task (nested over k)")
+    p.add_argument("--num", type=int, default=3, help="generated bodies per adapter, picked by leave-one-out")
+    p.add_argument("--stage", choices=["all", "train", "score"], default="all")
+    p.add_argument("--work", default=str(ROOT / "runs" / "unseen"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("overrides", nargs="*", help="dotted overrides for the suite's config")
+    p.add_argument("overrides", nargs="*",
+                   help="dotted overrides for the suite's config (default adds condition.pooling=set: a body's "
+                        "condition does not depend on label order)")
     args = p.parse_args()
     from raypdiff.config import load_config
-    from raypdiff.zoo import read_meta
+    from raypdiff.transfer import run_fold
+    from raypdiff.unseen import folds_for
+    from raypdiff.zoo import check, read_meta, task_arrays
 
-    cfg = load_config(ROOT / args.config, [f"data.root={args.data_root}", *args.overrides])
-    common = ["-c", args.config, f"data.root={args.data_root}", *args.overrides]
-    subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", *common], cwd=ROOT, check=True)
+    overrides = [f"data.root={args.data_root}", "condition.pooling=set", *args.overrides]
+    cfg = load_config(ROOT / args.config, overrides)
+    if args.stage != "score":
+        subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-c", args.config, *overrides], cwd=ROOT,
+                       check=True)
+    zoo = str(ROOT / cfg.collect.output_dir)
+    meta = check(zoo)
+    arrays = task_arrays(zoo) if args.stage != "train" else {}
+    ks, setfit_ks = [int(k) for k in args.k.split(",")], [int(k) for k in args.setfit_k.split(",") if k]
+    reports = {}
     for scheme in args.schemes:
-        subprocess.run([sys.executable, "-m", "raypdiff.cli", "holdout", *common, f"holdout.scheme={scheme}"],
-                       cwd=ROOT, check=True)
-    zoo = ROOT / cfg.collect.output_dir
-    meta = read_meta(zoo)
-    families = {info["spec"]["family"] for info in meta["tasks"].values()} - {None}
-    timing = zoo / "collect_seconds.json"  # absent for a zoo collected before it was recorded
-    reports = {s: json.loads((ROOT / cfg.holdout.output_dir / s / "holdout.json").read_text()) for s in args.schemes}
-    suite = {"tasks": len(meta["tasks"]), "families": len(families),
-             "captures": len(meta["tasks"]) * meta["capture"]["num"] * len(meta["capture"]["seeds"]),
-             "seeds": meta["capture"]["seeds"],
-             "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
-    result = {"suite": suite, "measured_on": {s: suite for s in args.schemes}}
-    for key in KEYS:
-        result[key] = {s: r[key] for s, r in reports.items()}
-    result["holdout"] = {s: r["tasks"] for s, r in reports.items()}
-    out = Path(args.out)
+        scfg = load_config(ROOT / args.config, [*overrides, f"holdout.scheme={scheme}"])
+        from raypdiff.tasks import TaskSpec
+
+        specs = [TaskSpec(**i["spec"]) for i in meta["tasks"].values()]
+        folds, results = folds_for(scfg, specs), []
+        t0 = time.time()
+        for fold in folds:
+            out = Path(args.work) / scheme / fold.name
+            out.mkdir(parents=True, exist_ok=True)
+            if args.stage == "train":
+                from raypdiff.checkpoint import GENERATOR_FILE
+                from raypdiff.train import train_fold_generator
+                from raypdiff.zoo import select_tasks
+
+                if not (out / "generator" / GENERATOR_FILE).is_file():
+                    train_fold_generator(scfg, str(select_tasks(zoo, list(fold.train), out / "zoo")),
+                                         out / "generator")
+                continue
+            results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
+                                    train=args.stage == "all"))
+        if results:
+            reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
+                                     time.time() - t0)
+    if reports:
+        write(reports, meta, zoo, Path(args.out))
+
+
+def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, setfit_ks, args, seconds: float) -> dict:
+    from raypdiff.domains import load_splits
+    from raypdiff.transfer import load_preds, per_family, summarize
+
+    tasks = {t: r for f in results for t, r in f["tasks"].items()}
+    data = load_splits(meta, list(tasks))
+    labels = {t: data[t].test.labels for t in tasks}
+    metrics = {t: meta["tasks"][t]["spec"]["metric"] for t in tasks}
+    preds = {t: load_preds(work / f["fold"], t) for f in results for t in f["tasks"]}
+    families = {t: meta["tasks"][t]["spec"]["family"] for t in tasks}
+    k8 = "8" if 8 in ks else str(max(ks))
+    import torch
+
+    from raypdiff.lora import resolve_dtype
+
+    note = (f"{len(results)} folds ({scheme}: no held-out task's family is among its fold's training tasks), each with "
+            f"its own generator (condition.pooling={cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + "
+            f"{cfg.diffusion.steps} diffusion steps). Per task: {args.draws} support draw(s) of max k per label "
+            f"(smaller k: the first k of each label), the same examples and test rows ({cfg.eval.test_examples}) for "
+            f"every method; SetFit (few-shot defaults) at k = {setfit_ks}. Every head reads its body's mean-pooled, "
+            f"L2-normalized features; base: LoRA at zero; nearest: the training task closest by condition "
+            f"embedding; retrieved: the training body with the best leave-one-out score over the k examples "
+            f"(prototype head); generated: the best of {args.num} samples by leave-one-out; auto: the product's "
+            f"route (base or generated, by leave-one-out); oracle: the task's own best-by-val zoo body. Heads "
+            f"(head = prototype or logistic, by leave-one-out; ridge for regression). model.dtype "
+            f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, same threads.")
+    return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds,
+            "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds")} for f in results],
+            "summary": summarize(results, preds, labels, metrics, cfg.holdout.bootstrap, cfg.holdout.seed),
+            "per_family": per_family(tasks, families, k8, "generated+head", "base+head"),
+            "tasks": tasks}
+
+
+def write(reports: dict, meta: dict, zoo: str, out: Path) -> None:
+    from raypdiff.transfer import METHODS, markdown, plot
+
     out.mkdir(parents=True, exist_ok=True)
-    sections = {s: (ROOT / cfg.holdout.output_dir / s / "holdout.md").read_text() for s in args.schemes}
-    kept = keep_earlier(out, suite, set(args.schemes), result, sections)
-    order = [s for s in ("kfold", "family") if s in sections]
-    for key, by_scheme in result.items():  # k-fold first, whichever scheme ran today
-        if key != "suite":
-            result[key] = {s: by_scheme[s] for s in order}
+    timing = Path(zoo) / "collect_seconds.json"
+    suite = {"tasks": len(meta["tasks"]), "captures_per_run": meta["capture"]["num"], "seeds": meta["capture"]["seeds"],
+             "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
+    # per scheme and k: each method's macro-F1 average over tasks under its own name, and the flip rates
+    result = {"suite": suite, **{s: {"k": {k: {m: b["macro_f1"][m] for m in METHODS if m in b["macro_f1"]}
+                                           for k, b in r["summary"]["k"].items()},
+                                     "flip": r["summary"]["flip"], "report": r} for s, r in reports.items()}}
     (out / "unseen.json").write_text(json.dumps(result, indent=1))
-    lines = [f"# Unseen tasks on the suite: {describe(suite)}", ""]
-    lines += [f"The {s} scheme is kept from an earlier run, on a collection of the same suite: "
-              f"{describe(result['measured_on'][s])}.\n" for s in kept]
-    (out / "unseen.md").write_text("\n".join(lines) + "\n\n".join(sections[s] for s in order))
-    for s in args.schemes:  # the k-fold pictures are the report's unseen*.png; other schemes' carry their name
-        tag = "" if s == "kfold" else f"_{s}"
-        for src, dst in (("holdout.png", "unseen"), ("map.png", "unseen_map"), ("path.png", "unseen_path")):
-            shutil.copy(ROOT / cfg.holdout.output_dir / s / src, out / f"{dst}{tag}.png")
-    print((out / "unseen.md").read_text())
-
-
-KEYS = ("nearest_zoo_task", "average", "higher_by_interval", "skipped", "sensitivity", "flip", "pictures", "folds")
-
-
-def describe(suite: dict) -> str:
-    took = "an unrecorded time" if suite["collect_seconds"] is None else f"{suite['collect_seconds']:.0f} s"
-    return (f"{suite['tasks']} tasks, {suite['families']} families, {suite['captures']} captures "
-            f"(seeds {suite['seeds']}), collected in {took}")
-
-
-def keep_earlier(out: Path, suite: dict, ran: set[str], result: dict, sections: dict[str, str]) -> list[str]:
-    """Carry over, from out/unseen.json and unseen.md, the schemes this run did not measure, when they were
-    measured on the same suite (its tasks, families, captures and seeds). Returns the kept schemes."""
-    if not (out / "unseen.json").is_file():
-        return []
-    old = json.loads((out / "unseen.json").read_text())
-    if {**old["suite"], "collect_seconds": None} != {**suite, "collect_seconds": None}:
-        return []
-    kept = [s for s in old["holdout"] if s not in ran]
-    text = (out / "unseen.md").read_text().split("\n# Unseen tasks (")
-    for s in kept:
-        result["measured_on"][s] = old.get("measured_on", {}).get(s, old["suite"])
-        result["holdout"][s] = old["holdout"][s]
-        for key in KEYS:
-            result[key][s] = old[key][s]
-        sections[s] = next("# Unseen tasks (" + t for t in text[1:] if t.startswith(f"{s})")).rstrip("\n") + "\n"
-    return kept
+    (out / "unseen.md").write_text("\n\n".join(markdown(r) for r in reports.values()))
+    for i, (s, r) in enumerate(reports.items()):
+        plot(r, out / ("unseen.png" if i == 0 else f"unseen_{s}.png"))
+    print((out / "unseen.md").read_text().split("## Per task")[0])
 
 
 if __name__ == "__main__":

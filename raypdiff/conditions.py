@@ -84,6 +84,11 @@ def parse_examples(spec: TaskSpec, rows: list[dict]) -> list:
         if "text" not in row or "label" not in row:
             raise ConfigError(f"examples row {i}: needs 'text' and 'label'")
         texts = tuple(row["text"]) if isinstance(row["text"], list) else (str(row["text"]),)
+        if not 1 <= len(texts) <= 2:
+            raise ConfigError(f"examples row {i}: text must be a string or a [first, second] pair")
+        if out and len(texts) != len(out[0][0]):
+            raise ConfigError(f"examples row {i}: {len(texts)} text(s) where row 0 has {len(out[0][0])}; give all "
+                              f"single texts or all [first, second] pairs")
         label = row["label"]
         if spec.is_regression:
             try:

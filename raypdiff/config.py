@@ -437,8 +437,9 @@ class SweepConfig:
 @dataclass
 class HoldoutConfig:
     """The unseen-task evaluation (`raypdiff holdout`): generators trained without the tasks they are scored on."""
-    scheme: Literal["kfold", "family"] = "kfold"  # kfold: folds over tasks; family: leave one family out
-    folds: int = 5  # kfold only; a task's label-swapped twin is always held out with it
+    # kfold: folds over tasks; family: leave one family out; families: `folds` folds of whole families
+    scheme: Literal["kfold", "family", "families"] = "kfold"
+    folds: int = 5  # kfold and families; a task's label-swapped twin is always held out with it
     examples: int = 4  # k labeled train rows given for an unseen task (its condition, and the fine-tuning rows)
     num: int = 3  # generated adapters per held-out task
     finetune_steps: int = 50  # the equal budget: LoRA fine-tuned on the k examples from scratch / from generated
@@ -449,7 +450,8 @@ class HoldoutConfig:
     output_dir: str = "runs/holdout"
 
     def __post_init__(self):
-        _require(self.scheme in ("kfold", "family"), f"holdout.scheme: {self.scheme!r} is not kfold or family")
+        _require(self.scheme in ("kfold", "family", "families"),
+                 f"holdout.scheme: {self.scheme!r} is not kfold, family or families")
         for name in ("folds", "examples", "num", "finetune_steps", "bootstrap"):
             _require(getattr(self, name) >= (2 if name == "folds" else 1),
                      f"holdout.{name}: must be >= {2 if name == 'folds' else 1}, got {getattr(self, name)}")

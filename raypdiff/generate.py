@@ -161,11 +161,12 @@ class Generator:
         cond = torch.from_numpy(np.repeat(emb[None].astype(np.float32), num, 0))  # (num, C)
         return self.condition(cond, quality), nearest
 
-    def free_vectors(self, spec: TaskSpec, examples: list, num: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    def free_vectors(self, spec: TaskSpec, examples: list, num: int, seed: int = 0, guidance: Optional[float] = None,
+                     quality: Optional[float] = None) -> tuple[np.ndarray, str]:
         """(num, P) adapters for a task outside the zoo, of any label count: laid out and de-normalized as the
         closest zoo task's (whose head rows a new-task adapter replaces), and that task."""
-        cond, nearest = self.task_condition(spec, examples, num)
-        return self.vectors(cond, nearest, seed), nearest
+        cond, nearest = self.task_condition(spec, examples, num, quality=quality)
+        return self.vectors(cond, nearest, seed, guidance), nearest
 
 
 def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[str] = None,

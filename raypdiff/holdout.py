@@ -1,5 +1,5 @@
-"""Hold-out folds over tasks for the unseen-task evaluation: k-fold and leave-one-family-out. A held-out task's
-label-swapped twin is held out with it, so no fold's generator has seen either."""
+"""Hold-out folds over tasks for the unseen-task evaluation: k-fold, leave-one-family-out, and k folds of whole
+families. A held-out task's label-swapped twin is held out with it, so no fold's generator has seen either."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,3 +63,15 @@ def family_folds(specs: list[TaskSpec]) -> list[Fold]:
     _require(len(families) >= 2, f"leave-one-family-out: needs 2+ families, got {families}")
     # twins share a family (tasks.check_twins), so a family fold never splits a twin pair
     return [_fold(f"family-{f}", {s.name for s in specs if s.family == f}, specs) for f in families]
+
+
+def family_groups(specs: list[TaskSpec], k: int) -> list[Fold]:
+    """k folds of whole families (no held-out task's family is in its fold's training tasks, as with
+    leave-one-family-out, for k generators instead of one per family): families, largest first, each dealt to the
+    fold holding the fewest tasks so far."""
+    one = family_folds(specs)  # checks every task has a family
+    _require(2 <= k <= len(one), f"holdout.folds: must be 2..{len(one)} (the number of families), got {k}")
+    folds: list[set[str]] = [set() for _ in range(k)]
+    for f in sorted(one, key=lambda f: -len(f.heldout)):
+        min(folds, key=len).update(f.heldout)
+    return [_fold(f"families-{i}", held, specs) for i, held in enumerate(folds)]

@@ -164,19 +164,22 @@ class TaskAdapter:
         return out[:, 0] if self.info["head"] == "ridge" else out.argmax(1)
 
 
-def generated_bodies(gen, builder: Builder, spec: TaskSpec, examples: list, num: int, seed: int) -> dict:
-    """num bodies sampled from a generator for the task's description and examples (head rows dropped)."""
-    vectors, stats_task = gen.free_vectors(spec, examples, num, seed)
+def generated_bodies(gen, builder: Builder, spec: TaskSpec, examples: list, num: int, seed: int,
+                     guidance: Optional[float] = None, quality: Optional[float] = None) -> dict:
+    """num bodies sampled from a generator for the task's description and examples (head rows dropped); guidance and
+    quality as for a zoo task (None: the generator's defaults)."""
+    vectors, stats_task = gen.free_vectors(spec, examples, num, seed, guidance, quality)
     return {f"generated:{i}": builder.body_of(v, gen.layout(stats_task)) for i, v in enumerate(vectors)}
 
 
-def candidates(which: Bodies, gen, builder: Builder, spec: TaskSpec, examples: list, num: int, seed: int) -> dict:
+def candidates(which: Bodies, gen, builder: Builder, spec: TaskSpec, examples: list, num: int, seed: int,
+               guidance: Optional[float] = None, quality: Optional[float] = None) -> dict:
     """The bodies to choose from: the base model's (LoRA at zero) and/or the generator's samples."""
     if which != "base" and gen is None:
         raise ConfigError("--bodies: generated bodies need a generator")
     out = {} if which == "generated" else {"base": np.zeros(builder.body_layout.size, np.float32)}
     if which != "base":
-        out |= generated_bodies(gen, builder, spec, examples, num, seed)
+        out |= generated_bodies(gen, builder, spec, examples, num, seed, guidance, quality)
     return out
 
 
@@ -186,26 +189,30 @@ def builder_for(gen) -> Builder:
 
 
 def build_for(gen, builder: Builder, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
-              seed: int, bodies: Bodies = "auto", head: str = "auto") -> tuple[TaskSpec, Built]:
+              seed: int, bodies: Bodies = "auto", head: str = "auto", guidance: Optional[float] = None,
+              quality: Optional[float] = None) -> tuple[TaskSpec, Built]:
     """A description, label names and {"text", "label"} rows → the task's spec and its built adapter."""
     from raypdiff.conditions import parse_examples
 
     spec = custom_spec(description, label_names, text_fields=max((len(r["text"]) if isinstance(r.get("text"), list)
                                                                   else 1 for r in rows), default=1))
     examples = parse_examples(spec, rows)
-    return spec, builder.build(spec, examples, candidates(bodies, gen, builder, spec, examples, num, seed), head)
+    found = candidates(bodies, gen, builder, spec, examples, num, seed, guidance, quality)
+    return spec, builder.build(spec, examples, found, head)
 
 
 def make(gen, out_dir: str | Path, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
-         seed: int, bodies: Bodies = "auto", head: str = "auto", builder: Optional[Builder] = None) -> dict:
+         seed: int, bodies: Bodies = "auto", head: str = "auto", builder: Optional[Builder] = None,
+         guidance: Optional[float] = None, quality: Optional[float] = None) -> dict:
     """`raypdiff generate --description`: one adapter for a new task, from the base body or the best of `num`
     generated bodies, with a head built from the examples; a manifest says how it was built."""
     builder = builder or builder_for(gen)
-    spec, built = build_for(gen, builder, description, label_names, rows, num, seed, bodies, head)
+    spec, built = build_for(gen, builder, description, label_names, rows, num, seed, bodies, head, guidance, quality)
     out = Path(out_dir)
     folder = builder.write(built, spec, out / "adapter_000", {"examples": len(rows), "seed": seed})
     manifest = {"adapters": [str(folder)], "description": description, "label_names": label_names,
                 "examples": len(rows), "generator": str(gen.path) if gen is not None else None, "seed": seed,
-                "candidates": num if bodies != "base" else 0, **built.describe()}
+                "candidates": num if bodies != "base" else 0, "guidance": guidance, "quality": quality,
+                **built.describe()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return {"adapters": [str(folder)], "built": built, "manifest": str(out / "manifest.json")}

@@ -1,45 +1,103 @@
-"""bench/unseen.py carries a scheme it did not re-run over from the existing report, only for the same suite."""
-import importlib.util
+"""Unseen tasks, bodies + built heads (raypdiff.transfer, bench/unseen.py): nested supports and folds of whole families
+as tables; the bench end to end on a five-task suite (real local Ray, real fold generators, real SetFit), resumed."""
+from __future__ import annotations
+
 import json
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import REPO, private_ray_env
 
-spec = importlib.util.spec_from_file_location("bench_unseen", Path(__file__).parents[1] / "bench" / "unseen.py")
-unseen = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(unseen)
-
-SUITE = {"tasks": 5, "families": 2, "captures": 40, "seeds": [0, 1], "collect_seconds": 100.0}
-
-
-def report(tmp_path: Path, suite: dict) -> None:
-    old = {"suite": suite, "holdout": {"kfold": {"A": {"generated": {"mean": 0.5, "ci": [0.4, 0.6]}}}}}
-    old.update({key: {"kfold": f"{key} of kfold"} for key in unseen.KEYS})
-    (tmp_path / "unseen.json").write_text(json.dumps(old))
-    (tmp_path / "unseen.md").write_text("# Unseen tasks on the suite: ...\n# Unseen tasks (kfold): 1 held-out tasks\n\n"
-                                        "| method | average |\n")
+from raypdiff.config import ConfigError
+from raypdiff.holdout import family_groups
+from raypdiff.tasks import Split, TaskSpec
+from raypdiff.transfer import METHODS, nested, support
 
 
-@pytest.mark.parametrize("old_suite, kept", [
-    (SUITE, ["kfold"]),
-    ({**SUITE, "collect_seconds": 50.0}, ["kfold"]),  # another collection of the same suite
-    ({**SUITE, "captures": 80}, []),  # another suite: nothing carried over
-    ({**SUITE, "seeds": [0]}, []),
-])
-def test_keep_earlier(tmp_path, old_suite, kept):
-    report(tmp_path, old_suite)
-    new = {**SUITE, "collect_seconds": 200.0}
-    result = {"suite": new, "measured_on": {"family": new}, "holdout": {"family": {}},
-              **{key: {"family": None} for key in unseen.KEYS}}
-    sections = {"family": "# Unseen tasks (family): 0 held-out tasks\n"}
-    assert unseen.keep_earlier(tmp_path, new, {"family"}, result, sections) == kept
-    if kept:
-        assert result["measured_on"]["kfold"] == old_suite  # the collection k-fold was measured on, not today's
-        assert result["flip"]["kfold"] == "flip of kfold" and result["holdout"]["kfold"]["A"]["generated"]["mean"] == 0.5
-        assert sections["kfold"] == "# Unseen tasks (kfold): 1 held-out tasks\n\n| method | average |\n"
-    else:
-        assert set(result["flip"]) == {"family"} and set(sections) == {"family"}
+def spec(labels=("neg", "pos"), family="f", name="t") -> TaskSpec:
+    return TaskSpec(name=name, description="d", text_fields=["text"], label_field="label",
+                    metric="accuracy" if labels else "pearson", label_names=list(labels) if labels else None,
+                    train="-", dev="-", family=family)
 
 
-def test_keep_earlier_without_a_report(tmp_path):
-    assert unseen.keep_earlier(tmp_path, SUITE, {"family"}, {}, {}) == []
+SPLIT = Split([(f"row {i}",) for i in range(40)], np.arange(40) % 2)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_smaller_k_is_the_first_k_of_each_label(k):
+    full = support(spec(), SPLIT, 8, np.random.default_rng(0))
+    assert [y for _, y in full].count(0) == 8 and [y for _, y in full].count(1) == 8
+    sub = nested(spec(), full, k)
+    assert [y for _, y in sub].count(0) == k and [y for _, y in sub].count(1) == k
+    assert all(x in full for x in sub)
+    for j in (0, 1):  # the first k of the label, in draw order
+        assert [x for x, y in sub if y == j] == [x for x, y in full if y == j][:k]
+
+
+def test_regression_support_is_2k_rows_nested():
+    reg = Split([(f"row {i}",) for i in range(40)], np.linspace(0, 5, 40).astype(np.float32))
+    full = support(spec(None), reg, 8, np.random.default_rng(0))
+    assert len(full) == 16 and len({x for x, _ in full}) == 16 and nested(spec(None), full, 2) == full[:4]
+
+
+FAMILIES = {"a": 5, "b": 4, "c": 3, "d": 2, "e": 1}
+
+
+@pytest.mark.parametrize("k,sizes", [(2, [8, 7]), (3, [5, 5, 5]), (5, [5, 4, 3, 2, 1])])
+def test_family_groups_hold_out_whole_families(k, sizes):
+    specs = [spec(family=f, name=f"{f}{i}") for f, n in FAMILIES.items() for i in range(n)]
+    folds = family_groups(specs, k)
+    assert sorted(len(f.heldout) for f in folds) == sorted(sizes)
+    assert sorted(t for f in folds for t in f.heldout) == sorted(s.name for s in specs)  # each task once
+    for f in folds:
+        held = {t[0] for t in f.heldout}
+        assert not held & {t[0] for t in f.train}  # no held-out family among the training tasks
+
+
+@pytest.mark.parametrize("k", [1, 6])
+def test_family_groups_bad_k_is_one_line(k):
+    specs = [spec(family=f, name=f"{f}{i}") for f, n in FAMILIES.items() for i in range(n)]
+    with pytest.raises(ConfigError, match="holdout.folds: must be 2..5"):
+        family_groups(specs, k)
+
+
+@pytest.mark.full
+def test_bench_unseen_end_to_end(data_dir, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rpu", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    args = [sys.executable, "bench/unseen.py", "--data-root", str(data_dir), "--config", "configs/tiny_holdout.yaml",
+            "--k", "2,4", "--setfit-k", "2", "--num", "2", "--work", str(work), "--out", str(out),
+            "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}"]
+    env = private_ray_env(ray_tmp)
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads((out / "unseen.json").read_text())
+    rep = r["families"]["report"]
+    assert rep["task_count"] == 5  # every task scored, the regression one (STS-B) included: nothing skipped
+    for k in ("2", "4"):
+        assert set(r["families"]["k"][k]) >= set(METHODS) - ({"setfit"} if k == "4" else set())
+        for m, v in r["families"]["k"][k].items():
+            assert v["ci"][0] <= v["mean"] <= v["ci"][1], (k, m)
+    for t, x in rep["tasks"].items():
+        for k, block in x["k"].items():
+            for m, s in block["methods"].items():
+                for name, est in s.items():
+                    assert est["ci"][0] <= est["mean"] <= est["ci"][1], (t, k, m, name)
+    folds = {f["fold"]: f for f in rep["folds"]}
+    for f in folds.values():  # a retrieved or nearest body is always one of the fold's training tasks
+        for t in f["heldout"]:
+            for k, block in rep["tasks"][t]["k"].items():
+                for m in ("nearest+head", "retrieved+head"):
+                    assert not set(block["picked"][m]) & set(f["heldout"]), (t, m)
+    assert r["families"]["flip"]["tasks"] == 4 and r["families"]["flip"]["flipped_examples_mean"] is not None
+    assert (out / "unseen.md").read_text().startswith("# Unseen tasks") and (out / "unseen.png").stat().st_size > 0
+    t0 = time.time()  # a re-run reuses the fold generators and the scored tasks
+    before = {p: p.stat().st_mtime for p in work.rglob("tasks/*.json")}
+    subprocess.run(args[:2] + ["--stage", "score"] + args[2:], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=600)
+    assert {p: p.stat().st_mtime for p in work.rglob("tasks/*.json")} == before and time.time() - t0 < 120

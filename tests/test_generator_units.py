@@ -899,6 +899,9 @@ PARSE_BAD = [
     (("neg", "pos"), {"label": "pos"}, "needs 'text' and 'label'"),
     (None, {"text": "x", "label": "high"}, "not a number"),
     (None, {"text": "x", "label": None}, "not a number"),
+    (("neg", "pos"), {"text": ["a", "b"], "label": "pos"}, "2 text(s) where row 0 has 1"),  # pairs among single texts
+    (("neg", "pos"), {"text": ["a", "b", "c"], "label": "pos"}, "a string or a [first, second] pair"),
+    (("neg", "pos"), {"text": [], "label": "pos"}, "a string or a [first, second] pair"),
 ]
 
 

@@ -142,3 +142,18 @@ def test_no_examples_is_one_line(builder):
         builder.build(custom_spec("x", ["a", "b"]), [], {"base": np.zeros(builder.body_layout.size, np.float32)})
     with pytest.raises(ConfigError, match="need a generator"):
         candidates("auto", None, builder, custom_spec("x", ["a", "b"]), examples(), 2, 0)
+
+
+def test_generated_bodies_follow_guidance_and_check_quality(tiny_generator):
+    from raypdiff.generate import Generator
+    from raypdiff.newtask import builder_for, generated_bodies
+
+    gen = Generator(tiny_generator["dir"])
+    b = builder_for(gen)
+    spec = custom_spec("Is this movie review positive?", ["positive", "negative"])
+    plain = generated_bodies(gen, b, spec, examples(), 1, 0)["generated:0"]
+    np.testing.assert_array_equal(plain, generated_bodies(gen, b, spec, examples(), 1, 0)["generated:0"])  # seeded
+    strong = generated_bodies(gen, b, spec, examples(), 1, 0, guidance=4.0)["generated:0"]
+    assert not np.allclose(plain, strong)  # --guidance reaches the new-task route
+    with pytest.raises(ConfigError, match="--quality: this generator was trained without quality conditioning"):
+        generated_bodies(gen, b, spec, examples(), 1, 0, quality=0.9)

@@ -113,6 +113,11 @@ def test_generation_is_seeded_and_content_addressed(server):
     assert free["built"]["head"] in ("prototype", "logistic") and free["built"]["body"] in ("base", "generated:0")
     assert set(free["built"]["leave_one_out"]) == {"base", "generated:0"}
     assert make(c, **FREE)[0]["id"] == free["id"]  # the same request, the same adapter
+    r = c.post("/v1/predict", json={"adapter_id": free["id"], "texts": [["a", "b"]]})  # it was built on single texts
+    assert r.status_code == 422 and "this adapter (built from its examples) reads single texts" in r.json()["error"]
+    mixed = {**FREE, "examples": [*FREE["examples"], {"text": ["a", "b"], "label": "happy"}]}
+    r = c.post("/v1/adapters", json=mixed)
+    assert r.status_code == 422 and "where row 0 has 1" in r.json()["error"], r.text
 
 
 def test_concurrent_requests_are_batched_and_each_comes_out_as_alone(server, tmp_path):

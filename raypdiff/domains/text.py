@@ -107,7 +107,7 @@ class TextDomain:
             raise ConfigError("--style-images: this generator makes text adapters; style images need a generator "
                               "trained on a style zoo (domain: vision)")
         return newtask.make(gen, out, user.description or "", user.label_names, user.examples or [], num, seed,
-                            user.bodies, user.head)
+                            user.bodies, user.head, guidance=guidance, quality=quality)
 
 
 class AdapterWriter:

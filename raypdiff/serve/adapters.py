@@ -103,7 +103,8 @@ class AdapterMaker:
         from the examples (raypdiff.newtask), stored; {"adapters": [info], "sample_seconds"}."""
         b, seed = self.builder, req.get("seed", 0)
         spec, built = newtask.build_for(self.gen, b, req["description"], req.get("label_names"),
-                                        req.get("examples") or [], req.get("num", 1), seed)
+                                        req.get("examples") or [], req.get("num", 1), seed,
+                                        guidance=req.get("guidance"), quality=req.get("quality"))
         h = built.head
         what = json.dumps([h.kind, spec.label_names, spec.description, list(spec.text_fields)])  # same weights, other
         id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{what}", self.base)  # names
@@ -186,10 +187,11 @@ class AdapterPredictor:
         pairs = [isinstance(t, (list, tuple)) for t in texts]
         if any(pairs) and not all(pairs):
             raise ConfigError("texts: give all single texts or all [first, second] pairs")
-        if meta["task"] is not None and all(pairs) != (len(meta["text_fields"]) == 2):
-            kind = "[first, second] pairs" if len(meta["text_fields"]) == 2 else "single texts"
-            raise ConfigError(f"texts: task {meta['task']} reads {kind} ({', '.join(meta['text_fields'])})")
         new = meta.get("kind") == "task_head"
+        if (meta["task"] is not None or new) and all(pairs) != (len(meta["text_fields"]) == 2):
+            kind = "[first, second] pairs" if len(meta["text_fields"]) == 2 else "single texts"
+            who = f"task {meta['task']}" if meta["task"] is not None else "this adapter (built from its examples)"
+            raise ConfigError(f"texts: {who} reads {kind} ({', '.join(meta['text_fields'])})")
         model, tok, max_length = self._encoder(meta) if new else self._model(meta)
         set_peft_model_state_dict(model, adapter["state"])
         cols = list(zip(*texts)) if all(pairs) else [texts]

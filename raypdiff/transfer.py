@@ -1,0 +1,367 @@
+"""Which body should a new task's head read? On hold-out folds: the base model's, the nearest or the retrieved training
+task's, a fold generator's, or the task's own (oracle), each with a head built from the same k examples per label;
+beside SetFit and the majority class. Only the k examples pick anything (leave-one-out over them)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from raypdiff import heads
+from raypdiff.fewshot import draw_per_label
+from raypdiff.newtask import Builder, Built, generated_bodies
+from raypdiff.stats import Bootstrap
+from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
+
+# every method's head reads its body's mean-pooled, L2-normalized features; "auto" is the product's route (the base
+# body or the best generated one, by leave-one-out); oracle: the task's own best-by-val zoo body
+METHODS = ("majority", "base+prototype", "base+logistic", "base+head", "nearest+head", "retrieved+head",
+           "generated+head", "auto+head", "oracle+head", "setfit")
+
+
+def best_bodies(builder: Builder, meta: dict, arrays: dict, tasks: list[str]) -> dict[str, np.ndarray]:
+    """Each task's best-by-val zoo capture as a body (its LoRA matrices; the head dropped)."""
+    from raypdiff.lora import Layout
+
+    return {t: builder.body_of(arrays[t]["vector"][int(np.argmax(arrays[t]["value"]))],
+                               Layout.from_json(meta["tasks"][t]["layout"])) for t in tasks}
+
+
+def support(spec: TaskSpec, train: Split, k: int, rng: np.random.Generator) -> list:
+    """k examples per label (regression: 2k rows), as (texts, label) pairs, in draw order per label."""
+    if spec.is_regression:
+        idx = rng.choice(len(train), min(2 * k, len(train)), replace=False)
+        return [(train.texts[i], float(train.labels[i])) for i in idx]
+    return draw_per_label(train, spec, k, rng)
+
+
+def nested(spec: TaskSpec, examples: list, k: int) -> list:
+    """The first k examples of each label of a larger support (regression: the first 2k), so that every k of a draw
+    shares its rows with the larger ones."""
+    if spec.is_regression:
+        return examples[:2 * k]
+    seen: dict[int, int] = {}
+    out = []
+    for x, y in examples:
+        seen[y] = seen.get(y, 0) + 1
+        if seen[y] <= k:
+            out.append((x, y))
+    return out
+
+
+def as_split(spec: TaskSpec, examples: list) -> Split:
+    return Split([t for t, _ in examples],
+                 np.asarray([y for _, y in examples], np.float32 if spec.is_regression else np.int64))
+
+
+def retrieve(builder: Builder, spec: TaskSpec, examples: list, bodies: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """The training body whose features give the examples the best leave-one-out score (prototype head; ridge for
+    regression), LoraHub-style selection by the user's data alone; and every body's score."""
+    kind = "ridge" if spec.is_regression else "prototype"
+    split = as_split(spec, examples)
+    scores = {t: heads.leave_one_out(kind, builder.features(b, split), split.labels, spec.num_labels, spec.metric)
+              for t, b in bodies.items()}
+    return max(scores, key=scores.get), scores
+
+
+class TaskRun:
+    """One held-out task: test features per body, cached, so that every method reads the same rows once."""
+
+    def __init__(self, builder: Builder, spec: TaskSpec, data: TaskData):
+        self.builder, self.spec, self.data = builder, spec, data
+        self.cache: dict[str, np.ndarray] = {}
+
+    def predict(self, key: str, built: Built) -> np.ndarray:
+        if key not in self.cache:
+            self.cache[key] = self.builder.features(built.body, self.data.test)
+        return built.head.predict(self.cache[key])
+
+    def build(self, examples: list, bodies: dict[str, np.ndarray], head: str = "auto") -> Built:
+        return self.builder.build(self.spec, examples, bodies, head)
+
+
+def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodies: dict[str, np.ndarray],
+               oracle: Optional[np.ndarray], ks: list[int], draws: int, setfit_ks: list[int], num: int, seed: int,
+               bootstrap: int) -> dict:
+    """Per k: every method's test predictions (over `draws` support draws), seconds per adapter, and which body each
+    picked; plus the k = 8 (else the largest k) draw-0 support and generated+head predictions for the flip checks."""
+    from raypdiff.baselines import setfit
+
+    run = TaskRun(builder, spec, data)
+    zero = np.zeros(builder.body_layout.size, np.float32)
+    task_rng = zlib.crc32(spec.name.encode())
+    supports = [support(spec, data.train, max(ks), np.random.default_rng([seed, task_rng, d])) for d in range(draws)]
+    out: dict = {"metric": spec.metric, "test_rows": len(data.test), "k": {}}
+    for k in ks:
+        preds: dict[str, list] = {}
+        secs: dict[str, list] = {}
+        picked: dict[str, list] = {}
+
+        def add(method: str, p: np.ndarray, s: float, body: Optional[str] = None) -> None:
+            preds.setdefault(method, []).append(p)
+            secs.setdefault(method, []).append(s)
+            if body is not None:
+                picked.setdefault(method, []).append(body)
+
+        for d, full in enumerate(supports):
+            ex = nested(spec, full, k)
+            if not spec.is_regression:
+                add("majority", np.full(len(data.test), majority_class(data.train.labels)), 0.0)
+                for kind in ("prototype", "logistic"):
+                    t0 = time.time()
+                    b = run.build(ex, {"base": zero}, kind)
+                    add(f"base+{kind}", run.predict("base", b), time.time() - t0)
+            t0 = time.time()
+            base = run.build(ex, {"base": zero})
+            base_s = time.time() - t0
+            add("base+head", run.predict("base", base), base_s)
+            t0 = time.time()
+            near_task = gen.task_condition(spec, ex, 1, list(train_bodies))[1]
+            b = run.build(ex, {near_task: train_bodies[near_task]})
+            add("nearest+head", run.predict(f"task:{near_task}", b), time.time() - t0, near_task)
+            t0 = time.time()
+            best, _ = retrieve(builder, spec, ex, train_bodies)
+            b = run.build(ex, {best: train_bodies[best]})
+            add("retrieved+head", run.predict(f"task:{best}", b), time.time() - t0, best)
+            t0 = time.time()
+            cands = generated_bodies(gen, builder, spec, ex, num, seed + d)
+            g = run.build(ex, cands)
+            gen_s = time.time() - t0
+            add("generated+head", run.predict(f"{g.body_source}@k{k}d{d}", g), gen_s, g.body_source)
+            # the product's route: the base body and the generated ones, ties to the base (it is listed first)
+            a = base if max(base.loo["base"].values()) >= max(g.loo[g.body_source].values()) else g
+            key = "base" if a is base else f"{g.body_source}@k{k}d{d}"
+            add("auto+head", run.predict(key, a), base_s + gen_s, a.body_source)
+            if oracle is not None:
+                t0 = time.time()
+                b = run.build(ex, {"own": oracle})
+                add("oracle+head", run.predict("own", b), time.time() - t0)
+            if k in setfit_ks and not spec.is_regression:
+                p, s = setfit(builder.model_cfg.base, ex, data.test.texts, seed=seed + d)
+                add("setfit", p, s)
+        out["k"][str(k)] = {"methods": methods_scores(spec, data, preds, bootstrap, seed),
+                            "seconds": {m: float(np.median(s)) for m, s in secs.items()}, "picked": picked,
+                            "preds": {m: np.stack(p) for m, p in preds.items()}}
+    return out
+
+
+def methods_scores(spec: TaskSpec, data: TaskData, preds: dict, bootstrap: int, seed: int) -> dict:
+    """method → {metric name: {mean, ci}}: the task's own metric, and macro-F1 for classification."""
+    names = [spec.metric] + ([] if spec.is_regression or spec.metric == "macro_f1" else ["macro_f1"])
+    boots = {n: Bootstrap(n, data.test.labels, bootstrap, seed) for n in names}
+    return {m: {n: b.mean(np.stack(p)) for n, b in boots.items()} for m, p in preds.items()}
+
+
+def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, num: int, seed: int,
+                twin: Optional[tuple[TaskSpec, TaskData]] = None) -> dict:
+    """Binary tasks, generated+head at k per label (draw 0): the share of test predictions that flip when the examples'
+    labels are flipped; with `twin` (its label-swapped twin: the same rows, names reversed), the share of test rows
+    where the twin's adapter, built from the same examples under its own description and label order, predicts the
+    opposite label."""
+    run = TaskRun(builder, spec, data)
+    ex = support(spec, data.train, k, np.random.default_rng([seed, zlib.crc32(spec.name.encode()), 0]))
+    g = run.build(ex, generated_bodies(gen, builder, spec, ex, num, seed))
+    p = run.predict("g", g)
+    flipped = [(x, 1 - y) for x, y in ex]
+    f = run.build(flipped, generated_bodies(gen, builder, spec, flipped, num, seed))
+    out = {"flipped_examples": float((run.predict("f", f) == 1 - p).mean())}
+    if twin is not None:
+        tspec, tdata = twin
+        trun = TaskRun(builder, tspec, tdata)
+        t = trun.build(flipped, generated_bodies(gen, builder, tspec, flipped, num, seed))
+        out["twin_opposite"] = float((trun.predict("t", t) == 1 - p).mean())
+    return out
+
+
+def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
+             setfit_ks: list[int], num: int, train: bool = True, progress: bool = True) -> dict:
+    """One fold: its generator (trained on the fold's training tasks unless present; train=False waits for it),
+    then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes."""
+    from raypdiff.checkpoint import GENERATOR_FILE
+    from raypdiff.domains import load_splits
+    from raypdiff.generate import Generator
+    from raypdiff.train import train_fold_generator
+    from raypdiff.zoo import select_tasks
+
+    gen_dir = out / "generator"
+    if not (gen_dir / GENERATOR_FILE).is_file():
+        if not train:
+            while not (gen_dir / GENERATOR_FILE).is_file():
+                time.sleep(20)
+            time.sleep(10)  # its summary lands after the checkpoint
+        else:
+            train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), gen_dir, progress)
+    gen = Generator(gen_dir)
+    assert set(gen.task_names) == set(fold.train), f"{gen_dir}: a generator of another fold"
+    h = cfg.holdout
+    builder = Builder(cfg.model, cfg.lora)
+    bodies = best_bodies(builder, meta, arrays, list(fold.train))
+    own = best_bodies(builder, meta, arrays, [t for t in fold.heldout if t in arrays])
+    data = load_splits(meta, list(fold.heldout))
+    specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in fold.heldout}
+    tasks_dir = out / "tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    for t in fold.heldout:
+        path = tasks_dir / f"{t}.json"
+        if path.is_file():
+            continue
+        if progress:
+            print(f"{fold.name}: {t}", file=sys.stderr, flush=True)
+        t0 = time.time()
+        r = score_task(builder, gen, specs[t], data[t], bodies, own.get(t), ks, draws, setfit_ks, num, h.seed,
+                       h.bootstrap)
+        if specs[t].num_labels == 2:
+            fk = 8 if 8 in ks else max(ks)
+            twin = specs[t].twin_of
+            r["flip"] = flip_checks(builder, gen, specs[t], data[t], fk, num, h.seed,
+                                    (specs[twin], data[twin]) if twin in specs else None)
+        r["seconds"] = time.time() - t0
+        np.savez(tasks_dir / f"{t}.npz", **{f"{k}|{m}": p for k, v in r["k"].items() for m, p in v["preds"].items()})
+        path.write_text(json.dumps({**r, "k": {k: {n: x for n, x in v.items() if n != "preds"}
+                                               for k, v in r["k"].items()}}, indent=1))
+    result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
+              "train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
+              "tasks": {t: json.loads((tasks_dir / f"{t}.json").read_text()) for t in fold.heldout}}
+    return result
+
+
+def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
+    """k → method → (draws, R) test predictions of a scored task."""
+    z = np.load(out / "tasks" / f"{task}.npz", allow_pickle=False)
+    res: dict = {}
+    for key in z.files:
+        k, m = key.split("|")
+        res.setdefault(k, {})[m] = z[key]
+    return res
+
+
+# pairs counted by paired interval over test rows, per task (macro-F1; the task's metric for regression)
+COMPARE = (("generated+head", "base+head"), ("generated+head", "nearest+head"), ("generated+head", "retrieved+head"),
+           ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"))
+
+
+def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.ndarray], metrics: dict[str, str],
+              bootstrap: int, seed: int) -> dict:
+    """Per k and method: the macro-F1 average over classification tasks (and the task-metric average over every task)
+    with 95% intervals over tasks, median seconds per adapter; COMPARE pairs counted by paired interval; flip rates;
+    per family, the generated-minus-base average."""
+    from raypdiff.stats import interval, verdict
+
+    tasks = {t: r for f in folds for t, r in f["tasks"].items()}
+    rng = np.random.default_rng(seed)
+
+    def avg(vals: list[float]) -> dict:
+        v = np.asarray(vals)
+        return {"mean": float(v.mean()), "ci": interval(v[rng.integers(0, len(v), (bootstrap, len(v)))].mean(1)),
+                "tasks": len(v)}
+
+    out: dict = {"k": {}}
+    for k in next(iter(tasks.values()))["k"]:
+        rows = {t: r["k"][k] for t, r in tasks.items() if k in r["k"]}
+        block: dict = {"macro_f1": {}, "task_metric": {}, "seconds_per_adapter": {}, "paired": {}}
+        for m in METHODS:
+            cls = [r["methods"][m]["macro_f1"]["mean"] for r in rows.values() if m in r["methods"]
+                   and "macro_f1" in r["methods"][m]]
+            own = [r["methods"][m][metrics[t]]["mean"] for t, r in rows.items() if m in r["methods"]]
+            if cls:
+                block["macro_f1"][m] = avg(cls)
+            if own:
+                block["task_metric"][m] = avg(own)
+                block["seconds_per_adapter"][m] = float(np.median([r["seconds"][m] for r in rows.values()
+                                                                   if m in r["seconds"]]))
+        for a, b in COMPARE:
+            v = []
+            for t, r in rows.items():
+                if a in r["methods"] and b in r["methods"]:
+                    name = metrics[t] if metrics[t] in ("pearson", "spearman") else "macro_f1"
+                    p = preds[t][k]
+                    v.append(verdict(Bootstrap(name, labels[t], bootstrap, seed).diff(p[a], p[b])["ci"]))
+            if v:
+                block["paired"][f"{a} vs {b}"] = {w: v.count(w) for w in ("higher", "lower", "no difference")}
+        out["k"][k] = block
+    flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
+    twins = {t: r["flip"]["twin_opposite"] for t, r in tasks.items() if "twin_opposite" in r.get("flip", {})}
+    out["flip"] = {"flipped_examples_mean": float(np.mean(flips)) if flips else None, "tasks": len(flips),
+                   "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}
+    return out
+
+
+def per_family(tasks: dict[str, dict], families: dict[str, str], k: str, a: str, b: str) -> dict[str, dict]:
+    """family → {tasks, mean macro-F1 of a − b}: where a body helps or costs."""
+    out: dict[str, list] = {}
+    for t, r in tasks.items():
+        m = r["k"][k]["methods"]
+        if a in m and b in m and "macro_f1" in m[a]:
+            out.setdefault(families[t], []).append(m[a]["macro_f1"]["mean"] - m[b]["macro_f1"]["mean"])
+    return {f: {"tasks": len(v), "mean_diff": float(np.mean(v))} for f, v in sorted(out.items())}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Unseen tasks: which body a built head should read ({report['scheme']}, {report['task_count']} tasks)",
+             "", report["note"], ""]
+    for k, block in report["summary"]["k"].items():
+        lines += [f"## k = {k} examples per label", "",
+                  "| method | macro-F1 (classification) | interval over tasks | task metric (all tasks) | "
+                  "s per adapter |", "|---|---|---|---|---|"]
+        for m in METHODS:
+            c, o = block["macro_f1"].get(m), block["task_metric"].get(m)
+            if c or o:
+                lines.append(f"| {m} | {c['mean']:.3f} | [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] | "
+                             f"{o['mean']:.3f} ({o['tasks']}) | {block['seconds_per_adapter'][m]:.2f} |"
+                             if c else f"| {m} | | | {o['mean']:.3f} ({o['tasks']}) | "
+                                       f"{block['seconds_per_adapter'][m]:.2f} |")
+        lines += ["", "By paired interval over test rows, tasks where the first is higher / lower / no different: " +
+                  "; ".join(f"{p}: {w['higher']} / {w['lower']} / {w['no difference']}"
+                            for p, w in block["paired"].items()), ""]
+    f = report["summary"]["flip"]
+    share = (lambda x: "n/a" if x is None else f"{x:.1%}")
+    lines += [f"Flipping the examples' labels flips {share(f['flipped_examples_mean'])} of generated+head's test "
+              f"predictions ({f['tasks']} binary tasks); a label-swapped twin built from the same examples predicts "
+              f"the opposite label on {share(f['twins_mean'])} of rows ({len(f['twins'])} twins).", ""]
+    if report.get("per_family"):
+        lines += ["Per family, generated+head minus base+head (macro-F1, k = 8): " + "; ".join(
+            f"{fam} {v['mean_diff']:+.3f} ({v['tasks']})" for fam, v in report["per_family"].items()), ""]
+    lines += ["## Per task (macro-F1, or the task's metric for regression; mean over draws [95% interval over test "
+              "rows]; the body each method picked)", ""]
+    for t, r in report["tasks"].items():
+        for k, v in r["k"].items():
+            cells = ", ".join(f"{m} {next(iter(s.values()))['mean']:.3f}" if "macro_f1" not in s else
+                              f"{m} {s['macro_f1']['mean']:.3f} [{s['macro_f1']['ci'][0]:.3f}, "
+                              f"{s['macro_f1']['ci'][1]:.3f}]" for m, s in v["methods"].items())
+            picks = "; ".join(f"{m}: {', '.join(p)}" for m, p in v["picked"].items())
+            lines.append(f"- {t} (k={k}): {cells}. Bodies: {picks}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> Path:
+    """macro-F1 average over tasks against k per label, one line per method, intervals shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = list(report["summary"]["k"])
+    for m in METHODS:
+        pts = [(int(k), report["summary"]["k"][k]["macro_f1"][m]) for k in ks if m in report["summary"]["k"][k]["macro_f1"]]
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = np.array([p[1]["mean"] for p in pts])
+        lo, hi = np.array([p[1]["ci"] for p in pts]).T
+        ax.plot(x, y, "o-" if len(x) > 1 else "s", label=m, ms=4)
+        ax.fill_between(x, lo, hi, alpha=0.1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("examples per label (k)")
+    ax.set_ylabel("macro-F1, average over held-out tasks")
+    ax.set_title(f"unseen tasks ({report['scheme']}): heads built on each body")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
