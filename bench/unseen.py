@@ -28,19 +28,24 @@ def main() -> None:
     p.add_argument("--setfit-k", default="8", help="examples per label for SetFit (it trains per task)")
     p.add_argument("--draws", type=int, default=1, help="support draws per task (nested over k)")
     p.add_argument("--num", type=int, default=3, help="generated bodies per adapter, picked by leave-one-out")
+    p.add_argument("--multitask-steps", type=int, default=600,
+                   help="steps of the multi-task body per fold (batch train.batch_size, one task per step; 0: none)")
     p.add_argument("--stage", choices=["all", "train", "score"], default="all")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's); every method's seconds are at this")
     p.add_argument("--work", default=str(ROOT / "runs" / "unseen"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("overrides", nargs="*",
-                   help="dotted overrides for the suite's config (default adds condition.pooling=set: a body's "
-                        "condition does not depend on label order)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides for the suite's config")
     args = p.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from raypdiff.config import load_config
-    from raypdiff.transfer import run_fold
+    from raypdiff.transfer import prepare_fold, run_fold
     from raypdiff.unseen import folds_for
     from raypdiff.zoo import check, read_meta, task_arrays
 
-    overrides = [f"data.root={args.data_root}", "condition.pooling=set", *args.overrides]
+    overrides = [f"data.root={args.data_root}", *args.overrides]
     cfg = load_config(ROOT / args.config, overrides)
     if args.stage != "score":
         subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-c", args.config, *overrides], cwd=ROOT,
@@ -61,16 +66,10 @@ def main() -> None:
             out = Path(args.work) / scheme / fold.name
             out.mkdir(parents=True, exist_ok=True)
             if args.stage == "train":
-                from raypdiff.checkpoint import GENERATOR_FILE
-                from raypdiff.train import train_fold_generator
-                from raypdiff.zoo import select_tasks
-
-                if not (out / "generator" / GENERATOR_FILE).is_file():
-                    train_fold_generator(scfg, str(select_tasks(zoo, list(fold.train), out / "zoo")),
-                                         out / "generator")
+                prepare_fold(scfg, zoo, meta, fold, out, args.multitask_steps)
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
-                                    train=args.stage == "all"))
+                                    args.multitask_steps, train=args.stage == "all"))
         if results:
             reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
                                      time.time() - t0)
@@ -100,12 +99,16 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
             f"every method; SetFit (few-shot defaults) at k = {setfit_ks}. Every head reads its body's mean-pooled, "
             f"L2-normalized features; base: LoRA at zero; nearest: the training task closest by condition "
             f"embedding; retrieved: the training body with the best leave-one-out score over the k examples "
-            f"(prototype head); generated: the best of {args.num} samples by leave-one-out; auto: the product's "
+            f"(prototype head); multitask: one LoRA trained on all of the fold's training tasks at once "
+            f"({args.multitask_steps} steps, batch {cfg.train.batch_size}, a head per task); generated: the best of "
+            f"{args.num} samples by leave-one-out; auto: the product's "
             f"route (base or generated, by leave-one-out); oracle: the task's own best-by-val zoo body. Heads "
             f"(head = prototype or logistic, by leave-one-out; ridge for regression). model.dtype "
-            f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, same threads.")
+            f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, "
+            f"{torch.get_num_threads()} torch thread(s) for every method.")
     return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds,
-            "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds")} for f in results],
+            "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds", "multitask_seconds")}
+                      for f in results],
             "summary": summarize(results, preds, labels, metrics, cfg.holdout.bootstrap, cfg.holdout.seed),
             "per_family": per_family(tasks, families, k8, "generated+head", "base+head"),
             "tasks": tasks}

@@ -19,9 +19,11 @@ from raypdiff.stats import Bootstrap
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 # every method's head reads its body's mean-pooled, L2-normalized features; "auto" is the product's route (the base
-# body or the best generated one, by leave-one-out); oracle: the task's own best-by-val zoo body
+# body or the best generated one, by leave-one-out); multitask: one body trained on every training task of the fold;
+# oracle: the task's own best-by-val zoo body
 METHODS = ("majority", "base+prototype", "base+logistic", "base+head", "nearest+head", "retrieved+head",
-           "generated+head", "auto+head", "oracle+head", "setfit")
+           "multitask+head", "generated+head", "auto+head", "oracle+head", "setfit")
+MULTITASK_FILE = "multitask.safetensors"
 
 
 def best_bodies(builder: Builder, meta: dict, arrays: dict, tasks: list[str]) -> dict[str, np.ndarray]:
@@ -40,18 +42,22 @@ def support(spec: TaskSpec, train: Split, k: int, rng: np.random.Generator) -> l
     return draw_per_label(train, spec, k, rng)
 
 
-def nested(spec: TaskSpec, examples: list, k: int) -> list:
-    """The first k examples of each label of a larger support (regression: the first 2k), so that every k of a draw
-    shares its rows with the larger ones."""
+def nested_index(spec: TaskSpec, examples: list, k: int) -> list[int]:
+    """Positions of the first k examples of each label of a larger support (regression: the first 2k), so that every
+    k of a draw shares its rows with the larger ones."""
     if spec.is_regression:
-        return examples[:2 * k]
+        return list(range(min(2 * k, len(examples))))
     seen: dict[int, int] = {}
     out = []
-    for x, y in examples:
+    for i, (_, y) in enumerate(examples):
         seen[y] = seen.get(y, 0) + 1
         if seen[y] <= k:
-            out.append((x, y))
+            out.append(i)
     return out
+
+
+def nested(spec: TaskSpec, examples: list, k: int) -> list:
+    return [examples[i] for i in nested_index(spec, examples, k)]
 
 
 def as_split(spec: TaskSpec, examples: list) -> Split:
@@ -59,13 +65,11 @@ def as_split(spec: TaskSpec, examples: list) -> Split:
                  np.asarray([y for _, y in examples], np.float32 if spec.is_regression else np.int64))
 
 
-def retrieve(builder: Builder, spec: TaskSpec, examples: list, bodies: dict[str, np.ndarray]) -> tuple[str, dict]:
-    """The training body whose features give the examples the best leave-one-out score (prototype head; ridge for
-    regression), LoraHub-style selection by the user's data alone; and every body's score."""
+def retrieve(spec: TaskSpec, labels: np.ndarray, features: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """The training body whose features (body → (n, H), the examples' rows) give the examples the best leave-one-out
+    score (prototype head; ridge for regression), LoraHub-style selection by the user's data alone; every score."""
     kind = "ridge" if spec.is_regression else "prototype"
-    split = as_split(spec, examples)
-    scores = {t: heads.leave_one_out(kind, builder.features(b, split), split.labels, spec.num_labels, spec.metric)
-              for t, b in bodies.items()}
+    scores = {t: heads.leave_one_out(kind, x, labels, spec.num_labels, spec.metric) for t, x in features.items()}
     return max(scores, key=scores.get), scores
 
 
@@ -86,16 +90,20 @@ class TaskRun:
 
 
 def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodies: dict[str, np.ndarray],
-               oracle: Optional[np.ndarray], ks: list[int], draws: int, setfit_ks: list[int], num: int, seed: int,
-               bootstrap: int) -> dict:
-    """Per k: every method's test predictions (over `draws` support draws), seconds per adapter, and which body each
-    picked; plus the k = 8 (else the largest k) draw-0 support and generated+head predictions for the flip checks."""
+               shared: Optional[np.ndarray], oracle: Optional[np.ndarray], ks: list[int], draws: int,
+               setfit_ks: list[int], num: int, seed: int, bootstrap: int) -> dict:
+    """Per k: every method's test predictions (over `draws` support draws), scores with intervals, seconds per
+    adapter, and which body each picked. train_bodies: the fold's training tasks' best-by-val bodies; shared: the
+    fold's multi-task body; oracle: the task's own."""
     from raypdiff.baselines import setfit
 
     run = TaskRun(builder, spec, data)
     zero = np.zeros(builder.body_layout.size, np.float32)
     task_rng = zlib.crc32(spec.name.encode())
     supports = [support(spec, data.train, max(ks), np.random.default_rng([seed, task_rng, d])) for d in range(draws)]
+    t0 = time.time()  # every training body's features of the largest support, once per draw; each k takes its rows
+    support_x = [{t: builder.features(b, as_split(spec, full)) for t, b in train_bodies.items()} for full in supports]
+    support_s = (time.time() - t0) / draws
     out: dict = {"metric": spec.metric, "test_rows": len(data.test), "k": {}}
     for k in ks:
         preds: dict[str, list] = {}
@@ -125,9 +133,16 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             b = run.build(ex, {near_task: train_bodies[near_task]})
             add("nearest+head", run.predict(f"task:{near_task}", b), time.time() - t0, near_task)
             t0 = time.time()
-            best, _ = retrieve(builder, spec, ex, train_bodies)
+            idx = nested_index(spec, full, k)
+            best, _ = retrieve(spec, as_split(spec, ex).labels, {t: x[idx] for t, x in support_x[d].items()})
             b = run.build(ex, {best: train_bodies[best]})
-            add("retrieved+head", run.predict(f"task:{best}", b), time.time() - t0, best)
+            # its time: this k's features of every body (a share of the largest support's), ranking, the head
+            add("retrieved+head", run.predict(f"task:{best}", b), time.time() - t0 + support_s * len(ex) / len(full),
+                best)
+            if shared is not None:
+                t0 = time.time()
+                b = run.build(ex, {"multitask": shared})
+                add("multitask+head", run.predict("multitask", b), time.time() - t0)
             t0 = time.time()
             cands = generated_bodies(gen, builder, spec, ex, num, seed + d)
             g = run.build(ex, cands)
@@ -178,29 +193,56 @@ def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, n
     return out
 
 
-def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
-             setfit_ks: list[int], num: int, train: bool = True, progress: bool = True) -> dict:
-    """One fold: its generator (trained on the fold's training tasks unless present; train=False waits for it),
-    then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes."""
+def prepare_fold(cfg, zoo_dir: str, meta: dict, fold, out: Path, multitask_steps: int, progress: bool = True) -> None:
+    """What a fold's tasks are scored with, each kept under out: its generator (trained on the fold's training tasks
+    only) and, with multitask_steps > 0, the multi-task body trained on the same tasks."""
+    from safetensors.numpy import save_file
+
     from raypdiff.checkpoint import GENERATOR_FILE
     from raypdiff.domains import load_splits
-    from raypdiff.generate import Generator
+    from raypdiff.multitask import train_body
     from raypdiff.train import train_fold_generator
     from raypdiff.zoo import select_tasks
 
+    if not (out / "generator" / GENERATOR_FILE).is_file():
+        train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), out / "generator",
+                             progress)
+    if multitask_steps and not (out / MULTITASK_FILE).is_file():
+        t0 = time.time()
+        data = load_splits(meta, list(fold.train))
+        tasks = {t: (TaskSpec(**meta["tasks"][t]["spec"]), data[t].train) for t in fold.train}
+        body = train_body(Builder(cfg.model, cfg.lora), tasks, multitask_steps, cfg.train.batch_size, cfg.train.lr,
+                          cfg.holdout.seed)
+        save_file({"body": body}, str(out / MULTITASK_FILE), metadata={
+            "steps": str(multitask_steps), "tasks": json.dumps(list(fold.train)), "seconds": f"{time.time() - t0:.1f}"})
+
+
+def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
+             setfit_ks: list[int], num: int, multitask_steps: int, train: bool = True, progress: bool = True) -> dict:
+    """One fold: its generator and multi-task body (prepare_fold; train=False waits for another process to make
+    them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes."""
+    from safetensors import safe_open
+
+    from raypdiff.checkpoint import GENERATOR_FILE
+    from raypdiff.domains import load_splits
+    from raypdiff.generate import Generator
+
     gen_dir = out / "generator"
-    if not (gen_dir / GENERATOR_FILE).is_file():
-        if not train:
-            while not (gen_dir / GENERATOR_FILE).is_file():
-                time.sleep(20)
-            time.sleep(10)  # its summary lands after the checkpoint
-        else:
-            train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), gen_dir, progress)
+    want = [gen_dir / "train_summary.json"] + ([out / MULTITASK_FILE] if multitask_steps else [])
+    if train:
+        prepare_fold(cfg, zoo_dir, meta, fold, out, multitask_steps, progress)
+    while not all(p.is_file() for p in want):
+        time.sleep(20)
+    time.sleep(2)
     gen = Generator(gen_dir)
     assert set(gen.task_names) == set(fold.train), f"{gen_dir}: a generator of another fold"
     h = cfg.holdout
     builder = Builder(cfg.model, cfg.lora)
     bodies = best_bodies(builder, meta, arrays, list(fold.train))
+    shared = None
+    if multitask_steps:
+        with safe_open(str(out / MULTITASK_FILE), "np") as f:
+            shared = f.get_tensor("body")
     own = best_bodies(builder, meta, arrays, [t for t in fold.heldout if t in arrays])
     data = load_splits(meta, list(fold.heldout))
     specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in fold.heldout}
@@ -213,8 +255,8 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
         if progress:
             print(f"{fold.name}: {t}", file=sys.stderr, flush=True)
         t0 = time.time()
-        r = score_task(builder, gen, specs[t], data[t], bodies, own.get(t), ks, draws, setfit_ks, num, h.seed,
-                       h.bootstrap)
+        r = score_task(builder, gen, specs[t], data[t], bodies, shared, own.get(t), ks, draws, setfit_ks, num,
+                       h.seed, h.bootstrap)
         if specs[t].num_labels == 2:
             fk = 8 if 8 in ks else max(ks)
             twin = specs[t].twin_of
@@ -226,6 +268,8 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
                                                for k, v in r["k"].items()}}, indent=1))
     result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
               "train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
+              "multitask_seconds": float(safe_open(str(out / MULTITASK_FILE), "np").metadata()["seconds"])
+              if multitask_steps else None,
               "tasks": {t: json.loads((tasks_dir / f"{t}.json").read_text()) for t in fold.heldout}}
     return result
 
@@ -242,6 +286,7 @@ def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
 
 # pairs counted by paired interval over test rows, per task (macro-F1; the task's metric for regression)
 COMPARE = (("generated+head", "base+head"), ("generated+head", "nearest+head"), ("generated+head", "retrieved+head"),
+           ("generated+head", "multitask+head"), ("multitask+head", "base+head"),
            ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"))
 
 

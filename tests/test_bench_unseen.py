@@ -71,7 +71,8 @@ def test_bench_unseen_end_to_end(data_dir, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     ray_tmp = Path(tempfile.mkdtemp(prefix="rpu", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     args = [sys.executable, "bench/unseen.py", "--data-root", str(data_dir), "--config", "configs/tiny_holdout.yaml",
-            "--k", "2,4", "--setfit-k", "2", "--num", "2", "--work", str(work), "--out", str(out),
+            "--k", "2,4", "--setfit-k", "2", "--num", "2", "--multitask-steps", "6", "--work", str(work),
+            "--out", str(out),
             "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}"]
     env = private_ray_env(ray_tmp)
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
