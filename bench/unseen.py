@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--multitask-steps", type=int, default=600,
                    help="steps of the multi-task body per fold (batch train.batch_size, one task per step; 0: none)")
     p.add_argument("--stage", choices=["all", "train", "score"], default="all")
+    p.add_argument("--folds", help="comma-separated fold names to work on (default: all); the report needs all")
+    p.add_argument("--reverse", action="store_true", help="score each fold's tasks from the last (a second scorer)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's); every method's seconds are at this")
     p.add_argument("--work", default=str(ROOT / "runs" / "unseen"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -63,14 +65,16 @@ def main() -> None:
         folds, results = folds_for(scfg, specs), []
         t0 = time.time()
         for fold in folds:
+            if args.folds and fold.name not in args.folds.split(","):
+                continue
             out = Path(args.work) / scheme / fold.name
             out.mkdir(parents=True, exist_ok=True)
             if args.stage == "train":
                 prepare_fold(scfg, zoo, meta, fold, out, args.multitask_steps)
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
-                                    args.multitask_steps, train=args.stage == "all"))
-        if results:
+                                    args.multitask_steps, train=args.stage == "all", reverse=args.reverse))
+        if results and len(results) == len(folds):
             reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
                                      time.time() - t0)
     if reports:
@@ -96,7 +100,7 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
             f"its own generator (condition.pooling={cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + "
             f"{cfg.diffusion.steps} diffusion steps). Per task: {args.draws} support draw(s) of max k per label "
             f"(smaller k: the first k of each label), the same examples and test rows ({cfg.eval.test_examples}) for "
-            f"every method; SetFit (few-shot defaults) at k = {setfit_ks}. Every head reads its body's mean-pooled, "
+            f"every method; SetFit (few-shot defaults) at k = {setfit_ks}. Majority: the train split's majority class (a floor, not chosen from the examples). Every head reads its body's mean-pooled, "
             f"L2-normalized features; base: LoRA at zero; nearest: the training task closest by condition "
             f"embedding; retrieved: the training body with the best leave-one-out score over the k examples "
             f"(prototype head); multitask: one LoRA trained on all of the fold's training tasks at once "

@@ -123,7 +123,7 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
                 for kind in ("prototype", "logistic"):
                     t0 = time.time()
                     b = run.build(ex, {"base": zero}, kind)
-                    add(f"base+{kind}", run.predict("base", b), time.time() - t0)
+                    add(f"base+{kind}", *timed(run, "base", b, t0))
             t0 = time.time()
             base = run.build(ex, {"base": zero})
             base_s = time.time() - t0
@@ -131,18 +131,18 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             t0 = time.time()
             near_task = gen.task_condition(spec, ex, 1, list(train_bodies))[1]
             b = run.build(ex, {near_task: train_bodies[near_task]})
-            add("nearest+head", run.predict(f"task:{near_task}", b), time.time() - t0, near_task)
+            add("nearest+head", *timed(run, f"task:{near_task}", b, t0), near_task)
             t0 = time.time()
             idx = nested_index(spec, full, k)
             best, _ = retrieve(spec, as_split(spec, ex).labels, {t: x[idx] for t, x in support_x[d].items()})
             b = run.build(ex, {best: train_bodies[best]})
+            p, s = timed(run, f"task:{best}", b, t0)
             # its time: this k's features of every body (a share of the largest support's), ranking, the head
-            add("retrieved+head", run.predict(f"task:{best}", b), time.time() - t0 + support_s * len(ex) / len(full),
-                best)
+            add("retrieved+head", p, s + support_s * len(ex) / len(full), best)
             if shared is not None:
                 t0 = time.time()
                 b = run.build(ex, {"multitask": shared})
-                add("multitask+head", run.predict("multitask", b), time.time() - t0)
+                add("multitask+head", *timed(run, "multitask", b, t0))
             t0 = time.time()
             cands = generated_bodies(gen, builder, spec, ex, num, seed + d)
             g = run.build(ex, cands)
@@ -155,7 +155,7 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             if oracle is not None:
                 t0 = time.time()
                 b = run.build(ex, {"own": oracle})
-                add("oracle+head", run.predict("own", b), time.time() - t0)
+                add("oracle+head", *timed(run, "own", b, t0))
             if k in setfit_ks and not spec.is_regression:
                 p, s = setfit(builder.model_cfg.base, ex, data.test.texts, seed=seed + d)
                 add("setfit", p, s)
@@ -165,6 +165,13 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
     return out
 
 
+def timed(run: TaskRun, key: str, built: Built, t0: float) -> tuple[np.ndarray, float]:
+    """The built adapter's test predictions and the seconds since t0 to build it (the test rows' features, shared by
+    every method, are not the adapter's time)."""
+    s = time.time() - t0
+    return run.predict(key, built), s
+
+
 def methods_scores(spec: TaskSpec, data: TaskData, preds: dict, bootstrap: int, seed: int) -> dict:
     """method → {metric name: {mean, ci}}: the task's own metric, and macro-F1 for classification."""
     names = [spec.metric] + ([] if spec.is_regression or spec.metric == "macro_f1" else ["macro_f1"])
@@ -172,14 +179,15 @@ def methods_scores(spec: TaskSpec, data: TaskData, preds: dict, bootstrap: int, 
     return {m: {n: b.mean(np.stack(p)) for n, b in boots.items()} for m, p in preds.items()}
 
 
-def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, num: int, seed: int,
+def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, max_k: int, num: int, seed: int,
                 twin: Optional[tuple[TaskSpec, TaskData]] = None) -> dict:
     """Binary tasks, generated+head at k per label (draw 0): the share of test predictions that flip when the examples'
     labels are flipped; with `twin` (its label-swapped twin: the same rows, names reversed), the share of test rows
     where the twin's adapter, built from the same examples under its own description and label order, predicts the
     opposite label."""
     run = TaskRun(builder, spec, data)
-    ex = support(spec, data.train, k, np.random.default_rng([seed, zlib.crc32(spec.name.encode()), 0]))
+    ex = nested(spec, support(spec, data.train, max_k, np.random.default_rng([seed, zlib.crc32(spec.name.encode()), 0])),
+                k)  # draw 0's examples at k, as score_task scored them
     g = run.build(ex, generated_bodies(gen, builder, spec, ex, num, seed))
     p = run.predict("g", g)
     flipped = [(x, 1 - y) for x, y in ex]
@@ -217,10 +225,29 @@ def prepare_fold(cfg, zoo_dir: str, meta: dict, fold, out: Path, multitask_steps
             "steps": str(multitask_steps), "tasks": json.dumps(list(fold.train)), "seconds": f"{time.time() - t0:.1f}"})
 
 
+def claim(lock: Path) -> bool:
+    """Take a task for this process: its lock file names our pid; a lock whose process is gone is taken over."""
+    import os
+
+    try:
+        with lock.open("x") as f:
+            f.write(str(os.getpid()))
+        return True
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # alive: another scorer has it
+        except (ProcessLookupError, ValueError):
+            lock.write_text(str(os.getpid()))
+            return True
+
+
 def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
-             setfit_ks: list[int], num: int, multitask_steps: int, train: bool = True, progress: bool = True) -> dict:
+             setfit_ks: list[int], num: int, multitask_steps: int, train: bool = True, progress: bool = True,
+             reverse: bool = False) -> dict:
     """One fold: its generator and multi-task body (prepare_fold; train=False waits for another process to make
-    them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes."""
+    them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes. Several
+    processes may score one fold (reverse: from its last task): a task's .lock says another has it."""
     from safetensors import safe_open
 
     from raypdiff.checkpoint import GENERATOR_FILE
@@ -242,15 +269,19 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
     shared = None
     if multitask_steps:
         with safe_open(str(out / MULTITASK_FILE), "np") as f:
+            assert json.loads(f.metadata()["tasks"]) == list(fold.train), f"{out}: a multi-task body of another fold"
             shared = f.get_tensor("body")
+    gen.encoder  # loaded once, before any method is timed
     own = best_bodies(builder, meta, arrays, [t for t in fold.heldout if t in arrays])
     data = load_splits(meta, list(fold.heldout))
     specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in fold.heldout}
     tasks_dir = out / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
-    for t in fold.heldout:
+    for t in reversed(fold.heldout) if reverse else fold.heldout:
         path = tasks_dir / f"{t}.json"
         if path.is_file():
+            continue
+        if not claim(tasks_dir / f"{t}.lock"):
             continue
         if progress:
             print(f"{fold.name}: {t}", file=sys.stderr, flush=True)
@@ -260,12 +291,14 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
         if specs[t].num_labels == 2:
             fk = 8 if 8 in ks else max(ks)
             twin = specs[t].twin_of
-            r["flip"] = flip_checks(builder, gen, specs[t], data[t], fk, num, h.seed,
+            r["flip"] = flip_checks(builder, gen, specs[t], data[t], fk, max(ks), num, h.seed,
                                     (specs[twin], data[twin]) if twin in specs else None)
         r["seconds"] = time.time() - t0
         np.savez(tasks_dir / f"{t}.npz", **{f"{k}|{m}": p for k, v in r["k"].items() for m, p in v["preds"].items()})
         path.write_text(json.dumps({**r, "k": {k: {n: x for n, x in v.items() if n != "preds"}
                                                for k, v in r["k"].items()}}, indent=1))
+    while not all((tasks_dir / f"{t}.json").is_file() for t in fold.heldout):
+        time.sleep(10)  # another process is scoring the rest
     result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
               "train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
               "multitask_seconds": float(safe_open(str(out / MULTITASK_FILE), "np").metadata()["seconds"])
