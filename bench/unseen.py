@@ -30,7 +30,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=3, help="generated bodies per adapter, picked by leave-one-out")
     p.add_argument("--multitask-steps", type=int, default=600,
                    help="steps of the multi-task body per fold (batch train.batch_size, one task per step; 0: none)")
-    p.add_argument("--stage", choices=["all", "train", "score"], default="all")
+    p.add_argument("--stage", choices=["all", "train", "score", "report"], default="all",
+                   help="report: write the results from what is scored so far (tasks not scored yet are named)")
     p.add_argument("--folds", help="comma-separated fold names to work on (default: all); the report needs all")
     p.add_argument("--reverse", action="store_true", help="score each fold's tasks from the last (a second scorer)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's); every method's seconds are at this")
@@ -43,18 +44,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from raypdiff.config import load_config
-    from raypdiff.transfer import prepare_fold, run_fold
+    from raypdiff.transfer import fold_result, prepare_fold, run_fold
     from raypdiff.unseen import folds_for
     from raypdiff.zoo import check, read_meta, task_arrays
 
     overrides = [f"data.root={args.data_root}", *args.overrides]
     cfg = load_config(ROOT / args.config, overrides)
-    if args.stage != "score":
+    if args.stage in ("all", "train"):
         subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-c", args.config, *overrides], cwd=ROOT,
                        check=True)
     zoo = str(ROOT / cfg.collect.output_dir)
     meta = check(zoo)
-    arrays = task_arrays(zoo) if args.stage != "train" else {}
+    arrays = task_arrays(zoo) if args.stage in ("all", "score") else {}
     ks, setfit_ks = [int(k) for k in args.k.split(",")], [int(k) for k in args.setfit_k.split(",") if k]
     reports = {}
     for scheme in args.schemes:
@@ -71,6 +72,9 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             if args.stage == "train":
                 prepare_fold(scfg, zoo, meta, fold, out, args.multitask_steps)
+                continue
+            if args.stage == "report":
+                results.append(fold_result(fold, out, args.multitask_steps))
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
                                     args.multitask_steps, train=args.stage == "all", reverse=args.reverse))
@@ -110,7 +114,11 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
             f"(head = prototype or logistic, by leave-one-out; ridge for regression). model.dtype "
             f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, "
             f"{torch.get_num_threads()} torch thread(s) for every method.")
-    return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds,
+    missing = [t for f in results for t in f["heldout"] if t not in f["tasks"]]
+    if missing:
+        note += (f" Not scored yet (the session's time ran out): {len(missing)} of "
+                 f"{len(missing) + len(tasks)} tasks: {', '.join(missing)}.")
+    return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds, "not_scored": missing,
             "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds", "multitask_seconds")}
                       for f in results],
             "summary": summarize(results, preds, labels, metrics, cfg.holdout.bootstrap, cfg.holdout.seed),

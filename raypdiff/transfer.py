@@ -299,12 +299,21 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
                                                for k, v in r["k"].items()}}, indent=1))
     while not all((tasks_dir / f"{t}.json").is_file() for t in fold.heldout):
         time.sleep(10)  # another process is scoring the rest
-    result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
-              "train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
-              "multitask_seconds": float(safe_open(str(out / MULTITASK_FILE), "np").metadata()["seconds"])
-              if multitask_steps else None,
-              "tasks": {t: json.loads((tasks_dir / f"{t}.json").read_text()) for t in fold.heldout}}
-    return result
+    return fold_result(fold, out, multitask_steps)
+
+
+def fold_result(fold, out: Path, multitask_steps: int) -> dict:
+    """What a fold has scored so far: its held-out tasks' results (a task not scored yet is left out) and timings."""
+    from safetensors import safe_open
+
+    tasks_dir = out / "tasks"
+    summary = out / "generator" / "train_summary.json"
+    return {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train),
+            "train_seconds": json.loads(summary.read_text())["train_seconds"] if summary.is_file() else None,
+            "multitask_seconds": float(safe_open(str(out / MULTITASK_FILE), "np").metadata()["seconds"])
+            if multitask_steps and (out / MULTITASK_FILE).is_file() else None,
+            "tasks": {t: json.loads((tasks_dir / f"{t}.json").read_text()) for t in fold.heldout
+                      if (tasks_dir / f"{t}.json").is_file()}}
 
 
 def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
@@ -353,14 +362,17 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
                 block["seconds_per_adapter"][m] = float(np.median([r["seconds"][m] for r in rows.values()
                                                                    if m in r["seconds"]]))
         for a, b in COMPARE:
-            v = []
+            v, d = [], []
             for t, r in rows.items():
                 if a in r["methods"] and b in r["methods"]:
                     name = metrics[t] if metrics[t] in ("pearson", "spearman") else "macro_f1"
                     p = preds[t][k]
                     v.append(verdict(Bootstrap(name, labels[t], bootstrap, seed).diff(p[a], p[b])["ci"]))
-            if v:
-                block["paired"][f"{a} vs {b}"] = {w: v.count(w) for w in ("higher", "lower", "no difference")}
+                    if name == "macro_f1":
+                        d.append(r["methods"][a][name]["mean"] - r["methods"][b][name]["mean"])
+            if v:  # per task by paired interval over test rows; the average difference with an interval over tasks
+                block["paired"][f"{a} vs {b}"] = {**{w: v.count(w) for w in ("higher", "lower", "no difference")},
+                                                  "mean_diff": avg(d)}
         out["k"][k] = block
     flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
     twins = {t: r["flip"]["twin_opposite"] for t, r in tasks.items() if "twin_opposite" in r.get("flip", {})}
@@ -393,9 +405,12 @@ def markdown(report: dict) -> str:
                              f"{o['mean']:.3f} ({o['tasks']}) | {block['seconds_per_adapter'][m]:.2f} |"
                              if c else f"| {m} | | | {o['mean']:.3f} ({o['tasks']}) | "
                                        f"{block['seconds_per_adapter'][m]:.2f} |")
-        lines += ["", "By paired interval over test rows, tasks where the first is higher / lower / no different: " +
-                  "; ".join(f"{p}: {w['higher']} / {w['lower']} / {w['no difference']}"
-                            for p, w in block["paired"].items()), ""]
+        lines += ["", "| comparison | average macro-F1 difference [interval over tasks] | tasks higher / lower / no "
+                  "difference (paired interval over test rows) |", "|---|---|---|"]
+        lines += [f"| {p} | {w['mean_diff']['mean']:+.3f} [{w['mean_diff']['ci'][0]:+.3f}, "
+                  f"{w['mean_diff']['ci'][1]:+.3f}] | {w['higher']} / {w['lower']} / {w['no difference']} |"
+                  for p, w in block["paired"].items()]
+        lines.append("")
     f = report["summary"]["flip"]
     share = (lambda x: "n/a" if x is None else f"{x:.1%}")
     lines += [f"Flipping the examples' labels flips {share(f['flipped_examples_mean'])} of generated+head's test "
