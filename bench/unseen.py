@@ -26,6 +26,8 @@ def main() -> None:
                    help="families: holdout.folds folds of whole families (strictly unseen); family: one per family")
     p.add_argument("--k", default="2,4,8,16", help="examples per label for the built heads")
     p.add_argument("--setfit-k", default="8", help="examples per label for SetFit (it trains per task)")
+    p.add_argument("--tune-k", default="8", help="examples per label for the warm starts and plain fine-tuning "
+                   "(raypdiff.warmstart; tasks scored without them get them added)")
     p.add_argument("--draws", type=int, default=1, help="support draws per task (nested over k)")
     p.add_argument("--num", type=int, default=3, help="generated bodies per adapter, picked by leave-one-out")
     p.add_argument("--multitask-steps", type=int, default=600,
@@ -46,7 +48,7 @@ def main() -> None:
     from raypdiff.config import load_config
     from raypdiff.transfer import fold_result, prepare_fold, run_fold
     from raypdiff.unseen import folds_for
-    from raypdiff.zoo import check, read_meta, task_arrays
+    from raypdiff.zoo import check, task_arrays
 
     overrides = [f"data.root={args.data_root}", *args.overrides]
     cfg = load_config(ROOT / args.config, overrides)
@@ -57,6 +59,7 @@ def main() -> None:
     meta = check(zoo)
     arrays = task_arrays(zoo) if args.stage in ("all", "score") else {}
     ks, setfit_ks = [int(k) for k in args.k.split(",")], [int(k) for k in args.setfit_k.split(",") if k]
+    tune_ks = tuple(int(k) for k in args.tune_k.split(",") if k)
     reports = {}
     for scheme in args.schemes:
         scfg = load_config(ROOT / args.config, [*overrides, f"holdout.scheme={scheme}"])
@@ -77,7 +80,7 @@ def main() -> None:
                 results.append(fold_result(fold, out, args.multitask_steps))
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
-                                    args.multitask_steps, train=args.stage == "all", reverse=args.reverse))
+                                    args.multitask_steps, train=args.stage == "all", reverse=args.reverse, tune_ks=tune_ks))
         if results and len(results) == len(folds):
             reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
                                      time.time() - t0)
@@ -96,11 +99,18 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
     preds = {t: load_preds(work / f["fold"], t) for f in results for t in f["tasks"]}
     families = {t: meta["tasks"][t]["spec"]["family"] for t in tasks}
     k8 = "8" if 8 in ks else str(max(ks))
+    # tasks scored before their thread count was recorded: the --threads given to the report
+    threads = sorted({r.get("threads", args.threads or 0) for r in tasks.values()} - {0}) or ["?"]
     import torch
 
     from raypdiff.lora import resolve_dtype
+    from raypdiff.warmstart import LR, STEPS
 
-    note = (f"{len(results)} folds ({scheme}: no held-out task's family is among its fold's training tasks), each with "
+    how = {"families": "no held-out task's family is among its fold's training tasks",
+           "family": "one fold per family, held out whole",
+           "kfold": "tasks split at random: a held-out task's family and label-swapped twin may be among the training "
+                    "tasks"}[scheme]
+    note = (f"{len(results)} folds ({scheme}: {how}), each with "
             f"its own generator (condition.pooling={cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + "
             f"{cfg.diffusion.steps} diffusion steps). Per task: {args.draws} support draw(s) of max k per label "
             f"(smaller k: the first k of each label), the same examples and test rows ({cfg.eval.test_examples}) for "
@@ -110,10 +120,12 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
             f"(prototype head); multitask: one LoRA trained on all of the fold's training tasks at once "
             f"({args.multitask_steps} steps, batch {cfg.train.batch_size}, a head per task); generated: the best of "
             f"{args.num} samples by leave-one-out; auto: the product's "
-            f"route (base or generated, by leave-one-out); oracle: the task's own best-by-val zoo body. Heads "
+            f"route (base or generated, by leave-one-out); +tune (k = {args.tune_k}): that adapter, body and head, "
+            f"fine-tuned on the k examples ({STEPS} full-batch AdamW steps, lr {LR}: raypdiff.warmstart, fixed before "
+            f"any run); finetune: the same steps from the base model's initial LoRA and a zero head; oracle: the task's own best-by-val zoo body. Heads "
             f"(head = prototype or logistic, by leave-one-out; ridge for regression). model.dtype "
             f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, "
-            f"{torch.get_num_threads()} torch thread(s) for every method.")
+            f"{'/'.join(map(str, threads))} torch thread(s) for every method (the scorers' --threads).")
     missing = [t for f in results for t in f["heldout"] if t not in f["tasks"]]
     if missing:
         note += (f" Not scored yet (the session's time ran out): {len(missing)} of "

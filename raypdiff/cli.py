@@ -115,7 +115,7 @@ def cmd_generate(args) -> int:
     res = generate(args.generator, args.out, args.num, args.seed, task=args.task, description=args.description,
                    examples_file=args.examples, label_names=labels, guidance=args.guidance,
                    quality=args.quality, expect=expect, style_images=args.style_images, bodies=args.bodies,
-                   head=args.head)
+                   head=args.head, tune_steps=args.tune_steps)
     if "built" in res:
         b = res["built"]
         print(f"wrote {res['adapters'][0]}: body {b.body_source}, {b.head.kind} head on mean-pooled features "
@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head", choices=["auto", "prototype", "logistic", "ridge"], default="auto",
                    help="--description: the head built from the examples on the body's mean-pooled features "
                         "(auto: prototype or logistic by leave-one-out; ridge for regression)")
+    g.add_argument("--tune-steps", type=int, default=0, metavar="N",
+                   help="--description: then fine-tune the adapter's body and head on the examples for N full-batch "
+                        "steps (0, default: none, ~0.5 s per adapter; 20: ~8 s at k = 8 per label, +3.5 macro-F1 "
+                        "points on held-out families, bench/results/unseen.md)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the generator's)")
     g.add_argument("--quality", type=float, help=QUALITY_HELP)

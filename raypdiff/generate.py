@@ -173,7 +173,8 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
              description: Optional[str] = None, examples_file: Optional[str] = None,
              label_names: Optional[list[str]] = None, guidance: Optional[float] = None,
              quality: Optional[float] = None, expect: Optional[Config] = None,
-             style_images: Optional[str] = None, bodies: str = "auto", head: str = "auto") -> dict:
+             style_images: Optional[str] = None, bodies: str = "auto", head: str = "auto",
+             tune_steps: int = 0) -> dict:
     """`raypdiff generate`: num adapters for a zoo task; otherwise what the generator's domain makes of the user's
     input (text: one adapter for a description + examples, raypdiff.newtask; vision: num adapters for style images).
     `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
@@ -183,7 +184,7 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
     domain, out = domain_for(gen.domain), Path(out_dir)
     if task is None:
         user = UserInput(description, label_names, _read_examples(examples_file) if examples_file else [],
-                         style_images, bodies, head)
+                         style_images, bodies, head, tune_steps)
         return domain.for_user(gen, user, out, num, seed, guidance, quality)
     gen.spec(task)
     t0 = time.time()

@@ -105,20 +105,24 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
 
 
+def encode(model, batch: dict, dtype: str = "float32") -> torch.Tensor:
+    """(B, H) pooled features of one tokenized batch through a PEFT model's encoder (LoRA included, task head not)."""
+    encoder = model.get_base_model().base_model  # e.g. BertModel
+    with lora.autocast(model, dtype):
+        h = encoder(**batch).last_hidden_state.float()  # (B, T, H)
+    return pool(h, batch["attention_mask"])
+
+
 @torch.no_grad()
 def features(model, batches: list[tuple[dict, np.ndarray]], dtype: str = "float32") -> np.ndarray:
     """(R, H): a PEFT sequence-classification model's body (its encoder, LoRA included; the task head is not used)
     → the mean over tokens of its last hidden states, L2-normalized (all-MiniLM-L6-v2's sentence embedding)."""
     model.eval()
-    encoder = model.get_base_model().base_model  # e.g. BertModel
     device = next(model.parameters()).device
     n = sum(len(idx) for _, idx in batches)
     out = None
     for batch, idx in batches:
-        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        with lora.autocast(model, dtype):
-            h = encoder(**inputs).last_hidden_state.float()  # (B, T, H)
-        f = pool(h, inputs["attention_mask"])
+        f = encode(model, {k: v.to(device) for k, v in batch.items() if k != "labels"}, dtype)
         if out is None:
             out = np.zeros((n, f.shape[1]), np.float32)
         out[idx] = f.cpu().numpy()

@@ -21,9 +21,8 @@ def train_body(builder: Builder, tasks: dict[str, tuple[TaskSpec, Split]], steps
                      label_names=["a", "b"], train="-", dev="-")
     torch.manual_seed(seed)
     model = lora.build(builder.model_cfg, builder.lora_settings, probe, seed)
-    encoder = model.get_base_model().base_model
     body = [p for n, p in model.named_parameters() if "lora_" in n]
-    size = encoder.config.hidden_size
+    size = model.get_base_model().base_model.config.hidden_size
     names = list(tasks)
     task_heads = torch.nn.ModuleDict({str(i): torch.nn.Linear(size, tasks[t][0].num_labels) for i, t in
                                       enumerate(names)})
@@ -40,9 +39,7 @@ def train_body(builder: Builder, tasks: dict[str, tuple[TaskSpec, Split]], steps
         rows = lora.encode(builder.tokenizer, Split([train.texts[j] for j in idx], train.labels[idx]),
                            builder.model_cfg.max_length)
         batch = lora.collate(builder.tokenizer, rows)
-        with lora.autocast(model, builder.model_cfg.dtype):
-            f = heads.pool(encoder(**batch).last_hidden_state.float(), batch["attention_mask"])
-        out = task_heads[str(i)](f * SCALE)
+        out = task_heads[str(i)](heads.encode(model, batch, builder.model_cfg.dtype) * SCALE)
         y = torch.as_tensor(train.labels[idx])
         loss = (torch.nn.functional.mse_loss(out[:, 0], y.float()) if spec.is_regression
                 else torch.nn.functional.cross_entropy(out, y.long()))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from raypdiff import heads, lora
+from raypdiff import heads, lora, warmstart
 from raypdiff.config import Config, ConfigError, LoraSettings, ModelConfig
 from raypdiff.tasks import Split, TaskSpec
 
@@ -31,10 +31,24 @@ class Built:
     head: heads.Head
     loo: dict = field(default_factory=dict)
     seconds: float = 0.0
+    tune_steps: int = 0  # > 0: body and head then fine-tuned on the examples (raypdiff.warmstart)
 
     def describe(self) -> dict:
         return {"body": self.body_source, "head": self.head.kind, "features": "mean-pooled, L2-normalized",
-                "leave_one_out": self.loo, "build_seconds": round(self.seconds, 4)}
+                "leave_one_out": self.loo, "tune_steps": self.tune_steps, "build_seconds": round(self.seconds, 4)}
+
+
+def tuned(builder: Builder, spec: TaskSpec, examples: list, built: Optional[Built], steps: int = warmstart.STEPS,
+          seed: int = 0) -> Built:
+    """`built` with its body and head fine-tuned on its examples for `steps`; None: LoRA fine-tuning from the base
+    model and a zero head at that budget."""
+    t0 = time.time()
+    if built is None:
+        body, head = warmstart.tune(builder, spec, examples, np.zeros(builder.body_layout.size, np.float32), None,
+                                    steps, seed=seed)
+        return Built(body, "base", head, {}, time.time() - t0, steps)
+    body, head = warmstart.tune(builder, spec, examples, built.body, built.head, steps, seed=seed)
+    return Built(body, built.body_source, head, built.loo, built.seconds + time.time() - t0, steps)
 
 
 def custom_spec(description: str, label_names: Optional[list[str]], text_fields: int = 1) -> TaskSpec:
@@ -57,6 +71,9 @@ class Builder:
         full = lora.layout_of(self.model)
         keep = [i for i, n in enumerate(full.names) if "lora_" in n]
         self.body_layout = lora.Layout(tuple(full.names[i] for i in keep), tuple(full.shapes[i] for i in keep))
+        state = lora.adapter_state(self.model)
+        # peft's initial LoRA (A random, B zero): the base model's function, but with a gradient to train from
+        self.init_body = torch.cat([state[n].detach().float().reshape(-1) for n in self.body_layout.names]).numpy()
 
     def body_of(self, vector: np.ndarray, layout: lora.Layout) -> np.ndarray:
         """The LoRA part of a full adapter vector (task head dropped), in the body layout's order."""
@@ -66,12 +83,16 @@ class Builder:
             raise ConfigError(f"the adapter has no LoRA matrix {missing[0]!r}: another base model or LoRA settings")
         return torch.cat([parts[n].reshape(-1) for n in self.body_layout.names]).numpy()
 
-    def features(self, body: np.ndarray, split: Split) -> np.ndarray:
-        """(R, H) sentence features of `split`'s rows under `body`."""
+    def load_body(self, body: np.ndarray) -> None:
+        """Put `body`'s LoRA matrices into the model."""
         from peft import set_peft_model_state_dict
 
         head = {n: t for n, t in lora.adapter_state(self.model).items() if "lora_" not in n}  # unused, but peft wants it
         set_peft_model_state_dict(self.model, lora.unflatten(body, self.body_layout) | head)
+
+    def features(self, body: np.ndarray, split: Split) -> np.ndarray:
+        """(R, H) sentence features of `split`'s rows under `body`."""
+        self.load_body(body)
         batches = lora.eval_batches(self.tokenizer, split, self.model_cfg.max_length, 64)
         return heads.features(self.model, batches, self.model_cfg.dtype)
 
@@ -190,24 +211,30 @@ def builder_for(gen) -> Builder:
 
 def build_for(gen, builder: Builder, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
               seed: int, bodies: Bodies = "auto", head: str = "auto", guidance: Optional[float] = None,
-              quality: Optional[float] = None) -> tuple[TaskSpec, Built]:
-    """A description, label names and {"text", "label"} rows → the task's spec and its built adapter."""
+              quality: Optional[float] = None, tune_steps: int = 0) -> tuple[TaskSpec, Built]:
+    """A description, label names and {"text", "label"} rows → the task's spec and its built adapter (with
+    tune_steps > 0, then fine-tuned on the rows)."""
     from raypdiff.conditions import parse_examples
 
     spec = custom_spec(description, label_names, text_fields=max((len(r["text"]) if isinstance(r.get("text"), list)
                                                                   else 1 for r in rows), default=1))
     examples = parse_examples(spec, rows)
+    if tune_steps < 0:
+        raise ConfigError(f"--tune-steps: must be >= 0, got {tune_steps}")
     found = candidates(bodies, gen, builder, spec, examples, num, seed, guidance, quality)
-    return spec, builder.build(spec, examples, found, head)
+    built = builder.build(spec, examples, found, head)
+    return spec, tuned(builder, spec, examples, built, tune_steps, seed) if tune_steps else built
 
 
 def make(gen, out_dir: str | Path, description: str, label_names: Optional[list[str]], rows: list[dict], num: int,
          seed: int, bodies: Bodies = "auto", head: str = "auto", builder: Optional[Builder] = None,
-         guidance: Optional[float] = None, quality: Optional[float] = None) -> dict:
+         guidance: Optional[float] = None, quality: Optional[float] = None, tune_steps: int = 0) -> dict:
     """`raypdiff generate --description`: one adapter for a new task, from the base body or the best of `num`
-    generated bodies, with a head built from the examples; a manifest says how it was built."""
+    generated bodies, with a head built from the examples (then fine-tuned on them for tune_steps); a manifest says
+    how it was built."""
     builder = builder or builder_for(gen)
-    spec, built = build_for(gen, builder, description, label_names, rows, num, seed, bodies, head, guidance, quality)
+    spec, built = build_for(gen, builder, description, label_names, rows, num, seed, bodies, head, guidance, quality,
+                            tune_steps)
     out = Path(out_dir)
     folder = builder.write(built, spec, out / "adapter_000", {"examples": len(rows), "seed": seed})
     manifest = {"adapters": [str(folder)], "description": description, "label_names": label_names,

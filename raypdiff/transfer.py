@@ -14,15 +14,18 @@ import numpy as np
 
 from raypdiff import heads
 from raypdiff.fewshot import draw_per_label
-from raypdiff.newtask import Builder, Built, generated_bodies
+from raypdiff.newtask import Builder, Built, generated_bodies, tuned
 from raypdiff.stats import Bootstrap
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 # every method's head reads its body's mean-pooled, L2-normalized features; "auto" is the product's route (the base
 # body or the best generated one, by leave-one-out); multitask: one body trained on every training task of the fold;
-# oracle: the task's own best-by-val zoo body
+# oracle: the task's own best-by-val zoo body; +tune: that adapter fine-tuned on the k examples (raypdiff.warmstart);
+# finetune: the same budget from the base model and a zero head
 METHODS = ("majority", "base+prototype", "base+logistic", "base+head", "nearest+head", "retrieved+head",
-           "multitask+head", "generated+head", "auto+head", "oracle+head", "setfit")
+           "multitask+head", "generated+head", "auto+head", "finetune", "base+head+tune", "generated+head+tune",
+           "oracle+head", "setfit")
+TUNED = ("finetune", "base+head+tune", "generated+head+tune")
 MULTITASK_FILE = "multitask.safetensors"
 
 
@@ -89,12 +92,55 @@ class TaskRun:
         return self.builder.build(self.spec, examples, bodies, head)
 
 
+def warm_starts(run: TaskRun, ex: list, base: Built, base_s: float, g: Built, gen_s: float, seed: int,
+          tag: str) -> list[tuple[str, np.ndarray, float]]:
+    """The warm starts from the base and the generated adapter, and plain fine-tuning at their budget: (method, test
+    predictions, seconds per adapter: building the start, then tuning)."""
+    out = []
+    for method, start, start_s in (("finetune", None, 0.0), ("base+head+tune", base, base_s),
+                                   ("generated+head+tune", g, gen_s)):
+        t0 = time.time()
+        w = tuned(run.builder, run.spec, ex, start, seed=seed)
+        s = time.time() - t0 + start_s
+        out.append((method, run.predict(f"{method}@{tag}", w), s))
+    return out
+
+
+def score_tuned(builder: Builder, gen, spec: TaskSpec, data: TaskData, max_k: int, tune_ks: list[int], draws: int,
+                num: int, seed: int, bootstrap: int) -> dict:
+    """The TUNED methods alone for a task scored before they existed, from the same supports and starts as
+    score_task: k → {methods, seconds, preds}."""
+    run = TaskRun(builder, spec, data)
+    zero = np.zeros(builder.body_layout.size, np.float32)
+    supports = [support(spec, data.train, max_k, np.random.default_rng([seed, zlib.crc32(spec.name.encode()), d]))
+                for d in range(draws)]
+    out = {}
+    for k in tune_ks:
+        preds: dict[str, list] = {}
+        secs: dict[str, list] = {}
+        for d, full in enumerate(supports):
+            ex = nested(spec, full, k)
+            t0 = time.time()
+            base = run.build(ex, {"base": zero})
+            base_s = time.time() - t0
+            t0 = time.time()
+            g = run.build(ex, generated_bodies(gen, builder, spec, ex, num, seed + d))
+            gen_s = time.time() - t0
+            for m, p, s in warm_starts(run, ex, base, base_s, g, gen_s, seed + d, f"k{k}d{d}"):
+                preds.setdefault(m, []).append(p)
+                secs.setdefault(m, []).append(s)
+        out[str(k)] = {"methods": methods_scores(spec, data, preds, bootstrap, seed),
+                       "seconds": {m: float(np.median(s)) for m, s in secs.items()},
+                       "preds": {m: np.stack(p) for m, p in preds.items()}}
+    return out
+
+
 def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodies: dict[str, np.ndarray],
                shared: Optional[np.ndarray], oracle: Optional[np.ndarray], ks: list[int], draws: int,
-               setfit_ks: list[int], num: int, seed: int, bootstrap: int) -> dict:
+               setfit_ks: list[int], num: int, seed: int, bootstrap: int, tune_ks: tuple[int, ...] = ()) -> dict:
     """Per k: every method's test predictions (over `draws` support draws), scores with intervals, seconds per
     adapter, and which body each picked. train_bodies: the fold's training tasks' best-by-val bodies; shared: the
-    fold's multi-task body; oracle: the task's own."""
+    fold's multi-task body; oracle: the task's own; tune_ks: the k with warm starts (TUNED)."""
     from raypdiff.baselines import setfit
 
     run = TaskRun(builder, spec, data)
@@ -104,7 +150,9 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
     t0 = time.time()  # every training body's features of the largest support, once per draw; each k takes its rows
     support_x = [{t: builder.features(b, as_split(spec, full)) for t, b in train_bodies.items()} for full in supports]
     support_s = (time.time() - t0) / draws
-    out: dict = {"metric": spec.metric, "test_rows": len(data.test), "k": {}}
+    import torch
+
+    out: dict = {"metric": spec.metric, "test_rows": len(data.test), "threads": torch.get_num_threads(), "k": {}}
     for k in ks:
         preds: dict[str, list] = {}
         secs: dict[str, list] = {}
@@ -152,6 +200,9 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             a = base if max(base.loo["base"].values()) >= max(g.loo[g.body_source].values()) else g
             key = "base" if a is base else f"{g.body_source}@k{k}d{d}"
             add("auto+head", run.predict(key, a), base_s + gen_s, a.body_source)
+            if k in tune_ks:
+                for m, p, s in warm_starts(run, ex, base, base_s, g, gen_s, seed + d, f"k{k}d{d}"):
+                    add(m, p, s)
             if oracle is not None:
                 t0 = time.time()
                 b = run.build(ex, {"own": oracle})
@@ -242,15 +293,34 @@ def claim(lock: Path) -> bool:
             return True
 
 
+def save_task(tasks_dir: Path, task: str, r: dict) -> None:
+    """A scored task: its predictions (.npz) and the rest (.json), each written whole before it replaces the old."""
+    for name, write in ((f"{task}.npz", lambda f: np.savez(f, **{f"{k}|{m}": p for k, v in r["k"].items()
+                                                               for m, p in v["preds"].items()})),
+                        (f"{task}.json", lambda f: f.write(json.dumps({**r, "k": {
+                            k: {n: x for n, x in v.items() if n != "preds"} for k, v in r["k"].items()}},
+                            indent=1).encode()))):
+        tmp = tasks_dir / f".{name}.tmp"
+        with tmp.open("wb") as f:
+            write(f)
+        tmp.replace(tasks_dir / name)
+
+
+def lacks_tuned(path: Path, tune_ks: list[int]) -> list[int]:
+    """The k of tune_ks that a scored task (its .json) has no warm starts for."""
+    scored = json.loads(path.read_text())["k"]
+    return [k for k in tune_ks if str(k) in scored and not all(m in scored[str(k)]["methods"] for m in TUNED)]
+
+
 def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
              setfit_ks: list[int], num: int, multitask_steps: int, train: bool = True, progress: bool = True,
-             reverse: bool = False) -> dict:
+             reverse: bool = False, tune_ks: tuple[int, ...] = ()) -> dict:
     """One fold: its generator and multi-task body (prepare_fold; train=False waits for another process to make
-    them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes. Several
-    processes may score one fold (reverse: from its last task): a task's .lock says another has it."""
+    them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes (a task
+    scored before its warm starts existed gets them added). Several processes may score one fold (reverse: from its
+    last task): a task's .lock says another has it."""
     from safetensors import safe_open
 
-    from raypdiff.checkpoint import GENERATOR_FILE
     from raypdiff.domains import load_splits
     from raypdiff.generate import Generator
 
@@ -279,24 +349,34 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for t in reversed(fold.heldout) if reverse else fold.heldout:
         path = tasks_dir / f"{t}.json"
-        if path.is_file():
-            continue
-        if not claim(tasks_dir / f"{t}.lock"):
+        missing = lacks_tuned(path, list(tune_ks)) if path.is_file() else None
+        if missing == [] or not claim(tasks_dir / f"{t}.lock"):
             continue
         if progress:
-            print(f"{fold.name}: {t}", file=sys.stderr, flush=True)
+            print(f"{fold.name}: {t}" + (f" (warm starts at k = {missing})" if missing else ""), file=sys.stderr,
+                  flush=True)
+        if missing:
+            r = {**json.loads(path.read_text()), "k": {}}
+            old = load_preds(out, t)
+            for k, v in json.loads(path.read_text())["k"].items():
+                r["k"][k] = {**v, "preds": old[k]}
+            extra = score_tuned(builder, gen, specs[t], data[t], max(int(k) for k in r["k"]), missing, draws, num,
+                                h.seed, h.bootstrap)  # its supports were drawn at the largest k it was scored at
+            for k, v in extra.items():
+                for part in ("methods", "seconds", "preds"):
+                    r["k"][k][part] = {**r["k"][k][part], **v[part]}
+            save_task(tasks_dir, t, r)
+            continue
         t0 = time.time()
         r = score_task(builder, gen, specs[t], data[t], bodies, shared, own.get(t), ks, draws, setfit_ks, num,
-                       h.seed, h.bootstrap)
+                       h.seed, h.bootstrap, tune_ks)
         if specs[t].num_labels == 2:
             fk = 8 if 8 in ks else max(ks)
             twin = specs[t].twin_of
             r["flip"] = flip_checks(builder, gen, specs[t], data[t], fk, max(ks), num, h.seed,
                                     (specs[twin], data[twin]) if twin in specs else None)
         r["seconds"] = time.time() - t0
-        np.savez(tasks_dir / f"{t}.npz", **{f"{k}|{m}": p for k, v in r["k"].items() for m, p in v["preds"].items()})
-        path.write_text(json.dumps({**r, "k": {k: {n: x for n, x in v.items() if n != "preds"}
-                                               for k, v in r["k"].items()}}, indent=1))
+        save_task(tasks_dir, t, r)
     while not all((tasks_dir / f"{t}.json").is_file() for t in fold.heldout):
         time.sleep(10)  # another process is scoring the rest
     return fold_result(fold, out, multitask_steps)
@@ -329,7 +409,9 @@ def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
 # pairs counted by paired interval over test rows, per task (macro-F1; the task's metric for regression)
 COMPARE = (("generated+head", "base+head"), ("generated+head", "nearest+head"), ("generated+head", "retrieved+head"),
            ("generated+head", "multitask+head"), ("multitask+head", "base+head"),
-           ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"))
+           ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"),
+           ("generated+head+tune", "base+head+tune"), ("generated+head+tune", "finetune"), ("base+head+tune", "finetune"),
+           ("base+head+tune", "base+head"), ("base+head+tune", "setfit"), ("generated+head+tune", "setfit"))
 
 
 def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.ndarray], metrics: dict[str, str],
@@ -395,7 +477,9 @@ def markdown(report: dict) -> str:
     lines = [f"# Unseen tasks: which body a built head should read ({report['scheme']}, {report['task_count']} tasks)",
              "", report["note"], ""]
     for k, block in report["summary"]["k"].items():
-        lines += [f"## k = {k} examples per label", "",
+        n = max(v["tasks"] for v in block["task_metric"].values())
+        lines += [f"## k = {k} examples per label" + (f" ({n} of {report['task_count']} tasks)"
+                                                       if n < report["task_count"] else ""), "",
                   "| method | macro-F1 (classification) | interval over tasks | task metric (all tasks) | "
                   "s per adapter |", "|---|---|---|---|---|"]
         for m in METHODS:

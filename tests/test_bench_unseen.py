@@ -16,7 +16,7 @@ from helpers import REPO, private_ray_env
 from raypdiff.config import ConfigError
 from raypdiff.holdout import family_groups
 from raypdiff.tasks import Split, TaskSpec
-from raypdiff.transfer import METHODS, nested, support
+from raypdiff.transfer import METHODS, TUNED, nested, support
 
 
 def spec(labels=("neg", "pos"), family="f", name="t") -> TaskSpec:
@@ -71,7 +71,7 @@ def test_bench_unseen_end_to_end(data_dir, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     ray_tmp = Path(tempfile.mkdtemp(prefix="rpu", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     args = [sys.executable, "bench/unseen.py", "--data-root", str(data_dir), "--config", "configs/tiny_holdout.yaml",
-            "--k", "2,4", "--setfit-k", "2", "--num", "2", "--multitask-steps", "6", "--work", str(work),
+            "--k", "2,4", "--setfit-k", "2", "--num", "2", "--multitask-steps", "6", "--tune-k=", "--work", str(work),
             "--out", str(out),
             "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}"]
     env = private_ray_env(ray_tmp)
@@ -81,7 +81,7 @@ def test_bench_unseen_end_to_end(data_dir, tmp_path):
     rep = r["families"]["report"]
     assert rep["task_count"] == 5  # every task scored, the regression one (STS-B) included: nothing skipped
     for k in ("2", "4"):
-        assert set(r["families"]["k"][k]) >= set(METHODS) - ({"setfit"} if k == "4" else set())
+        assert set(r["families"]["k"][k]) == set(METHODS) - set(TUNED) - ({"setfit"} if k == "4" else set())
         for m, v in r["families"]["k"][k].items():
             assert v["ci"][0] <= v["mean"] <= v["ci"][1], (k, m)
     for t, x in rep["tasks"].items():
@@ -102,3 +102,14 @@ def test_bench_unseen_end_to_end(data_dir, tmp_path):
     subprocess.run(args[:2] + ["--stage", "score"] + args[2:], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=600)
     assert {p: p.stat().st_mtime for p in work.rglob("tasks/*.json")} == before and time.time() - t0 < 120
+    old = {p: dict(np.load(p)) for p in work.rglob("tasks/*.npz")}
+    i = args.index("--tune-k=")  # warm starts asked for later are added to the scored tasks; the rest is kept
+    subprocess.run(args[:i] + ["--tune-k", "2"] + args[i + 1:], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=600)
+    r = json.loads((out / "unseen.json").read_text())
+    assert set(r["families"]["k"]["2"]) == set(METHODS) and not set(TUNED) & set(r["families"]["k"]["4"])
+    for p, preds in old.items():
+        new = np.load(p)
+        assert set(new.files) == set(preds) | {f"2|{m}" for m in TUNED}
+        for key, v in preds.items():
+            np.testing.assert_array_equal(new[key], v)

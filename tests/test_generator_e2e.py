@@ -147,9 +147,9 @@ def test_description_with_a_label_count_no_zoo_task_has(built, tmp_path):
     out = tmp_path / "three"
     assert cli.main(["generate", "--generator", str(built["gen"]), "--description", "What is this headline about?",
                      "--label-names", "sport,business,tech", "--examples", str(examples), "--bodies", "generated",
-                     "--num", "2", "--out", str(out)]) == 0
+                     "--num", "2", "--tune-steps", "2", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["body"].startswith("generated:")
+    assert manifest["body"].startswith("generated:") and manifest["tune_steps"] == 2  # then tuned on the examples
     assert TaskAdapter(manifest["adapters"][0]).logits(["the striker scored"]).shape == (1, 3)
 
 
@@ -357,6 +357,8 @@ BAD = [
     ("good", ["--description", "Three-way.", "--label-names", "a,b,c"], "--examples"),
     ("good", ["--description", "Two-way.", "--label-names", "a,b", "--examples", "@nojson", "--head", "ridge"],
      "not JSON"),
+    ("good", ["--description", "Two-way.", "--label-names", "neg,pos", "--examples", "@two", "--tune-steps", "-1"],
+     "--tune-steps: must be >= 0"),
     ("good", [], "give one of --task"),
     ("good", ["--task", "SST-2", "--quality", "1.5"], "--quality: must be in [0, 1]"),
     ("good", ["--task", "SST-2", "--quality", "-1"], "--quality: must be in [0, 1]"),
@@ -370,6 +372,7 @@ BAD = [
     ("same-layout", ["--task", "SST-2"], "base model"),
 ]
 EXAMPLES = {"neutral": '{"text": "meh", "label": "neutral"}\n', "index": '{"text": "meh", "label": 2}\n',
+            "two": '{"text": "fine", "label": "pos"}\n{"text": "awful", "label": "neg"}\n',
             "nojson": '{"text": "ok", "label": "pos"}\nnot json\n'}
 
 

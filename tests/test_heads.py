@@ -155,5 +155,45 @@ def test_generated_bodies_follow_guidance_and_check_quality(tiny_generator):
     np.testing.assert_array_equal(plain, generated_bodies(gen, b, spec, examples(), 1, 0)["generated:0"])  # seeded
     strong = generated_bodies(gen, b, spec, examples(), 1, 0, guidance=4.0)["generated:0"]
     assert not np.allclose(plain, strong)  # --guidance reaches the new-task route
-    with pytest.raises(ConfigError, match="--quality: this generator was trained without quality conditioning"):
-        generated_bodies(gen, b, spec, examples(), 1, 0, quality=0.9)
+    assert gen.cfg.condition.quality  # configs/tiny_gen.yaml conditions on quality (the default)
+    low = generated_bodies(gen, b, spec, examples(), 1, 0, quality=0.0)["generated:0"]
+    assert not np.allclose(plain, low)  # --quality reaches it too (plain asks for quality_target = 1)
+    with pytest.raises(ConfigError, match=r"--quality: must be in \[0, 1\]"):
+        generated_bodies(gen, b, spec, examples(), 1, 0, quality=1.5)
+
+
+def test_warm_start_from_zero_body_keeps_its_function_and_then_learns(builder):
+    from raypdiff.newtask import tuned
+
+    spec = custom_spec("Is this movie review positive?", ["positive", "negative"])
+    zero = np.zeros(builder.body_layout.size, np.float32)
+    split = Split([(t,) for t in POS + NEG], np.zeros(8, np.int64))
+    # peft's initial LoRA (B = 0) is the base model's function, so a warm start from the base body starts there
+    np.testing.assert_allclose(builder.features(builder.init_body, split), builder.features(zero, split), atol=1e-5)
+    assert np.abs(builder.init_body).max() > 0  # ... with A random: a gradient to follow
+    base = builder.build(spec, examples(flip=True), {"base": zero}, head="logistic")
+    same = tuned(builder, spec, examples(flip=True), base, steps=0)
+    np.testing.assert_array_equal(same.head.weight, base.head.weight)
+    np.testing.assert_array_equal(same.body, builder.init_body)
+    w = tuned(builder, spec, examples(flip=True), base, steps=5)
+    assert not np.allclose(w.body, builder.init_body) and not np.allclose(w.head.weight, base.head.weight)
+    assert w.body_source == "base" and w.describe()["tune_steps"] == 5 and w.seconds > base.seconds
+
+
+@pytest.mark.parametrize("num_labels", [1, 2, 3])
+def test_fine_tuning_from_scratch_fits_its_examples(builder, num_labels):
+    from raypdiff.newtask import tuned
+
+    names = None if num_labels == 1 else ["positive", "negative", "neutral"][:num_labels]
+    spec = custom_spec("How positive is this review?", names)
+    texts = POS + NEG + ["it was a film", "a movie with actors"]
+    labels = [0] * 4 + [1] * 4 + [2 % num_labels] * 2
+    ex = [((t,), float(y) if num_labels == 1 else y) for t, y in zip(texts, labels)]
+    w = tuned(builder, spec, ex, None, steps=30)
+    assert w.head.kind == ("ridge" if num_labels == 1 else "logistic")
+    assert w.head.weight.shape == (num_labels, builder.model.config.hidden_size)
+    pred = w.head.predict(builder.features(w.body, Split([(t,) for t in texts], np.zeros(len(texts)))))
+    if num_labels == 1:
+        assert np.corrcoef(pred, labels)[0, 1] > 0.8
+    else:
+        assert (pred == np.asarray(labels)).mean() >= 0.9

@@ -113,6 +113,8 @@ def test_generation_is_seeded_and_content_addressed(server):
     assert free["built"]["head"] in ("prototype", "logistic") and free["built"]["body"] in ("base", "generated:0")
     assert set(free["built"]["leave_one_out"]) == {"base", "generated:0"}
     assert make(c, **FREE)[0]["id"] == free["id"]  # the same request, the same adapter
+    tuned = make(c, **FREE, tune_steps=2)[0]  # then fine-tuned on its examples: other weights, another id
+    assert tuned["built"]["tune_steps"] == 2 and free["built"]["tune_steps"] == 0 and tuned["id"] != free["id"]
     r = c.post("/v1/predict", json={"adapter_id": free["id"], "texts": [["a", "b"]]})  # it was built on single texts
     assert r.status_code == 422 and "this adapter (built from its examples) reads single texts" in r.json()["error"]
     mixed = {**FREE, "examples": [*FREE["examples"], {"text": ["a", "b"], "label": "happy"}]}
@@ -208,6 +210,8 @@ def test_predict_with_an_adapter_made_on_the_fly(server):
     ("POST", "/v1/adapters", {"task": "SST-2", "seed": -1}, 422, "seed:"),
     ("POST", "/v1/adapters", {"task": "SST-2", "quality": 1.5}, 422, "quality:"),
     ("POST", "/v1/adapters", {"task": "SST-2", "guidance": "lots"}, 422, "guidance:"),
+    ("POST", "/v1/adapters", {"task": "SST-2", "tune_steps": 5}, 422, "tune_steps go with description"),
+    ("POST", "/v1/adapters", {**FREE, "tune_steps": 101}, 422, "tune_steps: Input should be less than or equal to 100"),
     ("POST", "/v1/adapters", {**FREE, "description": "d" * 2001}, 422, "description: String should have at most 2000"),
     ("POST", "/v1/adapters", {**FREE, "label_names": ["a", "a"]}, 422, "label_names: duplicates"),
     ("POST", "/v1/adapters", {**FREE, "label_names": ["only"]}, 422, "label_names: List should have at least 2"),

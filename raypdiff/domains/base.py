@@ -59,6 +59,7 @@ class UserInput:
     style_images: Optional[str] = None
     bodies: str = "auto"
     head: str = "auto"
+    tune_steps: int = 0
 
 
 def adapter_folders(out: Path, num: int) -> list[Path]:

@@ -107,7 +107,7 @@ class TextDomain:
             raise ConfigError("--style-images: this generator makes text adapters; style images need a generator "
                               "trained on a style zoo (domain: vision)")
         return newtask.make(gen, out, user.description or "", user.label_names, user.examples or [], num, seed,
-                            user.bodies, user.head, guidance=guidance, quality=quality)
+                            user.bodies, user.head, guidance=guidance, quality=quality, tune_steps=user.tune_steps)
 
 
 class AdapterWriter:

@@ -100,11 +100,13 @@ class AdapterMaker:
 
     def _new_task(self, req: dict) -> dict:
         """A new description → one adapter: the best of the base body and `num` generated bodies, with a head built
-        from the examples (raypdiff.newtask), stored; {"adapters": [info], "sample_seconds"}."""
+        from the examples (raypdiff.newtask; with tune_steps, then fine-tuned on them), stored; {"adapters": [info],
+        "sample_seconds"}."""
         b, seed = self.builder, req.get("seed", 0)
         spec, built = newtask.build_for(self.gen, b, req["description"], req.get("label_names"),
                                         req.get("examples") or [], req.get("num", 1), seed,
-                                        guidance=req.get("guidance"), quality=req.get("quality"))
+                                        guidance=req.get("guidance"), quality=req.get("quality"),
+                                        tune_steps=req.get("tune_steps", 0))
         h = built.head
         what = json.dumps([h.kind, spec.label_names, spec.description, list(spec.text_fields)])  # same weights, other
         id_ = adapter_id(np.concatenate([built.body, h.weight.ravel(), h.bias]), f"new-task:{what}", self.base)  # names

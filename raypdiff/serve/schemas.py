@@ -13,6 +13,7 @@ MAX_LABEL_CHARS = 64
 MAX_EXAMPLES = 32
 MAX_TEXT_CHARS = 1000  # per text; one example or one text to predict
 MAX_NUM = 16  # adapters per request
+MAX_TUNE_STEPS = 100  # ~40 s of a replica's time at k = 8 per label on a 2-core CPU
 MAX_TEXTS = 64  # texts per predict request
 MAX_SEED = 2**31 - 1
 
@@ -66,6 +67,9 @@ class AdapterRequest(_Strict):
     quality: Optional[float] = Field(None, ge=0, le=1, allow_inf_nan=False,
                                      description="metric rank within the task to ask for, 0..1 (quality-conditioned "
                                                  "generators; default: the generator's target)")
+    tune_steps: int = Field(0, ge=0, le=MAX_TUNE_STEPS,
+                            description="with description: fine-tune the built adapter's body and head on the examples "
+                                        "for this many steps (0: none; 20: ~8 s, +3.5 macro-F1 points measured)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -73,8 +77,8 @@ class AdapterRequest(_Strict):
             raise ValueError("give either task (a zoo task) or description (+ label_names and examples)")
         if self.description is not None and not self.description.strip():
             raise ValueError("description: must not be empty")
-        if self.task is not None and (self.label_names is not None or self.examples):
-            raise ValueError("label_names and examples go with description, not with task")
+        if self.task is not None and (self.label_names is not None or self.examples or self.tune_steps):
+            raise ValueError("label_names, examples and tune_steps go with description, not with task")
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise ValueError("label_names: duplicates")
         return self
@@ -92,6 +96,7 @@ class Built(_Strict):
     features: str = Field(description="what the head reads")
     leave_one_out: dict[str, dict[str, float]] = Field(
         description="body candidate → head kind → its leave-one-out score over the examples (what chose them)")
+    tune_steps: int = Field(description="steps the body and head were then fine-tuned on the examples (0: none)")
     build_seconds: float
 
 
