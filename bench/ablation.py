@@ -29,6 +29,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "raypdiff.cli", verb, "-c", args.config, f"data.root={args.data_root}",
                         *args.overrides], cwd=ROOT, check=True)
     src = ROOT / cfg.sweep.output_dir if not Path(cfg.sweep.output_dir).is_absolute() else Path(cfg.sweep.output_dir)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     for ext in ("json", "md", "png"):
         shutil.copy(src / f"sweep.{ext}", Path(args.out) / f"ablation.{ext}")
     print((Path(args.out) / "ablation.md").read_text())

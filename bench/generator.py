@@ -1,5 +1,6 @@
 """Train the generator on a collected zoo, evaluate it on held-out test rows, and time generation against
-fine-tuning fairly. Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise).
+fine-tuning fairly. Writes bench/results/<name>.{json,md,png} (name: generator unless --name says otherwise;
+--out: another folder).
 
     python bench/generator.py --zoo runs/zoo --data-root ../shared/data [key=value ...]
     python bench/generator.py --generator runs/generator --name generator_g1 diffusion.guidance=1
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raypdiff.checkpoint import locate
 from raypdiff.config import load_config
 from raypdiff.evaluate import evaluate, markdown
 from raypdiff.generate import Generator
@@ -35,14 +37,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def time_generation(gen: Generator, task: str, train_split, sampling: dict, repeats: int = 5) -> float:
     """Median seconds for one adapter from a new condition text (encode + sample + decode + de-normalize)."""
-    from raypdiff.conditions import condition_text, draw_examples, make_encoder
+    from raypdiff.conditions import draw_examples
 
-    encoder = make_encoder(gen.cfg.condition, gen.ckpt.base_model["base"])
     spec, rng, times = gen.spec(task), np.random.default_rng(0), []
     for i in range(repeats + 1):  # the first is a warm-up: first-call allocations
         t0 = time.perf_counter()
-        text = condition_text(spec, draw_examples(train_split, gen.cfg.condition.k, rng))
-        cond = gen.condition(torch.from_numpy(encoder.encode([text])), sampling.get("quality"))
+        examples = draw_examples(train_split, gen.cfg.condition.k, rng)
+        cond, _ = gen.task_condition(spec, examples, 1, among=[task], quality=sampling.get("quality"))
         gen.vectors(cond, task, i, sampling["guidance"], sampling["sampler"])
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
@@ -98,17 +99,21 @@ def main() -> None:
     p.add_argument("--ft-task", default="SST-2", help="the task fine-tuned once for the speed comparison")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both sides")
     p.add_argument("--finetune-only", action="store_true",
-                   help="only time the fine-tuning run and write bench/results/finetune_time.json, which a later "
+                   help="only time the fine-tuning run and write finetune_time.json (in --out), which a later "
                         "run with the same --ft-task and --threads reads instead of timing again (so it can run "
                         "beside the generator's one-CPU training)")
-    p.add_argument("--zoo-seconds", type=float, help="the zoo's collection wall time (default: bench/results/zoo.json)")
-    p.add_argument("--name", default="generator", help="results file name under bench/results/")
+    p.add_argument("--zoo-seconds", type=float, help="the zoo's collection wall time (default: zoo.json in --out)")
+    p.add_argument("--name", default="generator", help="results file name under bench/results/ (or --out)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for <name>.{json,md,png}, finetune_time.json and "
+                                                       "the zoo.json read for --zoo-seconds")
     p.add_argument("--generator", help="evaluate this trained generator (folder or file) instead of training one (its "
                                        "train_summary.json gives the training time)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    timed = RESULTS / "finetune_time.json"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timed = out / "finetune_time.json"
     if args.finetune_only:
         meta = read_meta(args.zoo)
         seconds, steps = time_finetune(meta, args.ft_task, load_splits(meta, [args.ft_task])[args.ft_task].train)
@@ -119,7 +124,7 @@ def main() -> None:
     cfg = load_config(args.config, [f"data.root={args.data_root}", f"collect.output_dir={args.zoo}",
                                     *args.overrides])
     if args.generator:
-        trained = json.loads((Path(args.generator).parent / "train_summary.json").read_text())
+        trained = json.loads((locate(args.generator).parent / "train_summary.json").read_text())
         trained["generator"] = args.generator
     else:
         trained = train_generator(cfg, args.zoo)
@@ -142,15 +147,14 @@ def main() -> None:
         ft_s, ft_steps = earlier["seconds"], earlier["steps"]
     else:
         ft_s, ft_steps = time_finetune(meta, args.ft_task, data.train)
-    zoo_s = args.zoo_seconds or json.loads((RESULTS / "zoo.json").read_text())["wall_seconds"]
+    zoo_s = args.zoo_seconds or json.loads((out / "zoo.json").read_text())["wall_seconds"]
     amortized = zoo_s + trained["train_seconds"]
     speed = {"threads": args.threads, "task": args.ft_task, "generate_s": gen_s, "finetune_s": ft_s,
              "finetune_steps": ft_steps, "speedup": ft_s / gen_s, "zoo_s": zoo_s, "train_s": trained["train_seconds"], "amortized_s": amortized,
              "break_even_adapters": amortized / (ft_s - gen_s), "to_zoo_best": best}
     result = {**report, "speed": speed, "overrides": args.overrides}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    shutil.copy(report_dir / "report.png", RESULTS / f"{args.name}.png")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    shutil.copy(report_dir / "report.png", out / f"{args.name}.png")
     md = [f"# Generator vs zoo on held-out test rows ({' '.join(args.overrides) or 'defaults'})", "", markdown(report),
           f"Speed ({args.threads} threads both sides, {args.ft_task}, tokenization included on both): generate one "
           f"adapter from a new condition text {gen_s:.3f} s; fine-tune one ({ft_steps} steps) "
@@ -159,7 +163,7 @@ def main() -> None:
           f"{speed['break_even_adapters']:.1f} adapters. Generate {best['n']}, score on val, pick: {best['seconds']:.0f} s "
           f"→ test {best['test']:.4f} vs the zoo's best-by-val {best['zoo_best_by_val_test']:.4f} "
           f"({'reached' if best['reached'] else 'not reached'}).", "", f"![]({args.name}.png)"]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

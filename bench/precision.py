@@ -1,8 +1,8 @@
 """float32 vs bfloat16 autocast on CPU for the zoo's two hot loops: one LoRA train step and one scoring batch of
 the packaged base model, on one torch thread with synthetic token ids of exactly the stated length: the evidence
-for what model.dtype=auto should pick on a CPU. Writes bench/results/precision.{json,md}.
+for what model.dtype=auto should pick on a CPU. Writes bench/results/precision.{json,md} (--out: another folder).
 
-    python bench/precision.py [--repeats 7]
+    python bench/precision.py [--repeats 7] [--train-batch 32 --score-batch 128 --length 128]
 """
 import argparse
 import json
@@ -24,8 +24,13 @@ LORA = LoraSettings(r=4, target_modules=["query", "value"])
 TRAIN_BATCH, SCORE_BATCH = 32, 128
 # (name, what runs, batch, length): the zoo's defaults (batch 32, eval.batch_size 128, max_length 128) and a
 # shorter train length, since most GLUE sentences pad to well under 128 tokens
-CASES = [("train_step_len128", "train", TRAIN_BATCH, 128), ("train_step_len64", "train", TRAIN_BATCH, 64),
-         ("score_len128", "score", SCORE_BATCH, 128)]
+def cases(train_batch: int = TRAIN_BATCH, score_batch: int = SCORE_BATCH, length: int = MODEL.max_length) -> list:
+    return [(f"train_step_len{length}", "train", train_batch, length),
+            (f"train_step_len{length // 2}", "train", train_batch, length // 2),
+            (f"score_len{length}", "score", score_batch, length)]
+
+
+CASES = cases()
 DTYPES = ("float32", "bfloat16")
 
 
@@ -108,42 +113,52 @@ def report(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up round (>= 5)")
+    p.add_argument("--train-batch", type=int, default=TRAIN_BATCH, help="rows of a train step")
+    p.add_argument("--score-batch", type=int, default=SCORE_BATCH, help="rows of a scoring batch")
+    p.add_argument("--length", type=int, default=MODEL.max_length,
+                   help="tokens per row (the second train case: half of it; at most the model's 512)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for precision.{json,md}")
     args = p.parse_args()
     if args.repeats < 5:
         raise SystemExit("--repeats: at least 5")
+    if min(args.train_batch, args.score_batch) < 1 or not 4 <= args.length <= 512:
+        raise SystemExit("--train-batch, --score-batch: at least 1; --length: 4..512")
+    run_cases = cases(args.train_batch, args.score_batch, args.length)
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = lora.load_tokenizer(MODEL)
     gen = torch.Generator().manual_seed(0)
-    batches = {name: synthetic_batch(tok, b, n, gen) for name, _, b, n in CASES}
+    batches = {name: synthetic_batch(tok, b, n, gen) for name, _, b, n in run_cases}
     runners = {d: Runner(d) for d in DTYPES}
     load_before = os.getloadavg()
-    times = {d: {name: [] for name, *_ in CASES} for d in DTYPES}
+    times = {d: {name: [] for name, *_ in run_cases} for d in DTYPES}
     # Interleaved (case by case, precision by precision, every round) so that load on a shared machine hits
     # both precisions alike; round 0 warms up oneDNN kernels and allocator caches and is not kept.
     for round_ in range(args.repeats + 1):
-        for name, kind, *_ in CASES:
+        for name, kind, *_ in run_cases:
             for d in DTYPES:
                 t = runners[d].time(kind, batches[name])
                 if round_:
                     times[d][name].append(t)
         if round_:
             print(f"round {round_}: " + "  ".join(f"{name} {d} {times[d][name][-1]:.2f}s"
-                                                 for name, *_ in CASES for d in DTYPES), flush=True)
+                                                 for name, *_ in run_cases for d in DTYPES), flush=True)
     median = {d: {name: statistics.median(ts) for name, ts in times[d].items()} for d in DTYPES}
     result = {
         **median,
-        "ratio": {name: median["bfloat16"][name] / median["float32"][name] for name, *_ in CASES},  # > 1: bf16 slower
+        # > 1: bf16 slower
+        "ratio": {name: median["bfloat16"][name] / median["float32"][name] for name, *_ in run_cases},
         "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
         "resolved_auto": lora.resolve_dtype("auto", torch.device("cpu")),
-        "repeats": args.repeats, "cases": {name: {"kind": k, "batch": b, "length": n} for name, k, b, n in CASES},
+        "repeats": args.repeats, "cases": {name: {"kind": k, "batch": b, "length": n} for name, k, b, n in run_cases},
         "torch": torch.__version__, "loadavg_before_after": [load_before[0], os.getloadavg()[0]],
         "times": times,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "precision.json").write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "precision.json").write_text(json.dumps(result, indent=1))
     md = report(result)
-    (RESULTS / "precision.md").write_text(md)
+    (out / "precision.md").write_text(md)
     print(md)
 
 

@@ -1,6 +1,6 @@
 """Scoring throughput: adapters scored per second on one task's test rows, in one process at the default torch
 thread count (how `evaluate` scored before it ran on Ray) against the Ray actor pool `evaluate` uses now
-(one actor per CPU, one thread each). Writes bench/results/scoring.{json,md}.
+(one actor per CPU, one thread each). Writes bench/results/scoring.{json,md} (--out: another folder).
 
     python bench/scoring.py --zoo runs/zoo [--task SST-2] [--num 16]
 """
@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--zoo", default="runs/zoo")
     p.add_argument("--task", default="SST-2")
     p.add_argument("--num", type=int, default=16, help="zoo vectors scored by each way")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
     args = p.parse_args()
     meta = read_meta(args.zoo)
     data = load_splits(meta, [args.task])[args.task]
@@ -46,15 +47,16 @@ def main() -> None:
               "pool": {"actors": len(pool.actors), "threads_each": 1, "seconds": pool_s,
                        "adapters_per_s": len(vecs) / pool_s},
               "same_predictions": bool((plain == pooled).all())}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scoring.json").write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scoring.json").write_text(json.dumps(result, indent=1))
     md = [f"# Scoring throughput ({args.task}, {len(data.test)} test rows, {len(vecs)} zoo adapters)", "",
           "| way | workers × threads | seconds | adapters/s |", "|---|---|---|---|",
           f"| one process (before) | 1 × {threads} | {plain_s:.1f} | {len(vecs) / plain_s:.2f} |",
           f"| Ray actor pool (evaluate) | {len(pool.actors)} × 1 | {pool_s:.1f} | {len(vecs) / pool_s:.2f} |", "",
           f"Pool / one process: {plain_s / pool_s:.2f}x the throughput; predictions identical: "
           f"{result['same_predictions']}."]
-    (RESULTS / "scoring.md").write_text("\n".join(md) + "\n")
+    (out / "scoring.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -1,5 +1,6 @@
 """Tabulate zoo runs made while choosing the defaults (one row per task and run: LoRA, schedule, val metric of
-its captures) into bench/results/zoo_probes.{json,md}. Each run is a `raypdiff collect` output folder.
+its captures) into bench/results/zoo_probes.{json,md} (--out: another folder). Each run is a `raypdiff collect`
+output folder.
 
     python bench/zoo_probes.py runs/zoo runs/probe_s4 runs/probe_s5 ...
 """
@@ -28,10 +29,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("zoos", nargs="+", help="collect output folders")
     p.add_argument("--name", default="zoo_probes", help="results file stem (bench/results/<name>.json)")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
     args = p.parse_args()
     table = sorted((r for z in args.zoos for r in rows(z)), key=lambda r: (r["task"], r["zoo"]))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"runs": table}, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps({"runs": table}, indent=1))
     md = ["# Zoo settings tried (mean / best / worst of each run's captured checkpoints)", "",
           "A row is reproduced by `raypdiff collect -c configs/zoo.yaml data.root=... 'tasks=[T]'` with the row's "
           "settings as overrides (`lora.r`, `lora.target_modules`, `train.per_task.T.{steps,lr,head_lr}`, "
@@ -41,7 +44,7 @@ def main() -> None:
     md += [f"| {r['task']} | {r['zoo']} | {r['lora_r']} | {','.join(r['targets'])} | {r['steps']} | {r['lr']:g} | "
            f"{r['head_lr']:g} | {r['captures']} | {r['val_rows']} | {r['metric']} | {r['mean']:.4f} | "
            f"{r['best']:.4f} | {r['worst']:.4f} |" for r in table]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -374,6 +374,9 @@ class ServeConfig:
     # the most one request makes)
     max_batch_size: int = 16  # generation requests sampled together (@serve.batch)
     batch_wait_s: float = 0.005
+    max_body_bytes: int = 1 << 20  # larger get 413 unread (the largest valid: 0.2 MB ASCII, 0.6 MB UTF-8 CJK)
+    body_timeout_s: float = 10.0  # a request body that stops arriving for this long gets 408
+    keep_alive_s: float = 5.0  # an idle connection between requests is closed after this (`raypdiff serve`)
 
     def __post_init__(self):
         _require(bool(self.generator), "serve.generator: name a generator folder, file or models:/ URI")
@@ -384,6 +387,9 @@ class ServeConfig:
             _require(getattr(self, name) >= 1, f"serve.{name}: must be >= 1, got {getattr(self, name)}")
         _require(self.replica_cpus >= 0, f"serve.replica_cpus: must be >= 0, got {self.replica_cpus}")
         _require(self.batch_wait_s >= 0, f"serve.batch_wait_s: must be >= 0, got {self.batch_wait_s}")
+        _require(self.max_body_bytes >= 1024, f"serve.max_body_bytes: must be >= 1024, got {self.max_body_bytes}")
+        for name in ("body_timeout_s", "keep_alive_s"):
+            _require(getattr(self, name) > 0, f"serve.{name}: must be > 0, got {getattr(self, name)}")
         _require(self.api_key is None or len(self.api_key) >= 8, "serve.api_key: use at least 8 characters")
 
 

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from raypdiff import plots
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
 from raypdiff.stats import Bootstrap, format_ci, interval, metric_rows, verdict
@@ -365,37 +366,34 @@ def markdown(report: dict) -> str:
 def plot(report: dict, path: Path) -> None:
     """Per task: test scores of zoo / reconstructed / generated adapters as strips (bar: their mean), with the
     weight average, the zoo's best-by-val and the majority class as lines; the y axis zoomed to the data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(report["tasks"])
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names) + 0.5, 3.4), squeeze=False)
     rng = np.random.default_rng(0)
-    for ax, t in zip(axes[0], names):
-        x = report["tasks"][t]["test"]
-        groups = {k: np.asarray(x[k]["scores"]) for k in ("zoo", "recon", "generated")}
-        for i, (label, values) in enumerate(groups.items()):
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=10, alpha=0.7, label=label)
-            ax.hlines(values.mean(), i - 0.3, i + 0.3, color="black", lw=1.5)
-        data = np.concatenate([*groups.values(), [x["weight_average"], x["zoo"]["best_by_val"]]])
-        pad = 0.15 * (data.max() - data.min()) + 1e-3
-        lo, hi = data.min() - pad, data.max() + pad
-        title = t
-        for label, v, colour in (("weight average", x["weight_average"], "tab:green"),
-                                 ("zoo best-by-val", x["zoo"]["best_by_val"], "tab:purple"),
-                                 ("majority", x["majority"], "tab:red")):
-            if lo <= v <= hi:
-                ax.axhline(v, color=colour, ls="--", lw=1, label=label)
-            else:  # zooming to the adapters matters more than showing a far-off baseline
-                title += f"\n{label} {v:.3f} (off scale)"
-        ax.set_ylim(lo, hi)
-        ax.set_xticks(range(len(groups)), list(groups), fontsize=7)
-        ax.set_title(title, fontsize=8)
-        ax.set_ylabel(f"test {report['tasks'][t]['metric']}", fontsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with plots.figure(path, (2.6 * len(names) + 0.5, 3.4), dpi=100, rect=(0, 0.08, 1, 1), ncols=len(names),
+                      squeeze=False) as (fig, axes):
+        for ax, t in zip(axes[0], names):
+            _strips(ax, t, report["tasks"][t], rng)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=7)
+
+
+def _strips(ax, name: str, r: dict, rng: np.random.Generator) -> None:
+    """One task's panel of `plot`."""
+    x = r["test"]
+    groups = {k: np.asarray(x[k]["scores"]) for k in ("zoo", "recon", "generated")}
+    for i, (label, values) in enumerate(groups.items()):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=10, alpha=0.7, label=label)
+        ax.hlines(values.mean(), i - 0.3, i + 0.3, color="black", lw=1.5)
+    data = np.concatenate([*groups.values(), [x["weight_average"], x["zoo"]["best_by_val"]]])
+    pad = 0.15 * (data.max() - data.min()) + 1e-3
+    lo, hi = data.min() - pad, data.max() + pad
+    title = name
+    for label, v, colour in (("weight average", x["weight_average"], "tab:green"),
+                             ("zoo best-by-val", x["zoo"]["best_by_val"], "tab:purple"),
+                             ("majority", x["majority"], "tab:red")):
+        if lo <= v <= hi:
+            ax.axhline(v, color=colour, ls="--", lw=1, label=label)
+        else:  # zooming to the adapters matters more than showing a far-off baseline
+            title += f"\n{label} {v:.3f} (off scale)"
+    ax.set_ylim(lo, hi)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=7)
+    ax.set_title(title, fontsize=8)
+    ax.set_ylabel(f"test {r['metric']}", fontsize=7)

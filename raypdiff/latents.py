@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raypdiff import plots
+
 
 def latent_map(gen, arrays: dict, conditions: dict[str, torch.Tensor], per_task: int = 40, seed: int = 0) -> dict:
     """2-D t-SNE coordinates of up to `per_task` zoo latents of each task the generator knows, and of the latents it
@@ -43,46 +45,30 @@ def interpolate(gen, cond_a: torch.Tensor, cond_b: torch.Tensor, stats_task: str
 
 def plot_map(m: dict, heldout: list[str], path: Path, title: str) -> Path:
     """Zoo latents as dots, generated ones as crosses (stars for held-out tasks), one colour per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xy, tasks, kinds = np.asarray(m["points"]), np.asarray(m["task"]), np.asarray(m["kind"])
     names = list(dict.fromkeys(m["task"]))
-    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(9, 7))
-    for i, t in enumerate(names):
-        c = colours(i % colours.N)
-        for kind, marker, size in (("zoo", "o", 10), ("generated", "*" if t in heldout else "x", 60)):
-            rows = (tasks == t) & (kinds == kind)
-            if rows.any():
-                ax.scatter(xy[rows, 0], xy[rows, 1], s=size, marker=marker, color=c, alpha=0.8,
-                           label=f"{t}{' (held out)' if t in heldout else ''}" if kind == "generated" else None)
-    ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2, loc="best", markerscale=0.7)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    colours = plots.palette(len(names))
+    with plots.figure(path, (9, 7)) as (fig, ax):
+        for i, t in enumerate(names):
+            c = colours(i % colours.N)
+            for kind, marker, size in (("zoo", "o", 10), ("generated", "*" if t in heldout else "x", 60)):
+                rows = (tasks == t) & (kinds == kind)
+                if rows.any():
+                    ax.scatter(xy[rows, 0], xy[rows, 1], s=size, marker=marker, color=c, alpha=0.8,
+                               label=f"{t}{' (held out)' if t in heldout else ''}" if kind == "generated" else None)
+        ax.set_title(title)
+        ax.legend(fontsize=6, ncol=2, loc="best", markerscale=0.7)
+        ax.set_xticks([])
+        ax.set_yticks([])
     return path
 
 
 def plot_path(alphas: list[float], scores: dict[str, list[float]], a: str, b: str, path: Path) -> Path:
     """The metric on each task's test rows along the path from a's condition (0) to b's (1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for task, values in scores.items():
-        ax.plot(alphas, values, marker="o", label=f"on {task}'s test rows")
-    ax.set_xlabel(f"condition: (1 - a) * {a} + a * {b}")
-    ax.set_ylabel("test metric")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.figure(path, (6, 4)) as (fig, ax):
+        for task, values in scores.items():
+            ax.plot(alphas, values, marker="o", label=f"on {task}'s test rows")
+        ax.set_xlabel(f"condition: (1 - a) * {a} + a * {b}")
+        ax.set_ylabel("test metric")
+        ax.legend(fontsize=8)
     return path

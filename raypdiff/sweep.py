@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 from ray.tune import Callback
 
+from raypdiff import plots
 from raypdiff.config import Config, apply_overrides
 
 EXPERIMENT = "sweep"  # the Tune experiment's folder under sweep.output_dir/tune
@@ -321,34 +322,28 @@ def markdown(s: dict) -> str:
 def plot(s: dict, path: Path) -> None:
     """One panel per axis: the average test figure (bars or a line over numeric values), each task's test figure
     with its interval, and the default row's seed spread as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     axes = {a: vals for a, vals in s.get("axes", {}).items() if vals}
-    fig, panels = plt.subplots(1, max(1, len(axes)), figsize=(4.2 * max(1, len(axes)), 3.6), squeeze=False)
     seeds = [r["average_test"] for r in s.get("default_seeds", {}).values()]
-    for ax, (axis, vals) in zip(panels[0], axes.items()):
-        labels = list(vals)
-        x = np.arange(len(labels))
-        avg = [vals[v]["average_test"] for v in labels]
-        if axis in ("captures", "latent"):
-            ax.plot(x, avg, "k-o", label="average")
-        else:
-            ax.bar(x, avg, color="#bbbbbb", label="average")
-        for j, t in enumerate(s["tasks"]):
-            y = np.array([vals[v]["tasks"][t]["test"] for v in labels])
-            lo = y - np.array([vals[v]["tasks"][t]["test_ci"][0] for v in labels])
-            hi = np.array([vals[v]["tasks"][t]["test_ci"][1] for v in labels]) - y
-            ax.errorbar(x + (j - len(s["tasks"]) / 2) * 0.06, y, yerr=[lo, hi], fmt=".", ms=4, lw=0.8, label=t)
-        if len(seeds) > 1:
-            ax.axhspan(min(seeds), max(seeds), color="tab:orange", alpha=0.25, label="default, seed spread")
-        ax.set_xticks(x, labels, rotation=30)
-        ax.set_title(axis)
-        ax.set_ylabel("test metric (generated mean)")
-    if axes:
-        panels[0][0].legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    n = max(1, len(axes))
+    with plots.figure(path, (4.2 * n, 3.6), dpi=120, ncols=n, squeeze=False) as (fig, panels):
+        for ax, (axis, vals) in zip(panels[0], axes.items()):
+            labels = list(vals)
+            x = np.arange(len(labels))
+            avg = [vals[v]["average_test"] for v in labels]
+            if axis in ("captures", "latent"):
+                ax.plot(x, avg, "k-o", label="average")
+            else:
+                ax.bar(x, avg, color="#bbbbbb", label="average")
+            for j, t in enumerate(s["tasks"]):
+                y = np.array([vals[v]["tasks"][t]["test"] for v in labels])
+                lo = y - np.array([vals[v]["tasks"][t]["test_ci"][0] for v in labels])
+                hi = np.array([vals[v]["tasks"][t]["test_ci"][1] for v in labels]) - y
+                ax.errorbar(x + (j - len(s["tasks"]) / 2) * 0.06, y, yerr=[lo, hi], fmt=".", ms=4, lw=0.8,
+                            label=t)
+            if len(seeds) > 1:
+                ax.axhspan(min(seeds), max(seeds), color="tab:orange", alpha=0.25, label="default, seed spread")
+            ax.set_xticks(x, labels, rotation=30)
+            ax.set_title(axis)
+            ax.set_ylabel("test metric (generated mean)")
+        if axes:
+            panels[0][0].legend(fontsize=6, loc="lower left")

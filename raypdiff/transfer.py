@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from raypdiff import heads
+from raypdiff import heads, plots
 from raypdiff.fewshot import draw_per_label
 from raypdiff.newtask import Builder, Built, generated_bodies, tuned
 from raypdiff.stats import Bootstrap
@@ -517,28 +517,21 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> Path:
     """macro-F1 average over tasks against k per label, one line per method, intervals shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = list(report["summary"]["k"])
-    for m in METHODS:
-        pts = [(int(k), report["summary"]["k"][k]["macro_f1"][m]) for k in ks if m in report["summary"]["k"][k]["macro_f1"]]
-        if not pts:
-            continue
-        x = [p[0] for p in pts]
-        y = np.array([p[1]["mean"] for p in pts])
-        lo, hi = np.array([p[1]["ci"] for p in pts]).T
-        ax.plot(x, y, "o-" if len(x) > 1 else "s", label=m, ms=4)
-        ax.fill_between(x, lo, hi, alpha=0.1)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("examples per label (k)")
-    ax.set_ylabel("macro-F1, average over held-out tasks")
-    ax.set_title(f"unseen tasks ({report['scheme']}): heads built on each body")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.figure(path, (7, 4.5)) as (fig, ax):
+        for m in METHODS:
+            pts = [(int(k), report["summary"]["k"][k]["macro_f1"][m]) for k in ks
+                   if m in report["summary"]["k"][k]["macro_f1"]]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            y = np.array([p[1]["mean"] for p in pts])
+            lo, hi = np.array([p[1]["ci"] for p in pts]).T
+            ax.plot(x, y, "o-" if len(x) > 1 else "s", label=m, ms=4)
+            ax.fill_between(x, lo, hi, alpha=0.1)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("examples per label (k)")
+        ax.set_ylabel("macro-F1, average over held-out tasks")
+        ax.set_title(f"unseen tasks ({report['scheme']}): heads built on each body")
+        ax.legend(fontsize=7, ncol=2)
     return path

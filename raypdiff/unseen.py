@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from raypdiff import plots
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import Bootstrap, format_ci, metric_rows
@@ -323,25 +324,17 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> Path:
     """Per held-out task, each method's test mean with its interval; the average over tasks in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = list(report["tasks"])
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(tasks) * len(METHODS) / 4), 5))
     width = 0.8 / len(METHODS)
-    for i, m in enumerate(METHODS):
-        r = [report["tasks"][t][m] for t in tasks]
-        mean = np.array([x["mean"] for x in r])
-        err = np.abs(np.array([x["ci"] for x in r]).T - mean)
-        ax.bar(np.arange(len(tasks)) + (i - len(METHODS) / 2) * width, mean, width, yerr=err, capsize=1,
-               label=f"{m} ({report['average'][m]:.3f})")
-    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("test metric")
-    ax.set_title(f"held-out tasks ({report['scheme']}); legend: average over tasks")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.figure(path, (max(8, 0.6 * len(tasks) * len(METHODS) / 4), 5)) as (fig, ax):
+        for i, m in enumerate(METHODS):
+            r = [report["tasks"][t][m] for t in tasks]
+            mean = np.array([x["mean"] for x in r])
+            err = np.abs(np.array([x["ci"] for x in r]).T - mean)
+            ax.bar(np.arange(len(tasks)) + (i - len(METHODS) / 2) * width, mean, width, yerr=err, capsize=1,
+                   label=f"{m} ({report['average'][m]:.3f})")
+        ax.set_xticks(np.arange(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("test metric")
+        ax.set_title(f"held-out tasks ({report['scheme']}); legend: average over tasks")
+        ax.legend(fontsize=7, ncol=2)
     return path

@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from raypdiff import plots
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains import domain_for
 
@@ -348,26 +349,18 @@ def collect(cfg: Config, progress: bool = True) -> dict:
 
 def metric_plot(zoo_dir: Path, out: Path) -> Path:
     """One histogram per task of its captures' val metric, the test majority baseline marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     meta = read_meta(zoo_dir, allow_incomplete=True)
     t = load_table(zoo_dir, ["task", "value"]).to_pandas()
     names = [n for n in meta["tasks"] if (t.task == n).any()]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        info = meta["tasks"][name]
-        ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
-        if info["majority"] is not None:  # style zoos have no majority class
-            ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
-        ax.set_title(name)
-        ax.set_xlabel(f"val {info['metric']}")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with plots.figure(out, (3.2 * len(names), 2.8), dpi=90, ncols=len(names), squeeze=False) as (fig, axes):
+        for ax, name in zip(axes[0], names):
+            info = meta["tasks"][name]
+            ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
+            if info["majority"] is not None:  # style zoos have no majority class
+                ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
+            ax.set_title(name)
+            ax.set_xlabel(f"val {info['metric']}")
+        axes[0][0].legend(fontsize=7)
     return out
 
 

@@ -2,14 +2,18 @@
 private local Ray that leave nothing behind."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,3 +207,64 @@ def drive_page(exe: str, url: str, tmp: Path, screenshot: Path) -> dict:
                     "labels": [rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())]}
         finally:
             browser.close()
+
+
+# The page in a browser, step by step (its form, task list loads, generation, download)
+
+SLOW_MS = 120_000  # the browser's wait for a first generation or prediction (a cold replica on a busy machine)
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A fresh page in Debian's chromium (skip without it)."""
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium; .ci/run installs it where it can)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1000, "height": 1200}, accept_downloads=True)
+        finally:
+            browser.close()
+
+
+FORM = ("#description", "#labels", "#examples", "#texts")
+
+
+def form(page) -> dict:
+    return {f: page.locator(f).input_value() for f in FORM}
+
+
+LOADS = "() => Number(document.body.dataset.taskLoads || 0)"  # the page counts its finished task list loads
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url + "/")
+    page.wait_for_function(f"({LOADS})() >= 1")
+
+
+def enter_key(page, key: str) -> None:
+    """Type the API key and leave the field, as a user does (its change event reloads the tasks); returns once
+    the page has handled the reload."""
+    before = page.evaluate(LOADS)
+    page.fill("#apikey", key)
+    page.press("#apikey", "Tab")
+    page.wait_for_function(f"({LOADS})() > {before}")
+
+
+def page_generate(page) -> str:
+    from playwright.sync_api import expect
+
+    page.click("#generate")
+    expect(page.locator("#adapter-id")).to_have_text(re.compile(r"^[0-9a-f]{64}$"), timeout=SLOW_MS)
+    expect(page.locator("#gen-error")).to_have_text("")
+    return page.locator("#adapter-id").inner_text()
+
+
+def page_download(page, dest: Path) -> list[str]:
+    with page.expect_download() as dl:
+        page.click("#download")
+    dl.value.save_as(dest)
+    return zipfile.ZipFile(dest).namelist()

@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import start_server, stop_server
+from helpers import SLOW_MS, browser_page, enter_key, form, open_page, page_download, page_generate, start_server, \
+    stop_server
 
 pytestmark = pytest.mark.full  # end to end: the full tier
 
@@ -25,6 +26,8 @@ KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_ADAPTERS = 16  # the store's cap in this app (the least allowed)
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+KEY_ERROR = "missing or wrong API key (send Authorization: Bearer <key>)"
+BODY_TIMEOUT, KEEP_ALIVE = 2, 2  # seconds (serve.body_timeout_s, serve.keep_alive_s)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,8 @@ def server(tiny_generator):
     tmp = Path(tempfile.mkdtemp(prefix="rps", dir="/tmp"))
     proc, url = start_server(["--generator", tiny_generator["model"], "--replicas", "2",
                               f"serve.tracking_uri={tiny_generator['uri']}", f"serve.store_dir={tmp / 'store'}",
-                              f"serve.max_adapters={MAX_ADAPTERS}"], tmp, env={"RAYPDIFF_API_KEY": KEY})
+                              f"serve.max_adapters={MAX_ADAPTERS}", f"serve.body_timeout_s={BODY_TIMEOUT}",
+                              f"serve.keep_alive_s={KEEP_ALIVE}"], tmp, env={"RAYPDIFF_API_KEY": KEY})
     try:
         with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
             yield {"client": client, "url": url, "proc": proc, "store": tmp / "store"}
@@ -98,7 +102,7 @@ def test_every_v1_route_needs_the_key(server, method, path, body, header):
     headers = {} if header is None else {"Authorization": header}
     r = httpx.request(method, server["url"] + path, json=body, headers=headers, timeout=60)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    assert r.json() == {"error": "missing or wrong API key (send Authorization: Bearer <key>)"}
+    assert r.json() == {"error": KEY_ERROR}
 
 
 def test_generation_is_seeded_and_content_addressed(server):
@@ -210,6 +214,11 @@ def test_predict_with_an_adapter_made_on_the_fly(server):
     ("POST", "/v1/adapters", {"task": "SST-2", "seed": -1}, 422, "seed:"),
     ("POST", "/v1/adapters", {"task": "SST-2", "quality": 1.5}, 422, "quality:"),
     ("POST", "/v1/adapters", {"task": "SST-2", "guidance": "lots"}, 422, "guidance:"),
+    ("POST", "/v1/adapters", {"task": "SST-2", "num": "3"}, 422, "num: Input should be a valid integer"),  # no coercion
+    ("POST", "/v1/adapters", {"task": "SST-2", "num": True}, 422, "num: Input should be a valid integer"),
+    ("POST", "/v1/adapters", {"task": "SST-2", "seed": True}, 422, "seed: Input should be a valid integer"),
+    ("POST", "/v1/adapters", {"task": "SST-2", "num": 2.0}, 422, "num: Input should be a valid integer"),
+    ("GET", "/v1/tasks/", None, 404, ""),  # no redirect (its Location would echo the request's Host)
     ("POST", "/v1/adapters", {"task": "SST-2", "tune_steps": 5}, 422, "tune_steps go with description"),
     ("POST", "/v1/adapters", {**FREE, "tune_steps": 101}, 422, "tune_steps: Input should be less than or equal to 100"),
     ("POST", "/v1/adapters", {**FREE, "description": "d" * 2001}, 422, "description: String should have at most 2000"),
@@ -304,3 +313,137 @@ def test_a_killed_replica_is_replaced_and_requests_keep_succeeding(server):
             t.join()
     failed = [s for s in results if s != 200]
     assert len(results) > 20 and not failed, f"{len(failed)} of {len(results)} requests failed: {set(failed)}"
+
+
+def raw(url: str, data: bytes, pause_after: float = 0.0, more: bytes = b"") -> tuple[bytes, float]:
+    """Send bytes on one TCP connection (then, after a pause, more); → (everything the server sent until it closed,
+    seconds from the first byte sent to the close)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        t0 = time.time()
+        sock.sendall(data)
+        if pause_after:
+            time.sleep(pause_after)
+            if more:
+                try:
+                    sock.sendall(more)
+                except OSError:
+                    pass
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        return got, time.time() - t0
+
+
+def test_the_key_is_checked_before_the_body_is_read(server):
+    url = server["url"]
+    r = httpx.post(f"{url}/v1/adapters", json={"task": "SST-2", "num": 99}, timeout=60)  # invalid, and no key
+    assert r.status_code == 401, r.text
+    big = b'{"description": "' + b"d" * (2 << 20) + b'"}'  # 2 MB: over serve.max_body_bytes (1 MiB)
+    t0 = time.time()
+    r = httpx.post(f"{url}/v1/adapters", content=big, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 401 and time.time() - t0 < 5
+    r = httpx.post(f"{url}/v1/adapters", content=big, headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "more than the 1048576 allowed" in r.json()["error"]
+    r = httpx.post(f"{url}/v1/adapters", json={"task": "SST-2"}, headers={"Authorization": f"bearer {KEY}"}, timeout=60)
+    assert r.status_code == 200, r.text  # the scheme is case-insensitive (RFC 7235)
+    r = httpx.get(f"{url}/v1/tasks", headers={**AUTH, "X-Big": "h" * (1 << 20)}, timeout=60)
+    assert r.status_code in (400, 431), r.text  # 1 MB of headers: refused (431 by the guard, or 400 by the server)
+
+
+def test_a_body_that_stops_arriving_is_answered_408(server):
+    head = (f"POST /v1/adapters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
+    got, seconds = raw(server["url"], head + b'{"task": ', pause_after=BODY_TIMEOUT + 3)
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    assert b"nothing arrived for 2 s" in got and seconds < BODY_TIMEOUT + 15
+
+
+def test_an_idle_connection_is_closed_after_keep_alive(server):
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    got, seconds = raw(server["url"], request)  # the server answers, then closes the idle connection
+    assert got.startswith(b"HTTP/1.1 200") and KEEP_ALIVE - 0.5 < seconds < KEEP_ALIVE + 10
+
+
+def test_headers_head_docs_and_no_redirects(server):
+    url = server["url"]
+    page = httpx.get(f"{url}/")
+    for k, v in {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}.items():
+        assert page.headers[k] == v
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert httpx.get(f"{url}/v1/tasks").headers["x-content-type-options"] == "nosniff"  # a refusal carries them too
+    assert httpx.head(f"{url}/healthz").status_code == 200  # load balancers' health checks
+    r = httpx.get(f"{url}/v1/tasks/", headers={**AUTH, "Host": "evil.example"})
+    assert r.status_code == 404 and "location" not in r.headers
+    docs = httpx.get(f"{url}/docs").text  # offline: every asset from this server, none from a CDN
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", docs)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for a in assets:
+        r = httpx.get(url + a)
+        assert r.status_code == 200 and len(r.content) > 1000, a
+    schema = httpx.get(f"{url}/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+# The page with an API key (issue 27, item 7), in a real browser; the open page: tests/test_serve_open.py
+
+def test_page_with_a_key_clears_the_stale_error_and_keeps_the_typed_form(server):
+    """With a key set on the server: the page's first task list is refused (401, the server's message shown); the
+    right key clears that error and lists the tasks without overwriting what the user typed meanwhile; on an
+    untouched page the key's task list fills the form."""
+    from playwright.sync_api import expect
+
+    url = server["url"]
+    with browser_page() as page:
+        open_page(page, url)
+        expect(page.locator("#gen-error")).to_have_text("Could not list tasks: " + KEY_ERROR)
+        assert page.locator("#preset option").count() == 0
+        mine = {"#description": "Is this tweet sarcastic?", "#labels": "no, yes",
+                "#examples": "oh great, another monday => yes\nlovely weather today => no"}
+        for field, value in mine.items():
+            page.fill(field, value)
+        enter_key(page, "wrong-key-0123")
+        expect(page.locator("#gen-error")).to_have_text("Could not list tasks: " + KEY_ERROR)
+        enter_key(page, KEY)
+        expect(page.locator("#gen-error")).to_have_text("")  # the stale error is gone
+        assert page.locator("#preset option").count() == 2
+        assert form(page) == {**mine, "#texts": ""}, "the key's task list overwrote what the user typed"
+
+        fresh = page.context.browser.new_page()  # untouched: the key's task list fills the form
+        open_page(fresh, url)
+        expect(fresh.locator("#gen-error")).to_have_text("Could not list tasks: " + KEY_ERROR)
+        enter_key(fresh, KEY)
+        expect(fresh.locator("#gen-error")).to_have_text("")
+        expect(fresh.locator("#description")).to_have_value(re.compile("sentiment"))
+        assert fresh.locator("#labels").input_value() == "negative, positive"
+
+
+def test_page_with_a_key_downloads_and_shows_the_servers_401(server, tmp_path):
+    """With a key: the download (a fetch with the key, saved from a Blob) gives the zip; with a wrong key the
+    download and the prediction show the server's 401 message and save nothing; the right key again clears every
+    error, and both work."""
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        downloads = []
+        page.on("download", lambda d: downloads.append(d))
+        open_page(page, server["url"])
+        enter_key(page, KEY)
+        page_generate(page)
+        assert "adapter_model.safetensors" in page_download(page, tmp_path / "a.zip")
+        enter_key(page, "wrong-key-0123")
+        expect(page.locator("#gen-error")).to_have_text("Could not list tasks: " + KEY_ERROR)
+        page.click("#download")
+        expect(page.locator("#download-error")).to_have_text("download failed: " + KEY_ERROR)
+        page.click("#try")
+        expect(page.locator("#try-error")).to_have_text(KEY_ERROR)
+        assert len(downloads) == 1  # the 401 was not saved as a zip
+        enter_key(page, KEY)
+        for box in ("#gen-error", "#download-error", "#try-error"):
+            expect(page.locator(box)).to_have_text("")
+        assert "adapter_model.safetensors" in page_download(page, tmp_path / "b.zip")
+        page.click("#try")
+        expect(page.locator("#predictions tbody tr")).to_have_count(2, timeout=SLOW_MS)  # a cold Predictor: slower
+        assert page.locator("#try-error").inner_text() == ""

@@ -3,31 +3,37 @@ deployments, the web page at /, and `build_app`, the application builder `raypdi
 
 import asyncio
 import dataclasses
-import hmac
 import os
 from pathlib import Path
 from typing import Optional
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raypdiff.serve import schemas
 from raypdiff.serve.deployments import GeneratorDeployment, PredictorDeployment
+from raypdiff.serve.guard import Guard, Limits
 from raypdiff.serve.store import ID_PATTERN, UNKNOWN, AdapterStore
 
 PAGE = Path(__file__).parent / "page" / "index.html"
 RETRIES = 3  # calls to a deployment whose replica died on the way are sent again (to a live replica)
-ERRORS = {code: {"model": schemas.Error} for code in (400, 401, 404, 422, 503)}
-V1 = dict(responses=ERRORS)
+ERRORS = {code: {"model": schemas.Error} for code in (400, 401, 404, 408, 413, 422, 431, 503)}
+# the key is checked by the Guard before anything is read; this only declares it in the OpenAPI schema
+BEARER = HTTPBearer(auto_error=False, description="the server's API key, when it has one (serve.api_key)")
+V1 = dict(responses=ERRORS, dependencies=[Depends(BEARER)])
 
-app = FastAPI(title="raypdiff", version="1",
-              description="Generate LoRA adapters from a task description and a few labeled examples (COND P-DIFF), "
-                          "download them as PEFT folders and try them on texts.")
+# /docs from local files (offline); no slash redirects (their Location would echo the request's Host)
+app = FastAPIOffline(title="raypdiff", version="1", redoc_url=None, redirect_slashes=False,
+                     description="Generate LoRA adapters from a task description and a few labeled examples "
+                                 "(COND P-DIFF), download them as PEFT folders and try them on texts.")
+app.add_middleware(Guard)
 
 
 def _one_line(exc: RequestValidationError) -> str:
@@ -75,17 +81,10 @@ class Ingress:
         cfg = Config.from_dict({"serve": settings}).serve
         self.generator, self.predictor = generator, predictor
         self.store = AdapterStore(cfg.store_dir, cfg.max_adapters)
-        self.api_key = cfg.api_key or os.environ.get("RAYPDIFF_API_KEY") or None
+        app.state.limits = Limits(cfg.api_key or os.environ.get("RAYPDIFF_API_KEY") or None, cfg.max_body_bytes,
+                                  cfg.body_timeout_s)
         self._catalog: Optional[dict] = None
         self._page = PAGE.read_text()  # read once, not per request
-
-    def _auth(self, authorization: Optional[str]) -> None:
-        if self.api_key is None:
-            return
-        want = f"Bearer {self.api_key}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
-            raise HTTPException(401, "missing or wrong API key (send Authorization: Bearer <key>)",
-                                headers={"WWW-Authenticate": "Bearer"})
 
     async def catalog(self) -> dict:
         if self._catalog is None:
@@ -96,18 +95,16 @@ class Ingress:
     def page(self) -> HTMLResponse:
         return HTMLResponse(self._page)
 
-    @app.get("/healthz", response_model=schemas.Health)
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=schemas.Health)  # HEAD: load balancers' checks
     async def healthz(self):
         return {"status": "ok", "generator_tasks": len((await self.catalog())["tasks"])}
 
     @app.get("/v1/tasks", response_model=schemas.Tasks, **V1)
-    async def tasks(self, authorization: Optional[str] = Header(None)):
-        self._auth(authorization)
+    async def tasks(self):
         return await self.catalog()
 
     @app.post("/v1/adapters", response_model=schemas.Adapters, **V1)
-    async def adapters(self, req: schemas.AdapterRequest, authorization: Optional[str] = Header(None)):
-        self._auth(authorization)
+    async def adapters(self, req: schemas.AdapterRequest):
         return _answer(await self._make(req))
 
     async def _make(self, req: schemas.AdapterRequest) -> dict:
@@ -117,10 +114,8 @@ class Ingress:
     @app.get("/v1/adapters/{adapter_id}", response_class=Response, responses={
         200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
               "description": "the PEFT folder (adapter_config.json, adapter_model.safetensors, raypdiff.json)"},
-        **ERRORS})
-    async def download(self, adapter_id: str = PathParam(pattern=ID_PATTERN),
-                       authorization: Optional[str] = Header(None)):
-        self._auth(authorization)
+        **ERRORS}, dependencies=[Depends(BEARER)])
+    async def download(self, adapter_id: str = PathParam(pattern=ID_PATTERN)):
         try:
             data = self.store.zip(adapter_id)
         except KeyError:
@@ -129,8 +124,7 @@ class Ingress:
                         headers={"Content-Disposition": f'attachment; filename="adapter-{adapter_id[:12]}.zip"'})
 
     @app.post("/v1/predict", response_model=schemas.Predictions, **V1)
-    async def predict(self, req: schemas.PredictRequest, authorization: Optional[str] = Header(None)):
-        self._auth(authorization)
+    async def predict(self, req: schemas.PredictRequest):
         if req.adapter is not None:
             made = _answer(await self._make(req.adapter.model_copy(update={"num": 1})))
             adapter_id = made["adapters"][0]["id"]
@@ -170,7 +164,7 @@ def run(cfg, address: Optional[str] = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.start(http_options={"host": cfg.host, "port": cfg.port, "keep_alive_timeout_s": cfg.keep_alive_s})
         serve.run(build_app(dataclasses.asdict(cfg)), name="raypdiff", route_prefix="/")
         print(f"raypdiff: serving on http://{cfg.host}:{cfg.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
         stop.wait()

@@ -28,11 +28,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Request(BaseModel):
+    """No coercion either: "3" or true is not a number."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class Error(_Strict):
     error: str = Field(description="one line saying what was wrong")
 
 
-class Example(_Strict):
+class Example(_Request):
     text: TextOrPair = Field(description="a text, or a [first, second] pair for pair tasks")
     label: Union[LabelName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
         description="a label name (classification) or a number (regression)")
@@ -54,7 +59,7 @@ class Tasks(_Strict):
     tasks: list[TaskInfo]
 
 
-class AdapterRequest(_Strict):
+class AdapterRequest(_Request):
     """Either a zoo task, or a new task: description, label names (omit for regression) and labeled examples."""
     task: Optional[Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS)]] = None
     description: Optional[Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)]] = None
@@ -119,7 +124,7 @@ class Adapters(_Strict):
     sample_seconds: float
 
 
-class PredictRequest(_Strict):
+class PredictRequest(_Request):
     """An adapter id, or an adapter request (one adapter, generated on the fly), and the texts to label."""
     adapter_id: Optional[AdapterId] = None
     adapter: Optional[AdapterRequest] = None

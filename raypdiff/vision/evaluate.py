@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from raypdiff import plots
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import interval
@@ -373,10 +374,6 @@ def _montage(rows: list[np.ndarray], scale: int = 3) -> np.ndarray:
 def write_pictures(report: dict, grids: dict, strip: list, out: Path) -> list[Path]:
     """vision.png (scores by method), a grid per style (rows: real then each method; columns: the ten classes) and
     interpolation.png (rows: classes; columns: points on the path)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     paths = []
@@ -388,17 +385,14 @@ def write_pictures(report: dict, grids: dict, strip: list, out: Path) -> list[Pa
     p = out / "interpolation.png"
     Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
     paths.append(p)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, k in zip(axes, SCORES):
-        for kind, methods, shift in (("styles", SEEN, 0), ("heldout_styles", HELDOUT, len(SEEN) + 1)):
-            if report[kind]:
-                vals = [np.mean([r[m][k] for r in report[kind].values()]) for m in methods]
-                ax.bar(np.arange(len(methods)) + shift, vals, color="C0" if shift == 0 else "C1")
-        labels = [*SEEN, "", *[f"held-out {m}" for m in HELDOUT]]
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{k} (mean over styles)")
-    fig.tight_layout()
     p = out / "vision.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
+    with plots.figure(p, (14, 4), dpi=100, ncols=3) as (fig, axes):
+        for ax, k in zip(axes, SCORES):
+            for kind, methods, shift in (("styles", SEEN, 0), ("heldout_styles", HELDOUT, len(SEEN) + 1)):
+                if report[kind]:
+                    vals = [np.mean([r[m][k] for r in report[kind].values()]) for m in methods]
+                    ax.bar(np.arange(len(methods)) + shift, vals, color="C0" if shift == 0 else "C1")
+            labels = [*SEEN, "", *[f"held-out {m}" for m in HELDOUT]]
+            ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"{k} (mean over styles)")
     return [*paths, p]
