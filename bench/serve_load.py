@@ -127,18 +127,25 @@ def run_setting(args, replicas: int, tmp: Path) -> dict:
                              env={"RAYPDIFF_API_KEY": ""})
     mem = Memory(proc.proc.pid)
     out: dict = {"replicas": replicas}
+    def stored() -> str:
+        """The predicted-on adapter, (re)made: the adapters cells can push it out of the store (least recently used
+        first, serve.max_adapters); the same request gives the same id."""
+        return httpx.post(f"{url}/v1/adapters", json={"task": "SST-2"}, timeout=120).json()["adapters"][0]["id"]
+
     try:
-        adapter_id = httpx.post(f"{url}/v1/adapters", json={"task": "SST-2"}, timeout=120).json()["adapters"][0]["id"]
+        adapter_id = stored()
         for _ in range(3):  # warm: the predictor's base model and the adapter are loaded
             httpx.post(f"{url}/v1/predict", json={"adapter_id": adapter_id, "texts": TEXTS}, timeout=120)
         for name, (path, body) in bodies(adapter_id).items():
             out[name] = []
+            stored()  # predicting keeps it in use from here on
             for c in args.concurrency:
                 cell = asyncio.run(closed_loop(url, body, path, c, args.seconds))
                 print(f"replicas {replicas} {name} c={c}: p50 {cell['p50_ms']:.0f} ms p95 {cell['p95_ms']:.0f} "
                       f"rps {cell['rps']:.1f} errors {cell['errors']}", flush=True)
                 out[name].append(cell)
         if replicas == max(args.replicas):
+            stored()
             out["soak"] = asyncio.run(soak(url, adapter_id, 32, args.soak))
             print(f"soak c=32 {args.soak:.0f}s: {out['soak']['requests']} requests, {out['soak']['errors']} errors",
                   flush=True)
