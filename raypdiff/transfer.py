@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from raypdiff import heads, plots
 from raypdiff.fewshot import draw_per_label
@@ -93,7 +94,7 @@ class TaskRun:
 
 
 def warm_starts(run: TaskRun, ex: list, base: Built, base_s: float, g: Built, gen_s: float, seed: int,
-          tag: str) -> list[tuple[str, np.ndarray, float]]:
+                tag: str) -> list[tuple[str, np.ndarray, float]]:
     """The warm starts from the base and the generated adapter, and plain fine-tuning at their budget: (method, test
     predictions, seconds per adapter: building the start, then tuning)."""
     out = []
@@ -150,8 +151,6 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
     t0 = time.time()  # every training body's features of the largest support, once per draw; each k takes its rows
     support_x = [{t: builder.features(b, as_split(spec, full)) for t, b in train_bodies.items()} for full in supports]
     support_s = (time.time() - t0) / draws
-    import torch
-
     out: dict = {"metric": spec.metric, "test_rows": len(data.test), "threads": torch.get_num_threads(), "k": {}}
     for k in ks:
         preds: dict[str, list] = {}
@@ -356,10 +355,9 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
             print(f"{fold.name}: {t}" + (f" (warm starts at k = {missing})" if missing else ""), file=sys.stderr,
                   flush=True)
         if missing:
-            r = {**json.loads(path.read_text()), "k": {}}
-            old = load_preds(out, t)
-            for k, v in json.loads(path.read_text())["k"].items():
-                r["k"][k] = {**v, "preds": old[k]}
+            r, old = json.loads(path.read_text()), load_preds(out, t)
+            for k, v in r["k"].items():
+                v["preds"] = old[k]
             extra = score_tuned(builder, gen, specs[t], data[t], max(int(k) for k in r["k"]), missing, draws, num,
                                 h.seed, h.bootstrap)  # its supports were drawn at the largest k it was scored at
             for k, v in extra.items():
