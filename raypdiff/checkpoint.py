@@ -5,7 +5,6 @@ Loading never unpickles; `migrate` converts a pickled `generator.pt` of earlier 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_bytes
 
 from raypdiff.autoencoder import ParamAutoencoder
 from raypdiff.config import Config, ConfigError
 from raypdiff.denoiser import Denoiser
+from raypdiff.storage import Location, Where
 
 GENERATOR_FILE = "generator.safetensors"
 LEGACY_FILE = "generator.pt"
@@ -75,9 +75,9 @@ def from_training(cfg: Config, state: dict, prep: dict) -> GeneratorCheckpoint:
                                history=state["history"], **{k: prep[k] for k in keep if k in prep})
 
 
-def save(path: str | Path, ckpt: GeneratorCheckpoint) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    path = Path(path)
+def save(path: Where, ckpt: GeneratorCheckpoint) -> Location:
+    """Write atomically (a reader never sees half a file), to a path or a URI."""
+    path = Location.of(path)
     norm = ckpt.normalizer
     tensors = {f"ae.{k}": v for k, v in ckpt.ae.items()}
     tensors |= {f"denoiser.{k}": v for k, v in ckpt.denoiser.items()}
@@ -92,17 +92,15 @@ def save(path: str | Path, ckpt: GeneratorCheckpoint) -> Path:
     info = {k: v for k, v in vars(ckpt).items() if k not in _ARRAYS}
     info |= {"config": ckpt.config, "normalizer": {"mode": norm["mode"], "eps": norm["eps"], "keys": stat_keys}}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(VERSION), "raypdiff": json.dumps(info)})
-    os.replace(tmp, path)
+    path.write_bytes(save_bytes(tensors, metadata={"format": FORMAT, "version": str(VERSION),
+                                                   "raypdiff": json.dumps(info)}))
     return path
 
 
-def locate(path: str | Path) -> Path:
-    """A generator folder or file → the checkpoint file (a folder holding only a pickled generator.pt: an error
-    that says how to convert it)."""
-    p = Path(path)
+def locate(path: Where) -> Location:
+    """A generator folder or file (a path or a URI) → the checkpoint file (a folder holding only a pickled
+    generator.pt: an error that says how to convert it)."""
+    p = Location.of(path)
     if p.is_dir():
         if not (p / GENERATOR_FILE).is_file() and (p / LEGACY_FILE).is_file():
             p = p / LEGACY_FILE
@@ -110,18 +108,19 @@ def locate(path: str | Path) -> Path:
             p = p / GENERATOR_FILE
     if not p.is_file():
         raise ConfigError(f"generator not found at {path} (a folder holding {GENERATOR_FILE}, or the file)")
-    if p.suffix == ".pt":
+    if p.name.endswith(".pt"):
         raise ConfigError(f"{p}: a pickled generator (before version {VERSION}) is never loaded; convert it once "
                           f"with `raypdiff migrate {p}` (it reads tensors and plain data only)")
     return p
 
 
-def load(path: str | Path) -> GeneratorCheckpoint:
+def load(path: Where) -> GeneratorCheckpoint:
     p = locate(path)
     try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        data = p.read_bytes()
+        # safetensors: an 8-byte little-endian header length, then the JSON header holding __metadata__
+        meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        tensors = load_tensors(data)
     except Exception as e:  # not a safetensors file
         raise ConfigError(f"{p}: not a raypdiff generator checkpoint ({type(e).__name__})") from None
     if meta.get("format") != FORMAT:
@@ -132,7 +131,7 @@ def load(path: str | Path) -> GeneratorCheckpoint:
         raise ConfigError(f"{p}: a damaged raypdiff generator checkpoint ({type(e).__name__}: {e})") from None
 
 
-def _from_file(p: Path, meta: dict, tensors: dict) -> GeneratorCheckpoint:
+def _from_file(p: Location, meta: dict, tensors: dict) -> GeneratorCheckpoint:
     if int(meta.get("version", 0)) > VERSION:
         raise ConfigError(f"{p}: checkpoint version {meta['version']} is newer than this raypdiff reads "
                           f"({VERSION}); upgrade raypdiff")
@@ -169,7 +168,7 @@ def _read_legacy(path: Path) -> dict:
     return g
 
 
-def migrate(path: str | Path, out: str | Path | None = None) -> Path:
+def migrate(path: str | Path, out: str | Path | None = None) -> Location:
     """A version-1 generator.pt → generator.safetensors beside it (or at `out`)."""
     p = Path(path)
     if p.is_dir():

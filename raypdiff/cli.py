@@ -208,15 +208,17 @@ def cmd_serve(args) -> int:
         from raypdiff import tracking
 
         serve_cfg.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri(cfg)
-    path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri).resolve()
+    path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri)
     from raypdiff import checkpoint
 
     try:
         checkpoint.locate(path)  # one error line for a missing or pickled file, before Ray starts
     except ConfigError as e:
         raise ConfigError(f"--generator: {e}") from None
-    serve_cfg.generator = str(path)  # replicas read the local copy; paths made absolute for Ray's workers
-    serve_cfg.store_dir = str(Path(serve_cfg.store_dir).expanduser().resolve())
+    serve_cfg.generator = path  # replicas read the local copy or the URI; paths made absolute for Ray's workers
+    from raypdiff.storage import Location
+
+    serve_cfg.store_dir = str(Location.of(serve_cfg.store_dir))
     from raypdiff.serve.app import run
 
     run(serve_cfg, cfg.collect.ray_address)

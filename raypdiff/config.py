@@ -173,6 +173,9 @@ class TrackingConfig:
     # None → sqlite:////<abs output_dir>/../mlflow.db (MLflow 3.13+ refuses a ./mlruns file store).
     uri: Optional[str] = None
     experiment: str = "raypdiff"
+    # Where a new experiment's artifacts go (s3://bucket/mlartifacts, ...); None → mlartifacts/ beside the SQLite
+    # store. Credentials come from the environment (AWS_*, MLFLOW_S3_ENDPOINT_URL), never from here.
+    artifact_location: Optional[str] = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from raypdiff.diffusion import sample
 from raypdiff.domains import UserInput, adapter_folders, domain_for, sampling_facts, write_manifest
 from raypdiff.newtask import custom_spec
 from raypdiff.normalize import Normalizer
+from raypdiff.storage import Location, local_folder
 from raypdiff.tasks import TaskSpec
 
 
@@ -177,22 +178,32 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
              tune_steps: int = 0) -> dict:
     """`raypdiff generate`: num adapters for a zoo task; otherwise what the generator's domain makes of the user's
     input (text: one adapter for a description + examples, raypdiff.newtask; vision: num adapters for style images).
-    `expect`: the caller's config; its base model and LoRA settings must be the generator's."""
+    `expect`: the caller's config; its base model and LoRA settings must be the generator's. gen_path and out_dir:
+    paths or URIs (adapters are written to a local folder, then uploaded whole)."""
     gen = Generator(gen_path)
     if expect is not None:
         gen.check_compatible(expect)
-    domain, out = domain_for(gen.domain), Path(out_dir)
-    if task is None:
-        user = UserInput(description, label_names, _read_examples(examples_file) if examples_file else [],
-                         style_images, bodies, head, tune_steps)
-        return domain.for_user(gen, user, out, num, seed, guidance, quality)
-    gen.spec(task)
-    t0 = time.time()
-    vectors = gen.vectors(gen.conditions(task, num, quality), task, seed, guidance)
-    sample_s = time.time() - t0
-    folders = domain.write_adapters(gen, task, vectors, adapter_folders(out, len(vectors)))
-    write_manifest(out, folders, gen, task, {"task": task, **sampling_facts(gen, seed, num, guidance, quality)})
-    return {"adapters": folders, "sample_seconds": sample_s, "manifest": str(out / "manifest.json")}
+    domain, dest = domain_for(gen.domain), Location.of(out_dir)
+    with local_folder(dest) as out:
+        if task is None:
+            user = UserInput(description, label_names, _read_examples(examples_file) if examples_file else [],
+                             style_images, bodies, head, tune_steps)
+            res = domain.for_user(gen, user, out, num, seed, guidance, quality)
+        else:
+            gen.spec(task)
+            t0 = time.time()
+            vectors = gen.vectors(gen.conditions(task, num, quality), task, seed, guidance)
+            res = {"sample_seconds": time.time() - t0,
+                   "adapters": domain.write_adapters(gen, task, vectors, adapter_folders(out, len(vectors))),
+                   "manifest": str(out / "manifest.json")}
+            write_manifest(out, res["adapters"], gen, task,
+                           {"task": task, **sampling_facts(gen, seed, num, guidance, quality)})
+        if not dest.is_local:  # name the adapters where they end up, not the folder they were written in
+            manifest = out / "manifest.json"
+            manifest.write_text(manifest.read_text().replace(str(out), str(dest)))
+            res["adapters"] = [f.replace(str(out), str(dest)) for f in res["adapters"]]
+            res["manifest"] = str(dest / "manifest.json")
+    return res
 
 
 def _read_examples(path: str) -> list[dict]:

@@ -14,6 +14,7 @@ from ray.tune import Callback
 
 from raypdiff import plots
 from raypdiff.config import Config, apply_overrides
+from raypdiff.storage import Location, local_path
 
 EXPERIMENT = "sweep"  # the Tune experiment's folder under sweep.output_dir/tune
 
@@ -131,9 +132,9 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator
     captures = meta["capture"]["num"] * len(meta["capture"]["seeds"])
     trials = plan(cfg, captures)
-    out = Path(cfg.sweep.output_dir).expanduser().resolve()
+    out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
     out.mkdir(parents=True, exist_ok=True)
-    full, zoos = str(Path(zoo_dir).resolve()), {}
+    full, zoos = str(Location.of(zoo_dir)), {}
     for t in trials:  # subsamples first: a bad captures value fails before any trial starts
         n = t["settings"].get("captures", captures)
         if n != captures and n not in zoos:

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
+from raypdiff.storage import is_uri
 
 
 def tracking_uri(cfg: Config) -> str:
     if cfg.tracking.uri:
         return cfg.tracking.uri
-    db = Path(cfg.collect.output_dir).expanduser().resolve().parent / "mlflow.db"
-    return f"sqlite:///{db}"  # db is absolute, so this reads sqlite:////abs/path
+    # beside the zoo's folder; a zoo on a bucket keeps the store in ./runs (SQLite wants a local disk)
+    where = Path("runs") if is_uri(cfg.collect.output_dir) else Path(cfg.collect.output_dir).expanduser().parent
+    return f"sqlite:///{where.resolve() / 'mlflow.db'}"  # absolute, so this reads sqlite:////abs/path
 
 
 def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
@@ -30,12 +32,17 @@ def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
 def _start(cfg: Config, run_name: str):
     import mlflow
 
-    uri = tracking_uri(cfg)
+    uri, wanted = tracking_uri(cfg), cfg.tracking.artifact_location
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(cfg.tracking.experiment) is None:
-        # Artifacts beside the database, not in ./mlruns of whatever folder the command ran in.
-        db = Path(uri[len("sqlite:///"):])
-        mlflow.create_experiment(cfg.tracking.experiment, artifact_location=(db.parent / "mlartifacts").as_uri())
+    exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        if wanted is None and uri.startswith("sqlite:///"):
+            # Artifacts beside the database, not in ./mlruns of whatever folder the command ran in.
+            wanted = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(cfg.tracking.experiment, artifact_location=wanted)
+    elif wanted is not None and exp.artifact_location.rstrip("/") != wanted.rstrip("/"):
+        raise ConfigError(f"tracking.artifact_location: the experiment {cfg.tracking.experiment!r} keeps its "
+                          f"artifacts at {exp.artifact_location}; name a new tracking.experiment for {wanted}")
     mlflow.set_experiment(cfg.tracking.experiment)
     return mlflow.start_run(run_name=run_name)
 

@@ -21,6 +21,7 @@ from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
 from raypdiff.normalize import Normalizer
+from raypdiff.storage import Location, local_copy
 
 @dataclass
 class TrainData:
@@ -167,7 +168,7 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     return {"domain": meta.get("domain", "text"), "normalizer": normalizer.state_dict(), "bank": cond["bank"],
             "task_names": names,
             "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
-            "zoo": str(Path(zoo_dir).resolve()), "base_model": meta["base_model"], "lora": meta["lora"],
+            "zoo": str(Location.of(zoo_dir)), "base_model": meta["base_model"], "lora": meta["lora"],
             "examples": cond["examples"], "num_rows": sum(len(v) for v in vectors.values()),
             "base_fingerprint": cond["base_fingerprint"], "task_values": {t: a["value"] for t, a in arrays.items()}}
 
@@ -240,11 +241,9 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     from raypdiff.cluster import connect
     from raypdiff.zoo import dataset
 
-    out = Path(cfg.trainer.output_dir).expanduser().resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"trainer.output_dir: {out} is not writable ({e.strerror})") from None
+    out = Location.of(cfg.trainer.output_dir)
+    if not out.writable():
+        raise ConfigError(f"trainer.output_dir: {out} is not writable")
     t0 = time.time()
     prep = prepare(cfg, zoo_dir)
     connect(cfg.collect.ray_address, progress)
@@ -257,7 +256,8 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
         train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
         scaling_config=ScalingConfig(num_workers=cfg.trainer.num_workers, use_gpu=cfg.trainer.use_gpu,
                                      resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
-        run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=str(out / "ray"),
+        # Ray Train's checkpoints go to the same storage, through the same file system (a bucket or a disk)
+        run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=(out / "ray").path, storage_filesystem=out.fs,
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
         # read before the workers start: with every CPU held by a Train worker no read task could run (2 workers
@@ -274,7 +274,8 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     if cfg.tracking.enabled:
-        summary["mlflow_run_id"] = tracking.log_training(cfg, path, state["history"], summary)
+        with local_copy(path) as local:
+            summary["mlflow_run_id"] = tracking.log_training(cfg, local, state["history"], summary)
     return summary
 
 

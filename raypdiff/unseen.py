@@ -19,6 +19,7 @@ from raypdiff import plots
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.stats import Bootstrap, format_ci, metric_rows
+from raypdiff.storage import local_path
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 # oracle_pick_by_val: the generated adapter picked on the held-out task's val rows, which its user does not have
@@ -203,7 +204,7 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     require_text(meta.get("domain", "text"), "holdout", zoo_dir)
     arrays = functools.cache(lambda: task_arrays(zoo_dir, test=True))  # the whole zoo: read once, if needed
     specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
-    out = Path(cfg.holdout.output_dir).expanduser().resolve() / cfg.holdout.scheme
+    out = local_path(cfg.holdout.output_dir, "holdout.output_dir") / cfg.holdout.scheme
     folds, results = folds_for(cfg, specs), []
     for fold in folds:
         path = out / fold.name / "fold.json"

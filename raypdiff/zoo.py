@@ -8,15 +8,13 @@ Layout of a zoo folder:
   meta.json                          layouts, base model, LoRA, the splits' rows, versions; "complete" flag
   layout.json, config.yaml           parameter layout per task; the config that built the zoo
 A shard is written whole or not at all, so a retried or re-run task never duplicates rows, and a re-run
-only collects the (task, seed) pairs whose shard is missing.
+only collects the (task, seed) pairs whose shard is missing. The folder may be a local path or a URI (s3://...).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ import numpy as np
 from raypdiff import plots
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains import domain_for
+from raypdiff.storage import Location, Where
 
 SHARDS = "shards"
 
@@ -54,9 +53,9 @@ def _list_array(rows: np.ndarray):
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)))
 
 
-def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int], values: list[float],
+def write_shard(path: Where, task: str, seed: int, metric: str, steps: list[int], values: list[float],
                 vectors: np.ndarray, test_values: list[Optional[float]], test_preds: list[Optional[np.ndarray]]) -> None:
-    """Atomic: a temp file renamed into place, so readers never see half a shard."""
+    """Atomic: written under a temporary name, then moved into place, so readers never see half a shard."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -65,9 +64,8 @@ def write_shard(path: Path, task: str, seed: int, metric: str, steps: list[int],
     table = pa.table([pa.array([task] * n), pa.array([seed] * n, pa.int32()), pa.array(steps, pa.int32()),
                       pa.array([metric] * n), pa.array(values, pa.float64()), pa.array(test_values, pa.float64()),
                       preds, _list_array(vectors)], schema=_schema())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with Location.of(path).temporary() as tmp:
+        pq.write_table(table, tmp.path, filesystem=tmp.fs)
 
 
 def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, progress: str = "bars") -> dict:
@@ -75,7 +73,7 @@ def collect_one(cfg_dict: dict, spec_dict: dict, data, seed: int, out_dir: str, 
     cfg = Config.from_dict(cfg_dict)
     domain = domain_for(cfg.domain)
     spec = domain.spec(spec_dict)
-    path = Path(out_dir) / SHARDS / shard_name(spec.name, seed)
+    path = Location.of(out_dir) / SHARDS / shard_name(spec.name, seed)
     if path.exists():  # a retry after the shard landed, or a re-run: nothing to do
         return summarize_shard(path)
     num, steps = cfg.capture.num, cfg.train.for_task(spec.name).steps
@@ -129,10 +127,12 @@ def _bar(mode: str, total: int, desc: str):
     return tqdm(total=total, desc=desc)
 
 
-def summarize_shard(path: Path) -> dict:
+def summarize_shard(path: Where) -> dict:
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path, columns=["task", "seed", "value", "metric"])
+    path = Location.of(path)
+
+    t = pq.read_table(path.path, filesystem=path.fs, columns=["task", "seed", "value", "metric"])
     v = np.asarray(t["value"].to_pylist())
     return {"task": t["task"][0].as_py(), "seed": int(t["seed"][0].as_py()), "metric": t["metric"][0].as_py(),
             "n": len(v), "mean": float(v.mean()), "best": float(v.max()), "worst": float(v.min())}
@@ -142,7 +142,7 @@ def summarize_shard(path: Path) -> dict:
 
 @dataclass
 class Plan:
-    out: Path
+    out: Location
     specs: list  # the domain's specs (TaskSpec, StyleSpec)
     data: dict  # task name → the domain's data
     todo: list[tuple[str, int]]
@@ -154,14 +154,15 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
     from raypdiff.lora import Layout
 
     domain = domain_for(cfg.domain)
-    out = Path(cfg.collect.output_dir).expanduser().resolve()
-    _check_writable(out)
+    out = Location.of(cfg.collect.output_dir)
+    if not out.writable():
+        raise ConfigError(f"collect.output_dir: {out} is not writable")
     specs = domain.specs(cfg)
     data = {s.name: domain.load(cfg, s) for s in specs}
     # Fail fast on model/LoRA mistakes, and fix each task's layout before any worker runs.
     layouts = {s.name: domain.layout(cfg, s) for s in specs}
     meta_path = out / "meta.json"
-    if meta_path.exists():
+    if meta_path.is_file():
         try:
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
@@ -172,44 +173,43 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
             if old.get(key, "text" if key == "domain" else None) != fields[key]:  # older zoos: text
                 raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
                                   f"use a new collect.output_dir (or delete that folder)")
-    try:
-        (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"collect.output_dir: cannot create {out}: {e.strerror or e}") from None
+    (out / SHARDS).mkdir()
     # Longest jobs first, so the last wave of a collection is not one long straggler.
     cost = {s.name: domain.cost(cfg, s, data[s.name]) for s in specs}
     jobs = sorted(((s.name, seed) for s in specs for seed in cfg.capture.seeds), key=lambda j: -cost[j[0]])
     sizes = {name: Layout.from_json(lay).size for name, lay in layouts.items()}
     _set_aside(out, jobs, sizes, cfg.capture.num, progress)
-    done = [j for j in jobs if (out / SHARDS / shard_name(*j)).exists()]
+    have = {f.name for f in (out / SHARDS).files("*.parquet")}  # one listing, not a request per shard
+    done = [j for j in jobs if shard_name(*j) in have]
     write_meta(out, cfg, specs, data, layouts, complete=False)
     return Plan(out, specs, data, [j for j in jobs if j not in done], done)
 
 
-def _set_aside(out: Path, jobs: list[tuple[str, int]], sizes: dict[str, int], rows: int, progress: bool) -> None:
+def _set_aside(out: Location, jobs: list[tuple[str, int]], sizes: dict[str, int], rows: int, progress: bool) -> None:
     """A re-run repairs the zoo: damaged shards of this config's jobs, and shards of (task, seed) pairs it does
     not list, move to <zoo>/damaged/ (the former are then collected again)."""
     names = {shard_name(*j): j for j in jobs}
-    for f in sorted((out / SHARDS).glob("*.parquet")):
+    for f in (out / SHARDS).files("*.parquet"):
         job = names.get(f.name)
         problem = ("not a (task, seed) of this config" if job is None
                    else shard_problem(f, job[0], job[1], sizes[job[0]], rows))
         if problem:
-            (out / "damaged").mkdir(exist_ok=True)
-            os.replace(f, out / "damaged" / f.name)
+            f.move_to(out / "damaged" / f.name)
             if progress:
                 again = "; collecting it again" if job else ""
                 print(f"{f}: {problem}: moved to {out / 'damaged'}{again}", file=sys.stderr)
 
 
-def shard_problem(path: Path, task: str, seed: int, size: int, rows: int) -> Optional[str]:
+def shard_problem(path: Where, task: str, seed: int, size: int, rows: int) -> Optional[str]:
     """Why the shard at `path` is not a whole, finite shard of (task, seed) with `rows` vectors of `size`; None
     when it is."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = Location.of(path)
+
     try:
-        t = pq.read_table(path)
+        t = pq.read_table(path.path, filesystem=path.fs)
     except (pa.ArrowException, OSError) as e:
         return f"unreadable ({str(e).splitlines()[0][:120]})"
     if not t.schema.equals(_schema()):
@@ -225,20 +225,6 @@ def shard_problem(path: Path, task: str, seed: int, size: int, rows: int) -> Opt
     if not np.isfinite(flat).all() or not np.isfinite(t["value"].to_numpy()).all():
         return "NaN or Inf values"
     return None
-
-
-def _check_writable(out: Path) -> None:
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    ok = probe.is_dir() and os.access(probe, os.W_OK)
-    if ok:  # os.access says yes to root everywhere (/proc, read-only mounts): really try
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".raypdiff-probe-", dir=probe))
-        except OSError:
-            ok = False
-    if not ok:
-        raise ConfigError(f"collect.output_dir: {out} is not writable")
 
 
 def _meta_fields(cfg: Config) -> dict:
@@ -259,7 +245,7 @@ def _versions() -> dict:
     return out
 
 
-def write_meta(out: Path, cfg: Config, specs, data: dict, layouts, complete: bool) -> None:
+def write_meta(out: Location, cfg: Config, specs, data: dict, layouts, complete: bool) -> None:
     domain = domain_for(cfg.domain)
     meta = {
         "complete": complete,
@@ -267,15 +253,9 @@ def write_meta(out: Path, cfg: Config, specs, data: dict, layouts, complete: boo
         "tasks": {s.name: {**domain.info(s, data[s.name]), "layout": layouts[s.name]} for s in specs},
         "versions": _versions(),
     }
-    _atomic_text(out / "meta.json", json.dumps(meta))
-    _atomic_text(out / "layout.json", json.dumps({k: v for k, v in layouts.items()}, indent=1))
-    _atomic_text(out / "config.yaml", cfg.to_yaml())
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / "layout.json").write_text(json.dumps({k: v for k, v in layouts.items()}, indent=1))
+    (out / "config.yaml").write_text(cfg.to_yaml())
 
 
 def in_flight_limit(cfg: Config) -> int:
@@ -329,9 +309,10 @@ def collect(cfg: Config, progress: bool = True) -> dict:
             raise RuntimeError(f"a collection task failed after {cfg.collect.max_retries} retries; finished shards "
                                f"are kept and a re-run resumes: {e}") from None
         bar.update(1)
-        _atomic_text(timing, json.dumps({"seconds": before + time.time() - t0}))
+        timing.write_text(json.dumps({"seconds": before + time.time() - t0}))
     bar.close()
-    missing = [j for j in plan.todo if not (plan.out / SHARDS / shard_name(*j)).exists()]
+    have = {f.name for f in (plan.out / SHARDS).files("*.parquet")}
+    missing = [j for j in plan.todo if shard_name(*j) not in have]
     if missing:
         raise ConfigError(f"shards of {missing[0]} and {len(missing) - 1} more are not in {plan.out / SHARDS} as "
                           f"the driver sees it: collect.output_dir must be storage shared by all nodes")
@@ -341,13 +322,16 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     summary["wall_seconds"] = time.time() - t0
     summary["collect_seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
     if cfg.tracking.enabled:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # MLflow logs local files: the zoo may be on a bucket
+            files = [Path(tmp) / "layout.json", Path(tmp) / "config.yaml"]
+            for f in files:
+                f.write_bytes((plan.out / f.name).read_bytes())
             plot = metric_plot(plan.out, Path(tmp) / "metric_distribution.png")
-            tracking.log_collection(cfg, plan.out, summary, [plan.out / "layout.json", plan.out / "config.yaml", plot])
+            tracking.log_collection(cfg, plan.out, summary, [*files, plot])
     return summary
 
 
-def metric_plot(zoo_dir: Path, out: Path) -> Path:
+def metric_plot(zoo_dir: Where, out: Path) -> Path:
     """One histogram per task of its captures' val metric, the test majority baseline marked."""
     meta = read_meta(zoo_dir, allow_incomplete=True)
     t = load_table(zoo_dir, ["task", "value"]).to_pandas()
@@ -366,9 +350,9 @@ def metric_plot(zoo_dir: Path, out: Path) -> Path:
 
 # ---- reading ----
 
-def read_meta(zoo_dir: str | Path, allow_incomplete: bool = False) -> dict:
-    p = Path(zoo_dir) / "meta.json"
-    if not p.exists():
+def read_meta(zoo_dir: Where, allow_incomplete: bool = False) -> dict:
+    p = Location.of(zoo_dir) / "meta.json"
+    if not p.is_file():
         raise ConfigError(f"{zoo_dir}: not a zoo (no meta.json)")
     try:
         meta = json.loads(p.read_text())
@@ -381,23 +365,24 @@ def read_meta(zoo_dir: str | Path, allow_incomplete: bool = False) -> dict:
     return meta
 
 
-def check(zoo_dir: str | Path) -> dict:
+def check(zoo_dir: Where) -> dict:
     """The zoo's meta.json once every shard it lists is whole, finite and of the right layout; otherwise one
     ConfigError naming the file and the repair."""
     from raypdiff.lora import Layout
 
     meta = read_meta(zoo_dir)
-    folder = Path(zoo_dir) / SHARDS
+    folder = Location.of(zoo_dir) / SHARDS
     rows, seeds = meta["capture"]["num"], meta["capture"]["seeds"]
     expected = {shard_name(t, s): (t, s) for t in meta["tasks"] for s in seeds}
-    repair = f"re-run `raypdiff collect -c {Path(zoo_dir) / 'config.yaml'}` to repair the zoo"
-    for f in sorted(folder.glob("*.parquet")):
+    repair = f"re-run `raypdiff collect -c {folder.parent / 'config.yaml'}` to repair the zoo"
+    present = folder.files("*.parquet")
+    for f in present:
         if f.name not in expected:
             raise ConfigError(f"{f}: a shard meta.json does not list (tasks {', '.join(meta['tasks'])}, seeds "
                               f"{seeds}); {repair}")
     for name, (task, seed) in expected.items():
         f = folder / name
-        problem = "missing" if not f.exists() else shard_problem(
+        problem = "missing" if f not in present else shard_problem(
             f, task, seed, Layout.from_json(meta["tasks"][task]["layout"]).size,
             meta["capture"].get("per_seed", {}).get(str(seed), rows))  # a subsample's seeds may hold one less
         if problem:
@@ -405,15 +390,15 @@ def check(zoo_dir: str | Path) -> dict:
     return meta
 
 
-def _staging(out: Path) -> Path:
-    """An empty zoo folder beside `out`, renamed onto it once whole (a derived zoo appears whole or not at all)."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / SHARDS).mkdir(parents=True)
-    return tmp
+def _emptied(out: Location) -> Location:
+    """`out` cleared for a derived zoo. Its meta.json is written last, and a folder without one is no zoo to any
+    reader, so a derived zoo appears whole or not at all (an object store has no folder rename to rely on)."""
+    out.remove_tree()
+    (out / SHARDS).mkdir()
+    return out
 
 
-def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path) -> Path:
+def subsample(zoo_dir: Where, per_task: int, seed: int, out_dir: Where) -> Location:
     """A zoo of `per_task` captures of each task (shared as evenly as the seeds' runs allow, the first seeds taking
     one more), drawn with `seed`: the same rows for the same arguments. Written whole or not at all; an existing one
     is reused."""
@@ -424,85 +409,82 @@ def subsample(zoo_dir: str | Path, per_task: int, seed: int, out_dir: str | Path
     if not len(seeds) <= per_task <= have * len(seeds):
         raise ConfigError(f"captures={per_task}: the zoo has {have} captures from each of {len(seeds)} seed(s) per "
                           f"task; ask for {len(seeds)} to {have * len(seeds)}")
-    out = Path(out_dir)
+    src, out = Location.of(zoo_dir), Location.of(out_dir)
     if (out / "meta.json").is_file():
         return out
-    tmp = _staging(out)
+    _emptied(out)
     share = {s: per_task // len(seeds) + (j < per_task % len(seeds)) for j, s in enumerate(seeds)}
     for i, (t, s) in enumerate(sorted(((t, s) for t in meta["tasks"] for s in seeds), key=lambda j: shard_name(*j))):
-        table = pq.read_table(Path(zoo_dir) / SHARDS / shard_name(t, s))
+        shard = src / SHARDS / shard_name(t, s)
+        table = pq.read_table(shard.path, filesystem=shard.fs)
         rows = np.sort(np.random.default_rng([seed, i]).choice(have, size=share[s], replace=False))
-        pq.write_table(table.take(rows), tmp / SHARDS / shard_name(t, s))
+        with (out / SHARDS / shard_name(t, s)).temporary() as tmp:
+            pq.write_table(table.take(rows), tmp.path, filesystem=tmp.fs)
     sub = {**meta, "capture": {**meta["capture"], "num": max(share.values()), "per_seed": share},
-           "subsample": {"of": str(Path(zoo_dir).resolve()), "per_task": per_task, "seed": seed}}
-    (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
-    os.replace(tmp, out)
+           "subsample": {"of": str(src), "per_task": per_task, "seed": seed}}
+    (out / "meta.json").write_text(json.dumps(sub, indent=1))
     return out
 
 
-def select_tasks(zoo_dir: str | Path, tasks: list[str], out_dir: str | Path) -> Path:
+def select_tasks(zoo_dir: Where, tasks: list[str], out_dir: Where) -> Location:
     """A zoo of only `tasks` (their shards hard-linked, or copied across file systems): what a hold-out fold's
     generator trains on. Written whole or not at all; an existing one with the same tasks is reused."""
     meta = check(zoo_dir)
     unknown = [t for t in tasks if t not in meta["tasks"]]
     if unknown:
         raise ConfigError(f"task {unknown[0]} is not in the zoo {zoo_dir} (tasks: {', '.join(meta['tasks'])})")
-    out = Path(out_dir)
+    src, out = Location.of(zoo_dir), Location.of(out_dir)
     if (out / "meta.json").is_file() and list(read_meta(out)["tasks"]) == list(tasks):
         return out
-    tmp = _staging(out)
+    _emptied(out)
     for t in tasks:
         for s in meta["capture"]["seeds"]:
-            src, dst = Path(zoo_dir) / SHARDS / shard_name(t, s), tmp / SHARDS / shard_name(t, s)
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
+            (src / SHARDS / shard_name(t, s)).copy_to(out / SHARDS / shard_name(t, s))
     sub = {**meta, "tasks": {t: meta["tasks"][t] for t in tasks},
-           "selection": {"of": str(Path(zoo_dir).resolve()), "tasks": list(tasks)}}
-    (tmp / "meta.json").write_text(json.dumps(sub, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+           "selection": {"of": str(src), "tasks": list(tasks)}}
+    (out / "meta.json").write_text(json.dumps(sub, indent=1))
     return out
 
 
-def fingerprint(zoo_dir: str | Path) -> str:
+def fingerprint(zoo_dir: Where) -> str:
     """Changes whenever the zoo's contents do: its meta.json and each shard's name, size and mtime."""
-    h = hashlib.sha256((Path(zoo_dir) / "meta.json").read_bytes())
-    for f in sorted((Path(zoo_dir) / SHARDS).glob("*.parquet")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    zoo = Location.of(zoo_dir)
+    h = hashlib.sha256((zoo / "meta.json").read_bytes())
+    for f in (zoo / SHARDS).files("*.parquet"):
+        size, mtime = f.stat()
+        h.update(f"{f.name}:{size}:{mtime}".encode())
     return h.hexdigest()
 
 
-def load_table(zoo_dir: str | Path, columns: Optional[list[str]] = None):
+def load_table(zoo_dir: Where, columns: Optional[list[str]] = None):
     """All rows as one pyarrow Table (no Ray needed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = sorted((Path(zoo_dir) / SHARDS).glob("*.parquet"))
+    files = (Location.of(zoo_dir) / SHARDS).files("*.parquet")
     if not files:
         raise ConfigError(f"{zoo_dir}: no shards")
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f, columns=columns))
+            tables.append(pq.read_table(f.path, filesystem=f.fs, columns=columns))
         except (pa.ArrowException, OSError) as e:
             raise ConfigError(f"{f}: unreadable shard ({str(e).splitlines()[0][:120]}); re-run `raypdiff collect` "
                               f"with the zoo's config to repair it") from None
     return pa.concat_tables(tables)
 
 
-def dataset(zoo_dir: str | Path):
+def dataset(zoo_dir: Where):
     """The zoo as a Ray Dataset (one row per captured checkpoint)."""
     import ray
 
     meta = read_meta(zoo_dir)
-    folder = Path(zoo_dir).resolve() / SHARDS
-    return ray.data.read_parquet([str(folder / shard_name(t, s)) for t in meta["tasks"] for s in meta["capture"]["seeds"]])
+    folder = Location.of(zoo_dir) / SHARDS
+    return ray.data.read_parquet([(folder / shard_name(t, s)).path for t in meta["tasks"]
+                                  for s in meta["capture"]["seeds"]], filesystem=folder.fs)
 
 
-def summarize(zoo_dir: str | Path) -> dict:
+def summarize(zoo_dir: Where) -> dict:
     """Per task: val mean / best / worst over every capture; on test, the mean over the captures scored there,
     the best-by-val capture's score, the last capture's (averaged over seeds) and the majority class."""
     meta = read_meta(zoo_dir, allow_incomplete=True)
@@ -521,7 +503,7 @@ def summarize(zoo_dir: str | Path) -> dict:
     return {"tasks": tasks}
 
 
-def task_arrays(zoo_dir: str | Path, test: bool = False) -> dict[str, dict[str, np.ndarray]]:
+def task_arrays(zoo_dir: Where, test: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """task → {"seed", "step", "value": (N,), "vector": (N, P)} as numpy, shards concatenated; with test=True
     also "test_value": (N,) (NaN where not scored) and "test_pred": {row: (R,) predictions}."""
     import pyarrow.compute as pc
@@ -541,14 +523,14 @@ def task_arrays(zoo_dir: str | Path, test: bool = False) -> dict[str, dict[str, 
     return out
 
 
-def get_vector(zoo_dir: str | Path, task: str, seed: int, step: int) -> np.ndarray:
+def get_vector(zoo_dir: Where, task: str, seed: int, step: int) -> np.ndarray:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = Path(zoo_dir) / SHARDS / shard_name(task, seed)
-    if not path.exists():
+    path = Location.of(zoo_dir) / SHARDS / shard_name(task, seed)
+    if not path.is_file():
         raise ConfigError(f"{zoo_dir}: no checkpoints for task {task} seed {seed}")
-    t = pq.read_table(path)
+    t = pq.read_table(path.path, filesystem=path.fs)
     row = t.filter(pc.equal(t["step"], step))
     if row.num_rows == 0:
         raise ConfigError(f"task {task} seed {seed}: no step {step} (captured: {t['step'][0]}..{t['step'][-1]})")

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO, data_root, in_ci, missing_data, private_ray_env
+from helpers import REPO, data_root, in_ci, missing_data, private_ray_env, s3_server
 
 
 FULL_FIXTURES = {"tiny_zoo", "tiny_generator", "local_ray", "ray_head", "style_zoo"}  # trained fixtures and Ray clusters
@@ -98,3 +98,27 @@ def fmnist_test():
         return fashion.load("test")
     except ConfigError as e:
         pytest.skip(str(e))
+
+
+# ---- object storage: a real S3 API server (moto) in this process, on loopback ----
+
+BUCKET = "raypdiff-test"
+SECRET = "s3cret-never-written-anywhere-7f3a"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A loopback S3 server and a bucket; credentials only in the environment, as a user would set them."""
+    with s3_server(BUCKET, SECRET) as env:
+        yield env
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path):
+    """The same test on a local folder and on a bucket prefix of its own."""
+    from raypdiff.storage import Location
+
+    if request.param == "local":
+        return Location.of(tmp_path / "out")
+    request.getfixturevalue("s3")
+    return Location.of(f"s3://{BUCKET}/{request.node.name.replace('[', '-').rstrip(']')}")

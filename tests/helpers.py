@@ -268,3 +268,30 @@ def page_download(page, dest: Path) -> list[str]:
         page.click("#download")
     dl.value.save_as(dest)
     return zipfile.ZipFile(dest).namelist()
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str, secret: str):
+    """A real S3 API server (moto) in this process on loopback with `bucket` made; its address and credentials in
+    this process's environment, as a user sets them (subprocesses and Ray workers started inside inherit them).
+    Yields that environment."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from raypdiff import storage
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            storage._filesystem.cache_clear()  # made from the environment: not one from before this server
+            boto3.client("s3").create_bucket(Bucket=bucket)
+            yield env
+    finally:
+        storage._filesystem.cache_clear()
+        server.stop()

@@ -3,7 +3,7 @@ generator, configs/tiny*.yaml, a few overrides), on a private Ray, writing into 
 bench/results/; the JSON and Markdown it writes are checked. bench/unseen.py and bench/fewshot.py have their own tests
 (test_bench_unseen.py, test_fewshot.py); bench/serve_load.py and bench/vision.py are covered through what they drive
 (test_serve*.py: the served app and its page; test_vision_*.py: vision-base, the style zoo, its generator,
-vision-eval)."""
+vision-eval). bench/device_check.sh runs here as on a machine without CUDA (--device cpu)."""
 from __future__ import annotations
 
 import json
@@ -255,3 +255,57 @@ def test_demo(data_dir, tmp_path):
     bench("demo.py", [*args, "--out", tmp_path / "out2"], timeout=300)
     assert time.time() - t0 < 120 and {p: p.stat().st_mtime_ns for p in stamps} == stamps  # read, not rerun
     assert json.loads((tmp_path / "out2" / "demo.json").read_text())["runs"] == r["runs"]
+
+
+DEVICE_STAGES = ["text_collect", "text_train", "text_generate", "text_evaluate", "style_collect", "style_train",
+                 "style_generate", "style_samples"]
+
+
+def test_device_check(data_dir, fmnist_test, tmp_path):
+    """bench/device_check.sh with --device cpu (what it does on a machine without CUDA): every stage runs on the CPU
+    and passes, each GPU part is named as skipped, and the stages the current code keeps on the CPU say why; a --work
+    folder holding other files is refused before anything runs."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rpd", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not ours")
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def check(work_dir: Path, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "bench/device_check.sh", "--device", "cpu", "--data-root", str(data_dir),
+                               "--work", str(work_dir), "--out", str(out)], cwd=REPO, env=private_ray_env(ray_tmp),
+                              capture_output=True, text=True, timeout=timeout)
+
+    try:
+        with untouched("device.json", "device.md"):
+            refused = check(tmp_path / "other", 120)
+            assert refused.returncode == 2 and "holds files this check did not make" in refused.stderr
+            assert (tmp_path / "other" / "keep.txt").exists() and not out.exists()
+            r = check(work, 900)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, f"device_check.sh exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    j = json.loads((out / "device.json").read_text())
+    assert j["device"] == "cpu" and j["finished"] is j["ok"] is True and j["style_skipped"] is None
+    assert j["work"] == str(work)
+    stages = {s["name"]: s for s in j["stages"]}
+    assert [s["name"] for s in j["stages"]] == DEVICE_STAGES
+    for name, s in stages.items():
+        assert s["device"] == "cpu" and s["ok"] is True and s["error"] is None and "cpu_rerun" not in s, s
+        assert finite(s["seconds"]) and s["seconds"] > 0 and (work / "logs" / f"{name}.log").is_file() == (
+            name != "style_samples")  # the samples are drawn in the check's own process
+        assert (s["gpu_memory"] is None) == (not j["machine"]["nvidia_smi"])
+        assert s["skipped"] == [f"{p} (no CUDA device)" for p in s["gpu_parts"]]
+    assert {n: s["gpu_parts"] for n, s in stages.items() if s["gpu_parts"]} == {
+        "text_collect": ["collect.num_gpus=0.5"], "text_train": ["trainer.use_gpu=true"],
+        "style_train": ["trainer.use_gpu=true"], "style_samples": ["the SD pipeline on cuda"]}
+    assert {n for n, s in stages.items() if s["cpu_only"]} == {"text_generate", "text_evaluate", "style_collect",
+                                                                "style_generate"}
+    assert sum(s["seconds"] for s in j["stages"]) <= j["wall_seconds"]
+    assert set(stages["text_collect"]["facts"]["tasks"]) == TASKS
+    test = stages["text_evaluate"]["facts"]["test"]
+    assert set(test) == TASKS and all(-1 <= x[k] <= 1 for x in test.values() for k in ("generated_mean", "zoo_mean"))
+    assert stages["style_generate"]["facts"]["adapters"] == 2
+    assert stages["style_samples"]["facts"] == {"device": "cpu", "samples": [4, 28, 28], "lora_changes_samples": True}
+    md = (out / "device.md").read_text()
+    assert md.startswith("# Device check on cpu") and "Every stage passed: yes." in md
+    assert [row[0] for row in table_rows(md)] == DEVICE_STAGES

@@ -568,7 +568,7 @@ def saved_generator(tmp_path_factory):
 
 
 def test_save_generator_writes_one_file(saved_generator):
-    path = saved_generator[0]
+    path = saved_generator[0].local()
     assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == [GENERATOR_FILE]  # no temp left
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import BUCKET
 
 from raypdiff.config import Config, ConfigError, load_config
 from raypdiff.lora import public_id
@@ -27,8 +29,8 @@ def test_adapter_id_is_a_hash_of_values_layout_and_base():
     assert len({a, adapter_id(v + 1e-6, "SST-2", "m"), adapter_id(v, "CoLA", "m"), adapter_id(v, "SST-2", "n")}) == 4
 
 
-def test_store_put_meta_zip(tmp_path):
-    store = AdapterStore(tmp_path / "s", max_adapters=16)
+def test_store_put_meta_zip(where):  # on a disk and on a bucket
+    store = AdapterStore(where, max_adapters=16)
     i = adapter_id(np.zeros(3, np.float32), "T", "m")
     assert not store.exists(i)
     store.put(i, fill, {"task": "T"})
@@ -36,7 +38,7 @@ def test_store_put_meta_zip(tmp_path):
     names = zipfile.ZipFile(io.BytesIO(store.zip(i))).namelist()
     assert sorted(names) == ["adapter_config.json", "adapter_model.safetensors", "raypdiff.json"]
     store.put(i, lambda f: pytest.fail("an existing id is not written again"), {"task": "T"})
-    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".tmp")]
+    assert [p.name for p in where.folders()] == [i] and not [f for f in (where / i).files() if ".tmp" in f.name]
 
 
 def test_store_zips_a_new_tasks_head_by_its_name():
@@ -46,8 +48,8 @@ def test_store_zips_a_new_tasks_head_by_its_name():
     assert store.HEAD == HEAD_FILE
 
 
-def test_store_write_failure_leaves_nothing(tmp_path):
-    store = AdapterStore(tmp_path / "s", max_adapters=16)
+def test_store_write_failure_leaves_nothing(where):
+    store = AdapterStore(where, max_adapters=16)
     i = "a" * 64
 
     def broken(folder):
@@ -56,7 +58,7 @@ def test_store_write_failure_leaves_nothing(tmp_path):
 
     with pytest.raises(OSError):
         store.put(i, broken, {})
-    assert not store.exists(i) and list((tmp_path / "s").iterdir()) == []
+    assert not store.exists(i) and where.folders() == [] and where.files() == []
 
 
 @pytest.mark.parametrize("bad", ["", "a" * 63, "A" * 64, "../" + "a" * 61, "a" * 64 + "/..", "g" * 64, "/etc/passwd"])
@@ -73,11 +75,23 @@ def test_store_evicts_least_recently_used(tmp_path):
     ids = [f"{i:064x}" for i in range(5)]
     for k, i in enumerate(ids[:3]):
         store.put(i, fill, {})
-        os.utime(store.path(i) / "raypdiff.json", (1000 + k, 1000 + k))  # distinct ages
+        os.utime((store.path(i) / "raypdiff.json").local(), (1000 + k, 1000 + k))  # distinct ages
     store.meta(ids[0])  # a use: the oldest becomes the newest
     store.put(ids[3], fill, {})
     store.put(ids[4], fill, {})
     assert [store.exists(i) for i in ids] == [True, False, False, True, True] and len(store) == 3
+
+
+def test_store_on_a_bucket_evicts_least_recently_used(s3):
+    store = AdapterStore(f"s3://{BUCKET}/store-lru", max_adapters=2)
+    ids = [f"{i:064x}" for i in range(4)]
+    for i in ids[:2]:
+        store.put(i, fill, {})
+        time.sleep(1.1)  # an object's time is kept to the second
+    store.meta(ids[0])  # a use (the object is written again): the oldest becomes the newest
+    time.sleep(1.1)
+    store.put(ids[2], fill, {})
+    assert [store.exists(i) for i in ids[:3]] == [True, False, True] and len(store) == 2
 
 
 @pytest.mark.parametrize("override,match", [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -13,19 +12,21 @@ import torch
 from raypdiff import heads, newtask
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains import AdapterWriter
+from raypdiff.storage import Location
 from raypdiff.generate import Generator
 from raypdiff.lora import public_id
 from raypdiff.serve.store import AdapterStore, adapter_id
 from raypdiff.tasks import TaskSpec
 
 
-def resolve_generator(source: str, tracking_uri: Optional[str]) -> Path:
-    """A generator folder or file as given, or a registered model (models:/name/version) downloaded from MLflow."""
+def resolve_generator(source: str, tracking_uri: Optional[str]) -> str:
+    """A generator folder or file as given (a path or a URI, made absolute), or a registered model
+    (models:/name/version) downloaded from MLflow."""
     if source.startswith("models:/"):
         from raypdiff import tracking
 
-        return tracking.download_generator(source, tracking_uri)
-    return Path(source)
+        return str(tracking.download_generator(source, tracking_uri))
+    return str(Location.of(source))
 
 
 class AdapterMaker:
@@ -140,14 +141,11 @@ class AdapterPredictor:
 
     def load(self, id_: str) -> dict:
         """The adapter's metadata and tensors; KeyError when it is not stored."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load as load_tensors
 
         meta = self.store.meta(id_)
-        try:
-            state = load_file(str(self.store.path(id_) / "adapter_model.safetensors"))
-            head = load_file(str(self.store.path(id_) / newtask.HEAD_FILE)) if meta.get("kind") == "task_head" else None
-        except OSError:
-            raise KeyError(id_) from None
+        state = load_tensors(self.store.read(id_, "adapter_model.safetensors"))
+        head = load_tensors(self.store.read(id_, newtask.HEAD_FILE)) if meta.get("kind") == "task_head" else None
         return {"meta": meta, "state": state, "head": head}
 
     def _encoder(self, meta: dict):

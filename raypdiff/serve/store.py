@@ -1,19 +1,20 @@
-"""Content-addressed adapter store: one PEFT folder per id (sha256 of the vector and its layout), written
-atomically, capped at `max_adapters` with the least recently used evicted. On a cluster it lives on shared storage."""
+"""Content-addressed adapter store: one PEFT folder per id (sha256 of the vector and its layout), complete once its
+raypdiff.json is there, capped at `max_adapters` with the least recently used evicted. A folder or a URI: on a
+cluster it lives on shared storage or a bucket."""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import uuid
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from raypdiff.storage import Location, Where
 
 ID_PATTERN = r"^[0-9a-f]{64}$"
 META = "raypdiff.json"  # what the adapter is for (labels, text fields, base model), shipped inside the zip
@@ -30,12 +31,12 @@ def adapter_id(vector: np.ndarray, layout_task: str, base: str) -> str:
 
 
 class AdapterStore:
-    def __init__(self, root: str | Path, max_adapters: int):
-        self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Where, max_adapters: int):
+        self.root = Location.of(root)
+        self.root.mkdir()
         self.max_adapters = max_adapters
 
-    def path(self, id_: str) -> Path:
+    def path(self, id_: str) -> Location:
         if not re.match(ID_PATTERN, id_):
             raise KeyError(id_)  # never a path built from anything but a well-formed hash
         return self.root / id_
@@ -47,20 +48,18 @@ class AdapterStore:
             return False
 
     def put(self, id_: str, write: Callable[[Path], None], meta: dict) -> None:
-        """`write(folder)` fills a fresh folder with the PEFT files; it appears under `id_` whole or not at all."""
+        """`write(folder)` fills a fresh local folder with the PEFT files; they are stored under `id_` and its
+        raypdiff.json last, so a reader (who looks for that first) sees the adapter whole or not at all. Another
+        replica storing the same id meanwhile writes identical content."""
         if self.exists(id_):
             self._touch(id_)
             return
-        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-        try:
-            write(tmp)
-            (tmp / META).write_text(json.dumps({"id": id_, **meta}, indent=1))
-            try:
-                os.replace(tmp, self.path(id_))
-            except OSError:  # another replica stored the same adapter first: identical content
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="raypdiff-adapter-") as tmp:
+            folder = Path(tmp) / id_
+            write(folder)
+            for f in sorted(folder.iterdir()):
+                (self.path(id_) / f.name).write_bytes(f.read_bytes())
+        (self.path(id_) / META).write_text(json.dumps({"id": id_, **meta}, indent=1))
         self.evict()
 
     def meta(self, id_: str) -> dict:
@@ -72,41 +71,50 @@ class AdapterStore:
         self._touch(id_)
         return meta
 
+    def read(self, id_: str, name: str) -> bytes:
+        """One file of a stored adapter; KeyError when it is gone (evicted meanwhile)."""
+        try:
+            return (self.path(id_) / name).read_bytes()
+        except OSError:
+            raise KeyError(id_) from None
+
     def zip(self, id_: str) -> bytes:
         """The PEFT folder as a zip: adapter_config.json, adapter_model.safetensors and raypdiff.json, and a new
         task's head.safetensors."""
         self.meta(id_)
         buf = io.BytesIO()
-        try:
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-                for name in ZIPPED:
-                    z.write(self.path(id_) / name, name)
-                if (self.path(id_) / HEAD).is_file():
-                    z.write(self.path(id_) / HEAD, HEAD)
-        except OSError:  # evicted meanwhile
-            raise KeyError(id_) from None
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name in ZIPPED:
+                z.writestr(name, self.read(id_, name))
+            if (self.path(id_) / HEAD).is_file():
+                z.writestr(HEAD, self.read(id_, HEAD))
         return buf.getvalue()
 
     def _touch(self, id_: str) -> None:
         try:
-            os.utime(self.path(id_) / META)
+            (self.path(id_) / META).touch()
         except OSError:
             pass
 
     def evict(self) -> list[str]:
         """Remove the least recently used adapters beyond the cap; returns their ids."""
         entries = []
-        for p in self.root.iterdir():
+        for p in self._stored():
             try:
-                if re.match(ID_PATTERN, p.name):
-                    entries.append(((p / META).stat().st_mtime, p))
+                entries.append(((p / META).stat()[1], p))
             except OSError:
                 continue
-        entries.sort()
+        entries.sort(key=lambda e: (e[0], str(e[1])))
         gone = entries[:max(0, len(entries) - self.max_adapters)]
         for _, p in gone:
-            shutil.rmtree(p, ignore_errors=True)
+            try:
+                p.remove_tree()
+            except OSError:  # another replica removed it first
+                pass
         return [p.name for _, p in gone]
 
+    def _stored(self) -> list[Location]:
+        return [p for p in self.root.folders() if re.match(ID_PATTERN, p.name) and (p / META).is_file()]
+
     def __len__(self) -> int:
-        return sum(1 for p in self.root.iterdir() if re.match(ID_PATTERN, p.name))
+        return len(self._stored())

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from raypdiff.config import Config, ConfigError
+from raypdiff.storage import local_path
 
 STATE = "state.pt"
 # vision settings that do not change the base's training (how it is sampled and judged, the style LoRAs' model and
@@ -62,7 +63,7 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
 
     v = cfg.vision
     fashion.load("test", v.data_dir)  # a missing dataset is one line here, not a worker's traceback
-    out = Path(v.base_dir).expanduser().resolve()
+    out = local_path(v.base_dir, "vision.base_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,0 +1,168 @@
+"""Outputs on a local disk or an S3 bucket through one code path: raypdiff.storage, the zoo's shard store, the
+generator checkpoint and MLflow artifacts, each run against a real S3 API server (moto) on loopback, in process."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import BUCKET, SECRET
+from test_checkpoint import trained  # noqa: F401 (a module fixture: a tiny generator's training state)
+
+from raypdiff import checkpoint, storage, tracking, zoo
+from raypdiff.config import Config, ConfigError
+from raypdiff.storage import Location
+
+def objects(loc: Location) -> list[str]:
+    import pyarrow.fs as pafs
+
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(loc.path) + 1:] for i in infos if i.type == pafs.FileType.File)
+
+
+@pytest.mark.parametrize("given,uri,local", [
+    ("runs/zoo", False, True), ("file:///tmp/zoo", False, True), ("s3://bucket/zoo", True, False),
+    ("gs://bucket/zoo", True, False)])
+def test_is_uri(given, uri, local):
+    assert storage.is_uri(given) is uri
+    if local:
+        assert Location.of(given).is_local and str(Location.of(given)).startswith("/")
+
+
+@pytest.mark.parametrize("given,message", [
+    ("s3:///zoo", "a URI needs a bucket"), ("nosuchproto://bucket/zoo", "nosuchproto:// URIs need an fsspec driver")])
+def test_bad_uris_fail_in_one_line(given, message):
+    with pytest.raises(ConfigError, match=message):
+        Location.of(given)
+
+
+def test_write_read_list_and_no_temporary_left(where):
+    (where / "a.txt").write_text("one")
+    (where / "sub" / "b.parquet").write_bytes(b"\x00" * 10)
+    (where / "sub" / "c.parquet").write_bytes(b"")
+    assert (where / "a.txt").read_text() == "one" and (where / "a.txt").is_file() and where.is_dir()
+    assert [f.name for f in (where / "sub").files("*.parquet")] == ["b.parquet", "c.parquet"]
+    assert (where / "sub" / "b.parquet").stat()[0] == 10
+    assert (where / "none").files() == [] and not (where / "none").exists()
+    assert objects(where) == ["a.txt", "sub/b.parquet", "sub/c.parquet"]  # no .tmp left behind
+
+
+def test_a_failed_write_leaves_nothing(where):
+    target = where / "shard.parquet"
+    with pytest.raises(RuntimeError):
+        with target.temporary() as tmp:
+            with tmp.fs.open_output_stream(tmp.path) as f:
+                f.write(b"half a shard")
+            raise RuntimeError("the worker died here")
+    assert not target.exists() and objects(where) == []
+
+
+def test_move_copy_remove(where):
+    (where / "x").write_text("x")
+    (where / "x").move_to(where / "d" / "y")
+    (where / "d" / "y").copy_to(where / "z")
+    assert objects(where) == ["d/y", "z"] and (where / "z").read_text() == "x"
+    (where / "d").remove_tree()
+    assert objects(where) == ["z"]
+
+
+def test_writable_says_no_for_a_missing_bucket(s3):
+    assert not Location.of("s3://no-such-bucket-here/zoo").writable()
+    assert Location.of(f"s3://{BUCKET}/probe").writable()
+
+
+def test_local_copy_and_local_folder_round_trip(where, tmp_path):
+    with storage.local_folder(where / "adapters") as out:
+        (out / "adapter_000").mkdir(parents=True)
+        (out / "adapter_000" / "adapter_config.json").write_text("{}")
+    assert objects(where / "adapters") == ["adapter_000/adapter_config.json"]
+    with storage.local_copy(where / "adapters") as local:
+        assert (local / "adapter_000" / "adapter_config.json").read_text() == "{}"
+
+
+# ---- the zoo's shard store ----
+
+TASKS, SEEDS, ROWS, LAYOUT = ["a", "b"], [0, 1], 3, [["w", [2, 3]]]
+
+
+def make_zoo(where: Location) -> Location:
+    """A small zoo written by the store's own writers (shards, then meta.json marked complete)."""
+    rng = np.random.default_rng(0)
+    for t in TASKS:
+        for s in SEEDS:
+            zoo.write_shard(where / zoo.SHARDS / zoo.shard_name(t, s), t, s, "accuracy", [1, 2, 3],
+                            list(rng.random(ROWS)), rng.standard_normal((ROWS, 6)).astype(np.float32),
+                            [0.5, None, 0.6], [np.zeros(4, np.float32), None, np.ones(4, np.float32)])
+    meta = {"complete": True, "domain": "text", "capture": {"num": ROWS, "seeds": SEEDS},
+            "tasks": {t: {"splits": {}, "layout": LAYOUT, "metric": "accuracy", "majority": 0.5} for t in TASKS}}
+    (where / "meta.json").write_text(json.dumps(meta))
+    return where
+
+
+def test_zoo_reads_the_same_from_a_bucket_as_from_a_disk(where, tmp_path):
+    local = make_zoo(Location.of(tmp_path / "ref"))
+    there = make_zoo(where)
+    assert zoo.check(there)["tasks"] == zoo.check(local)["tasks"]
+    a, b = zoo.task_arrays(there, test=True), zoo.task_arrays(local, test=True)
+    for t in TASKS:
+        np.testing.assert_array_equal(a[t]["vector"], b[t]["vector"])
+        assert sorted(a[t]["test_pred"]) == [0, 2, 3, 5]
+    np.testing.assert_array_equal(zoo.get_vector(there, "a", 1, 2), zoo.get_vector(local, "a", 1, 2))
+
+
+def test_fingerprint_follows_the_contents(where):
+    there = make_zoo(where)
+    before = zoo.fingerprint(there)
+    assert zoo.fingerprint(there) == before
+    zoo.write_shard(there / zoo.SHARDS / zoo.shard_name("a", 0), "a", 0, "accuracy", [1, 2, 3], [0.1] * 3,
+                    np.zeros((ROWS, 6), np.float32), [None] * 3, [None] * 3)
+    assert zoo.fingerprint(there) != before
+
+
+def test_a_damaged_shard_is_named_with_its_uri(where):
+    there = make_zoo(where)
+    (there / zoo.SHARDS / zoo.shard_name("b", 1)).write_bytes(b"not parquet")
+    with pytest.raises(ConfigError, match=rf"{str(there)}/shards/b__seed1.parquet: unreadable"):
+        zoo.check(there)
+
+
+def test_derived_zoos_on_a_bucket(where):
+    there = make_zoo(where / "full")
+    picked = zoo.select_tasks(there, ["b"], where / "only_b")
+    assert list(zoo.check(picked)["tasks"]) == ["b"]
+    assert objects(picked) == ["meta.json", "shards/b__seed0.parquet", "shards/b__seed1.parquet"]
+    sub = zoo.subsample(there, 3, seed=1, out_dir=where / "sub")
+    assert sum(len(v["vector"]) for v in zoo.task_arrays(sub).values()) == 3 * len(TASKS)
+    assert json.loads((sub / "meta.json").read_text())["subsample"]["of"] == str(there)
+
+
+# ---- the generator checkpoint ----
+
+def test_checkpoint_round_trip_on_a_bucket(trained, s3):  # noqa: F811
+    cfg, state, prep = trained
+    saved = checkpoint.from_training(cfg, state, prep)
+    folder = Location.of(f"s3://{BUCKET}/gen")
+    checkpoint.save(folder / checkpoint.GENERATOR_FILE, saved)
+    back = checkpoint.load(str(folder))  # the folder, by URI
+    for k, v in saved.ae.items():
+        assert np.array_equal(back.ae[k].numpy(), v.numpy())
+    assert back.task_names == saved.task_names and objects(folder) == [checkpoint.GENERATOR_FILE]
+    with pytest.raises(ConfigError, match=f"generator not found at s3://{BUCKET}/nothing"):
+        checkpoint.load(f"s3://{BUCKET}/nothing")
+
+
+# ---- MLflow artifacts ----
+
+def test_mlflow_artifacts_go_to_the_bucket_and_no_secret_is_saved(s3, tmp_path):
+    report = tmp_path / "report.md"
+    report.write_text("# a report\n")
+    cfg = Config.from_dict({"tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "bucketed",
+                                         "artifact_location": f"s3://{BUCKET}/mlartifacts"}})
+    run_id = tracking.log_report(cfg, "evaluate", {"score": 1.0}, [report])
+    assert f"{run_id}/artifacts/report.md" in "\n".join(objects(Location.of(f"s3://{BUCKET}/mlartifacts")))
+    assert SECRET.encode() not in (tmp_path / "mlflow.db").read_bytes()
+    # the experiment keeps its location: another one asked of it is an error, not a silent split
+    other = Config.from_dict({**cfg.to_dict(), "tracking": {**cfg.to_dict()["tracking"],
+                                                             "artifact_location": f"s3://{BUCKET}/elsewhere"}})
+    with pytest.raises(ConfigError, match="tracking.artifact_location: the experiment 'bucketed' keeps its artifacts"):
+        tracking.log_report(other, "evaluate", {"score": 1.0}, [report])
