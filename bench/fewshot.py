@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raypdiff import reports
 from raypdiff.config import load_config
 from raypdiff.fewshot import markdown, score_task, summarize
 from raypdiff.newtask import Builder
@@ -85,8 +86,7 @@ def main() -> None:
               "wall_seconds": time.time() - t_all, "k": ks, "setfit_k": setfit_ks, "draws": args.draws}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
-    (out / f"{args.name}.md").write_text(markdown(report))
+    reports.write(out, args.name, report, markdown)
     print(markdown(report).split("## Per task")[0])
 
 

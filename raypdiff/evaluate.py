@@ -4,7 +4,6 @@ average, the base model with its initial head). Writes report.json, report.md an
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,10 +11,13 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from raypdiff import plots
+from raypdiff import plots, reports
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
-from raypdiff.stats import Bootstrap, format_ci, interval, metric_rows, verdict
+from raypdiff.reports import cell, table
+from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
+from raypdiff.storage import local_path
+from raypdiff.tasks import TaskSpec
 
 TARGET_POINTS = 0.005  # the issue's targets: within half a point of the zoo
 
@@ -117,26 +119,63 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     be most of the scoring otherwise);
     workers: scoring actors (default: one per cluster CPU). guidance / sampler / quality: sampling settings other
     than the generator's own. zoo: the zoo to compare with (default: the one the generator was trained on; a sweep
-    trial trained on a subsample compares with the whole)."""
-    from raypdiff import lora
-    from raypdiff.config import Config
-
+    trial trained on a subsample compares with the whole). The report (`held_out`), written by `write`."""
     recon_num = num if recon_num is None else recon_num
     _check_counts(num=num, recon_num=recon_num, matrix_num=matrix_num, subset_rows=subset_rows,
                   bootstrap=bootstrap, workers=workers)
     gen, names, meta, data, arrays = _load(gen_path, tasks, zoo)
-    guidance = gen.cfg.diffusion.guidance if guidance is None else guidance
-    sampler = sampler or gen.cfg.diffusion.sampler
-    quality = gen.resolve_quality(quality)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
-    fits = {c: [s for s in names if gen.layout(s) == gen.layout(c)] for c in names}
-    matrix_num = min(matrix_num, num)
+    sampling = {"guidance": gen.cfg.diffusion.guidance if guidance is None else guidance,
+                "sampler": sampler or gen.cfg.diffusion.sampler, "quality": gen.resolve_quality(quality), "seed": seed}
+    out = local_path(out_dir, "--out")
+    out.mkdir(parents=True, exist_ok=True)  # before the scoring: an unusable --out fails at once, not minutes later
+    report = held_out(gen, names, meta, data, arrays, sampling, num=num, recon_num=recon_num,
+                      matrix_num=min(matrix_num, num), subset_rows=subset_rows, bootstrap=bootstrap, workers=workers)
+    write(report, out)
+    return report
 
-    # Sample first (condition c's draws serve as c's generated adapters and, de-normalized with another task's
-    # statistics, as c's row of the condition matrix: a row then differs from the diagonal only through the
-    # condition), then queue every scoring job.
+
+def write(report: dict, out: Path) -> list[Path]:
+    """report.json, report.md and report.png in out, from the report alone."""
+    return reports.write(out, "report", report, markdown, plot)
+
+
+def held_out(gen: Generator, names: list[str], meta: dict, data: dict, arrays: dict, sampling: dict, num: int,
+             recon_num: int, matrix_num: int, subset_rows: int, bootstrap: int, workers: Optional[int]) -> dict:
+    """The report as a plain dict (report.json): every adapter sampled and scored on the scorer pool, then each
+    task's figures, its novelty and the condition × task matrix. sampling: guidance, sampler, quality, seed."""
+    seed = sampling["seed"]
+    fits = {c: [s for s in names if gen.layout(s) == gen.layout(c)] for c in names}
+    plan, kept, gen_seconds = _sample(gen, names, meta, arrays, sampling, num, recon_num, matrix_num, fits)
+    subset = {t: list(range(min(subset_rows, len(data[t].test)))) for t in names}
+    preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test, "subset": data[t].test.take(subset[t])}
+                              for t in names}, workers)
+    boots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels, bootstrap, seed) for t in names}
+    mboots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels[subset[t]], bootstrap, seed) for t in names}
+    own = {t: preds["gen", t, "test"][:matrix_num][:, subset[t]] for t in names}  # the matrix's diagonal
+    report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
+                                   "test": len(data[t].test)} for t in names},
+                    "tasks": {t: _figures(t, gen.spec(t), meta["tasks"][t], arrays[t], preds, data[t].val.labels,
+                                          boots[t]) for t in names},
+                    "novelty": {t: _novelty(t, kept[t], arrays[t], preds, subset[t], gen.spec(t).is_regression)
+                                for t in names},
+                    **_conditions(names, fits, own, preds, mboots),
+                    "sampling": sampling, "bootstrap": bootstrap, "subset_rows": {t: len(r) for t, r in subset.items()}}
+    report["targets"] = targets(report)
+    report["generate_seconds_per_adapter"] = float(np.median(gen_seconds))
+    return report
+
+
+def _sample(gen: Generator, names: list[str], meta: dict, arrays: dict, sampling: dict, num: int, recon_num: int,
+            matrix_num: int, fits: dict) -> tuple[Plan, dict, list[float]]:
+    """Sample every task's adapters and queue every scoring job: the plan, per task what the figures read back
+    (novelty distances, capture pairs, the zoo rows scored), and seconds per generated adapter."""
+    from raypdiff import lora
+    from raypdiff.config import Config
+
+    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    guidance, sampler, quality, seed = (sampling[k] for k in ("guidance", "sampler", "quality", "seed"))
+    # Condition c's draws serve as c's generated adapters and, de-normalized with another task's statistics, as c's
+    # row of the condition matrix: a row then differs from the diagonal only through the condition.
     plan, kept, gen_seconds = Plan(), {}, []
     for t in names:
         a = arrays[t]
@@ -151,94 +190,86 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
         nearest = sorted(set(dist["nearest"].tolist()) - set(a["test_pred"]))
         pairs = {"neighbours": zoo_pairs(a, meta["capture"]["stride"]), "50_steps_apart": zoo_pairs(a, 50)}
         untested = sorted({j for ps in pairs.values() for _, j in ps} - set(a["test_pred"]))
-        kept[t] = {"x": x, "dist": dist, "pairs": pairs}
+        kept[t] = {"dist": dist, "pairs": pairs, "zoo_rows": nearest + untested}
         for split in ("val", "test"):
             plan.add(("gen", t, split), t, split, vecs)
             plan.add(("recon", t, split), t, split, recon)
         plan.add(("wa", t), t, "test", a["vector"].mean(0, keepdims=True))
         plan.add(("init", t), t, "test", lora.flatten(init)[None])
         plan.add(("zoo", t), t, "subset", a["vector"][nearest + untested])
-        kept[t]["zoo_rows"] = nearest + untested
         for s in fits[t]:
             if s != t:
                 plan.add(("matrix", t, s), s, "subset", gen.denormalize(s, x[:matrix_num]))
-    subset = {t: list(range(min(subset_rows, len(data[t].test)))) for t in names}
-    preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test, "subset": data[t].test.take(subset[t])}
-                              for t in names}, workers)
+    return plan, kept, gen_seconds
 
-    report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
-                                   "test": len(data[t].test)} for t in names},
-                    "tasks": {}, "novelty": {}, "condition_matrix": {}, "own_condition": {},
-                    "sampling": {"guidance": guidance, "sampler": sampler, "quality": quality, "seed": seed},
-                    "bootstrap": bootstrap, "subset_rows": {t: len(r) for t, r in subset.items()}}
-    boots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels, bootstrap, seed) for t in names}
-    mboots = {t: Bootstrap(gen.spec(t).metric, data[t].test.labels[subset[t]], bootstrap, seed) for t in names}
-    for t in names:
-        a, spec, boot = arrays[t], gen.spec(t), boots[t]
-        val_labels = data[t].val.labels
-        zoo_sub = {i: p[subset[t]] for i, p in a["test_pred"].items()}  # captures' predictions on the subset
-        zoo_sub.update(zip(kept[t]["zoo_rows"], preds.get(("zoo", t), [])))
-        tested = sorted(a["test_pred"])  # the stated sample scored at collect time (every test_every-th + best)
-        zoo_preds = np.stack([a["test_pred"][i] for i in tested])
-        best = int(np.argmax(a["value"]))  # best by val over every capture; scored on test at collect time
-        last = [i for i in range(len(a["step"])) if a["step"][i] == a["step"].max()]
-        g_val = metric_rows(spec.metric, preds["gen", t, "val"], val_labels)
-        r_val = metric_rows(spec.metric, preds["recon", t, "val"], val_labels)
-        g_test, r_test = preds["gen", t, "test"], preds["recon", t, "test"]
-        g_best, r_best = g_test[int(np.argmax(g_val))], r_test[int(np.argmax(r_val))]
-        wa = preds["wa", t]
-        report["tasks"][t] = {
-            "metric": spec.metric,
-            "test": {
-                "zoo": {**boot.mean(zoo_preds), "n": len(tested), "scores": [float(a["test_value"][i]) for i in tested],
-                        "best_by_val": boot.point(a["test_pred"][best]),
-                        "best_by_val_ci": interval(boot.draws(a["test_pred"][best])),
-                        "last": boot.point(np.stack([a["test_pred"][i] for i in last]))},
-                "weight_average": boot.point(wa), "weight_average_ci": interval(boot.draws(wa)),
-                "majority": meta["tasks"][t]["majority"],
-                "base_init": boot.point(preds["init", t]),
-                "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "n": len(r_test),
-                          "scores": metric_rows(spec.metric, r_test, boot.labels).tolist()},
-                "generated": {**boot.mean(g_test), "best_by_val": boot.point(g_best), "n": len(g_test),
-                              "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
-                "diff": {"gen_vs_zoo_mean": boot.diff(g_test, zoo_preds),
-                         "gen_vs_weight_average": boot.diff(g_test, wa),
-                         "gen_best_vs_zoo_best": boot.diff(g_best, a["test_pred"][best]),
-                         "recon_vs_zoo_mean": boot.diff(r_test, zoo_preds)},
-            },
-            "val": {"zoo_mean": float(a["value"].mean()), "zoo_best": float(a["value"].max()),
-                    "generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
-                    "recon_mean": float(r_val.mean())},
-        }
-        dist, reg = kept[t]["dist"], spec.is_regression
-        near = np.stack([zoo_sub[i] for i in dist["nearest"]])
-        report["novelty"][t] = {
-            **{k: v for k, v in dist.items() if k != "nearest"},
-            "gen_vs_nearest_zoo_disagreement": disagreement(g_test[:, subset[t]], near, reg),
-            **{f"zoo_{gap}_disagreement":
-               disagreement(np.stack([zoo_sub[i] for i, _ in ps]), np.stack([zoo_sub[j] for _, j in ps]), reg)
-               if ps else None for gap, ps in kept[t]["pairs"].items()},
-            "disagreement_unit": "mean |score difference|" if reg else "share of test rows predicted differently"}
-    own = {t: preds["gen", t, "test"][:matrix_num][:, subset[t]] for t in names}  # the diagonal
-    for c in names:
-        report["condition_matrix"][c] = {s: mboots[s].mean(own[c] if s == c else preds["matrix", c, s])
-                                         for s in fits[c]}
+
+def _figures(t: str, spec: TaskSpec, info: dict, a: dict, preds: dict, val_labels: np.ndarray, boot: Bootstrap) -> dict:
+    """One task's test figures (zoo, baselines, reconstructed and generated adapters, paired differences) and val
+    figures. info: the task's zoo meta; a: its zoo arrays."""
+    tested = sorted(a["test_pred"])  # the stated sample scored at collect time (every test_every-th + best)
+    zoo_preds = np.stack([a["test_pred"][i] for i in tested])
+    best = int(np.argmax(a["value"]))  # best by val over every capture; scored on test at collect time
+    last = [i for i in range(len(a["step"])) if a["step"][i] == a["step"].max()]
+    g_val = metric_rows(spec.metric, preds["gen", t, "val"], val_labels)
+    r_val = metric_rows(spec.metric, preds["recon", t, "val"], val_labels)
+    g_test, r_test = preds["gen", t, "test"], preds["recon", t, "test"]
+    g_best, r_best = g_test[int(np.argmax(g_val))], r_test[int(np.argmax(r_val))]
+    wa = preds["wa", t]
+    return {
+        "metric": spec.metric,
+        "test": {
+            "zoo": {**boot.mean(zoo_preds), "n": len(tested), "scores": [float(a["test_value"][i]) for i in tested],
+                    "best_by_val": boot.point(a["test_pred"][best]),
+                    "best_by_val_ci": interval(boot.draws(a["test_pred"][best])),
+                    "last": boot.point(np.stack([a["test_pred"][i] for i in last]))},
+            "weight_average": boot.point(wa), "weight_average_ci": interval(boot.draws(wa)),
+            "majority": info["majority"],
+            "base_init": boot.point(preds["init", t]),
+            "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "n": len(r_test),
+                      "scores": metric_rows(spec.metric, r_test, boot.labels).tolist()},
+            "generated": {**boot.mean(g_test), "best_by_val": boot.point(g_best), "n": len(g_test),
+                          "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
+            "diff": {"gen_vs_zoo_mean": boot.diff(g_test, zoo_preds),
+                     "gen_vs_weight_average": boot.diff(g_test, wa),
+                     "gen_best_vs_zoo_best": boot.diff(g_best, a["test_pred"][best]),
+                     "recon_vs_zoo_mean": boot.diff(r_test, zoo_preds)},
+        },
+        "val": {"zoo_mean": float(a["value"].mean()), "zoo_best": float(a["value"].max()),
+                "generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
+                "recon_mean": float(r_val.mean())},
+    }
+
+
+def _novelty(t: str, kept: dict, a: dict, preds: dict, rows: list[int], reg: bool) -> dict:
+    """One task's novelty: the parameter distances, and how differently generated adapters predict the first test
+    rows than their nearest zoo vectors (and zoo captures than their neighbours in the same run)."""
+    zoo_sub = {i: p[rows] for i, p in a["test_pred"].items()}  # captures' predictions on the subset
+    zoo_sub.update(zip(kept["zoo_rows"], preds.get(("zoo", t), [])))
+    dist = kept["dist"]
+    near = np.stack([zoo_sub[i] for i in dist["nearest"]])
+    return {
+        **{k: v for k, v in dist.items() if k != "nearest"},
+        "gen_vs_nearest_zoo_disagreement": disagreement(preds["gen", t, "test"][:, rows], near, reg),
+        **{f"zoo_{gap}_disagreement":
+           disagreement(np.stack([zoo_sub[i] for i, _ in ps]), np.stack([zoo_sub[j] for _, j in ps]), reg)
+           if ps else None for gap, ps in kept["pairs"].items()},
+        "disagreement_unit": "mean |score difference|" if reg else "share of test rows predicted differently"}
+
+
+def _conditions(names: list[str], fits: dict, own: dict, preds: dict, mboots: dict) -> dict:
+    """The condition × task matrix on the first test rows, and per task its own condition against the best other."""
+    matrix = {c: {s: mboots[s].mean(own[c] if s == c else preds["matrix", c, s]) for s in fits[c]} for c in names}
+    versus = {}
     for s in names:
         others = [c for c in names if c != s and s in fits[c]]
         if not others:
-            report["own_condition"][s] = {"status": "no competitor"}
+            versus[s] = {"status": "no competitor"}
             continue
-        rival = max(others, key=lambda c: report["condition_matrix"][c][s]["mean"])
+        rival = max(others, key=lambda c: matrix[c][s]["mean"])
         d = mboots[s].diff(own[s], preds["matrix", rival, s])
-        report["own_condition"][s] = {"status": {"higher": "wins", "lower": "loses"}.get(verdict(d["ci"]),
-                                                                                         "no difference"),
-                                      "best_other": rival, **d}
-    report["targets"] = targets(report)
-    report["generate_seconds_per_adapter"] = float(np.median(gen_seconds))
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(markdown(report))
-    plot(report, out / "report.png")
-    return report
+        versus[s] = {"status": {"higher": "wins", "lower": "loses"}.get(verdict(d["ci"]), "no difference"),
+                     "best_other": rival, **d}
+    return {"condition_matrix": matrix, "own_condition": versus}
 
 
 def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, workers: Optional[int] = None,
@@ -272,9 +303,9 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
                      "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta["tasks"][t]["majority"]},
             "val": {"generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
                     "zoo_mean": float(a["value"].mean())}}
-    out = Path(out_dir)
+    out = local_path(out_dir, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    reports.write_json(out / "report.json", report)
     return report
 
 
@@ -315,20 +346,20 @@ def markdown(report: dict) -> str:
     lines = [f"All figures on each task's TEST rows (never read by training, ranking or picking); best-by-val = the "
              f"adapter with the best VAL score. Intervals: 95% bootstrap over test rows ({report['bootstrap']} "
              f"resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}.", "",
-             "| task | metric | rows train/val/test | majority | base + init head | weight average | zoo mean (n) | "
-             "zoo best-by-val | zoo last | recon mean | recon best-by-val | generated mean (n) | generated best-by-val |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             *table(["task", "metric", "rows train/val/test", "majority", "base + init head", "weight average",
+                     "zoo mean (n)", "zoo best-by-val", "zoo last", "recon mean", "recon best-by-val",
+                     "generated mean (n)", "generated best-by-val"])]
     for t, r in report["tasks"].items():
         x, sp = r["test"], report["splits"][t]
         z, g, rc = x["zoo"], x["generated"], x["recon"]
         lines.append(f"| {t} | {r['metric']} | {sp['train']}/{sp['val']}/{sp['test']} | {x['majority']:.3f} | "
-                     f"{x['base_init']:.3f} | {x['weight_average']:.3f} {format_ci(x['weight_average_ci'])} | "
-                     f"{z['mean']:.3f} {format_ci(z['ci'])} ({z['n']}) | {z['best_by_val']:.3f} | {z['last']:.3f} | "
-                     f"{rc['mean']:.3f} | {rc['best_by_val']:.3f} | {g['mean']:.3f} {format_ci(g['ci'])} ({g['n']}) | "
+                     f"{x['base_init']:.3f} | {cell(x['weight_average'], x['weight_average_ci'])} | "
+                     f"{cell(z['mean'], z['ci'])} ({z['n']}) | {z['best_by_val']:.3f} | {z['last']:.3f} | "
+                     f"{rc['mean']:.3f} | {rc['best_by_val']:.3f} | {cell(g['mean'], g['ci'])} ({g['n']}) | "
                      f"{g['best_by_val']:.3f} |")
     lines += ["", "Paired differences in points (95% interval; \"no difference\" when it spans 0):", "",
-              "| task | generated − zoo mean | generated − weight average | gen best-by-val − zoo best-by-val | "
-              "recon − zoo mean | targets met (mean, best, ≥ w.avg) |", "|---|---|---|---|---|---|"]
+              *table(["task", "generated − zoo mean", "generated − weight average",
+                      "gen best-by-val − zoo best-by-val", "recon − zoo mean", "targets met (mean, best, ≥ w.avg)"])]
     for t, r in report["tasks"].items():
         d, tg = r["test"]["diff"], report["targets"][t]
         marks = " ".join("✓" if tg[k] else "✗" for k in ("mean_vs_zoo", "best_vs_zoo_best", "not_below_weight_average"))
@@ -339,8 +370,8 @@ def markdown(report: dict) -> str:
               "neighbours, and to the zoo's mean vector. Behaviour: disagreement on the first test rows (as for the matrix "
               "below; classification: share "
               "of rows predicted differently; regression: mean |score difference|).", "",
-              "| task | gen→zoo L2 | cos | recon→own L2 | recon→zoo L2 | zoo↔zoo L2 | gen→zoo mean | zoo→zoo mean | "
-              "gen vs nearest zoo | zoo neighbours | zoo 50 steps apart |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              *table(["task", "gen→zoo L2", "cos", "recon→own L2", "recon→zoo L2", "zoo↔zoo L2", "gen→zoo mean",
+                      "zoo→zoo mean", "gen vs nearest zoo", "zoo neighbours", "zoo 50 steps apart"])]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for t, n in report["novelty"].items():
         lines.append(f"| {t} | {n['gen_nearest_l2_median']:.3f} | {n['gen_nearest_cos_median']:.4f} | "
@@ -353,10 +384,10 @@ def markdown(report: dict) -> str:
     lines += ["", "Condition × task on the first test rows of each task (" + rows + "); rows: the condition generating; "
               "columns: the task scored, de-normalized with its statistics; mean over the cell's adapters [95% "
               "interval]; – = layouts differ:", "",
-              "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+              *table(["condition", *names])]
     for c, row in report["condition_matrix"].items():
-        lines.append(f"| {c} | " + " | ".join(f"{row[s]['mean']:.3f} {format_ci(row[s]['ci'])}" if s in row else "–"
-                                              for s in names) + " |")
+        lines.append(f"| {c} | " + " | ".join(cell(row[s]["mean"], row[s]["ci"]) if s in row else "–" for s in names)
+                     + " |")
     lines += ["", "Own condition against the best other condition on the same task: " + "; ".join(
         f"{t}: {o['status']}" + (f" (vs {o['best_other']}, {_diff(o)})" if "best_other" in o else "")
         for t, o in report["own_condition"].items())]

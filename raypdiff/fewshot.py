@@ -9,7 +9,8 @@ import numpy as np
 from raypdiff import heads
 from raypdiff.baselines import setfit
 from raypdiff.newtask import Builder
-from raypdiff.stats import Bootstrap, interval
+from raypdiff.reports import cell, format_ci, table
+from raypdiff.stats import Bootstrap, mean_ci
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 HEAD_METHODS = ("base+prototype", "base+logistic", "base+auto")
@@ -91,9 +92,9 @@ def summarize(tasks: dict[str, dict], labels: dict[str, np.ndarray], bootstrap: 
         methods = sorted({m for r in rows for m in r["methods"]})
         block = {}
         for m in methods:
-            vals = np.array([r["methods"][m]["macro_f1"]["mean"] for r in rows if m in r["methods"]])
-            boot = vals[rng.integers(0, len(vals), (bootstrap, len(vals)))].mean(1)
-            block[m] = {"macro_f1": float(vals.mean()), "ci": interval(boot), "tasks": len(vals),
+            vals = [r["methods"][m]["macro_f1"]["mean"] for r in rows if m in r["methods"]]
+            mean, ci = mean_ci(vals, bootstrap, rng)
+            block[m] = {"macro_f1": mean, "ci": ci, "tasks": len(vals),
                         "seconds_per_adapter": float(np.median([r["seconds"][m] for r in rows if m in r["seconds"]]))}
         if "setfit" in methods:
             v = [paired(t["k"][k]["preds"]["base+auto"], t["k"][k]["preds"]["setfit"], labels[n], bootstrap, seed)
@@ -113,11 +114,11 @@ def markdown(report: dict) -> str:
                       f"k = {s['k']} per label, {s['num']} generated: p50 {s['p50']:.2f} s, p90 {s['p90']:.2f} s"
                       for s in r["seconds"]), ""]
     lines += ["## Average over tasks (macro-F1, 95% interval over tasks)", "",
-              "| k per label | method | macro-F1 | interval | tasks | s per adapter |", "|---|---|---|---|---|---|"]
+              *table(["k per label", "method", "macro-F1", "interval", "tasks", "s per adapter"])]
     for k, block in report["summary"].items():
         for m, v in block.items():
             if "macro_f1" in v:
-                lines.append(f"| {k} | {m} | {v['macro_f1']:.3f} | [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | "
+                lines.append(f"| {k} | {m} | {v['macro_f1']:.3f} | {format_ci(v['ci'])} | "
                              f"{v['tasks']} | {v['seconds_per_adapter']:.2f} |")
     for k, block in report["summary"].items():
         if "base+auto vs setfit" in block:
@@ -127,7 +128,7 @@ def markdown(report: dict) -> str:
     lines += ["", "## Per task (macro-F1, 95% interval over test rows)", ""]
     for name, t in report["tasks"].items():
         for k, r in t["k"].items():
-            cells = ", ".join(f"{m} {v['macro_f1']['mean']:.3f} [{v['macro_f1']['ci'][0]:.3f}, "
-                              f"{v['macro_f1']['ci'][1]:.3f}]" for m, v in r["methods"].items())
+            cells = ", ".join(f"{m} {cell(v['macro_f1']['mean'], v['macro_f1']['ci'])}"
+                              for m, v in r["methods"].items())
             lines.append(f"- {name} (k={k}, {t['metric']} for the task): {cells}")
     return "\n".join(lines) + "\n"

@@ -66,8 +66,10 @@ def interval(draws: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def format_ci(ci: list[float]) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+def mean_ci(values, num: int, rng: np.random.Generator) -> tuple[float, list[float]]:
+    """values (n,) → their mean and its 95% interval over num resamples of the n values (tasks, say)."""
+    v = np.asarray(values)
+    return float(v.mean()), interval(v[rng.integers(0, len(v), (num, len(v)))].mean(1))
 
 
 def verdict(ci: list[float]) -> str:

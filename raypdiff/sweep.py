@@ -4,7 +4,6 @@ the objective, the test metric (with its interval) goes into the tables. Resumab
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,8 +11,9 @@ from typing import Optional
 import numpy as np
 from ray.tune import Callback
 
-from raypdiff import plots
+from raypdiff import plots, reports
 from raypdiff.config import Config, apply_overrides
+from raypdiff.reports import cell, table
 from raypdiff.storage import Location, local_path
 
 EXPERIMENT = "sweep"  # the Tune experiment's folder under sweep.output_dir/tune
@@ -169,11 +169,9 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     rows = {r.config["trial"]: {"metrics": r.metrics or {}, "error": None if r.error is None else
                                 str(r.error).strip().splitlines()[-1][:300]} for r in grid}
     summary = summarize(cfg, trials, rows, time.time() - t0)
-    (out / "sweep.json").write_text(json.dumps(summary, indent=1))
-    (out / "sweep.md").write_text(markdown(summary))
-    plot(summary, out / "sweep.png")
+    files = reports.write(out, "sweep", summary, markdown, plot)
     if logger is not None:
-        logger.finish(rows, summary, [out / "sweep.json", out / "sweep.md", out / "sweep.png"])
+        logger.finish(rows, summary, files)
     return summary
 
 
@@ -293,8 +291,7 @@ def markdown(s: dict) -> str:
              "metric per task with its 95% bootstrap interval over test rows, and the average over tasks. Run-to-run "
              f"noise (the default row's spread over its seeds, average test): {noise}.", ""]
     tasks = s["tasks"]
-    head = "| value | val | " + " | ".join(f"{t} test [95% CI]" for t in tasks) + " | average test |"
-    sep = "|---" * (len(tasks) + 3) + "|"
+    head = table(["value", "val", *(f"{t} test [95% CI]" for t in tasks), "average test"])
     if "zoo_test" in s:
         lines.append("the zoo's own adapters (collected, test): " + ", ".join(f"{t} {v:.3f}" for t, v in
                      s["zoo_test"].items()) + f"; average {s['zoo_average_test']:.4f}")
@@ -302,14 +299,13 @@ def markdown(s: dict) -> str:
         lines.append(f"default row, seed {seed}: average test {r['average_test']:.4f}, val {r['val']:.4f}")
     for axis, values in s.get("axes", {}).items():
         default = s["defaults"][axis]
-        lines += ["", f"## {axis} (default: {default})", "", head, sep]
+        lines += ["", f"## {axis} (default: {default})", "", *head]
         for v, r in values.items():
-            cells = " | ".join(f"{r['tasks'][t]['test']:.3f} [{r['tasks'][t]['test_ci'][0]:.3f}, "
-                               f"{r['tasks'][t]['test_ci'][1]:.3f}]" for t in tasks)
+            cells = " | ".join(cell(r["tasks"][t]["test"], r["tasks"][t]["test_ci"]) for t in tasks)
             lines.append(f"| {v}{' (default)' if v == default else ''} | {r['val']:.3f} | {cells} | "
                          f"{r['average_test']:.4f} |")
     if s.get("claims"):
-        lines += ["", "## The paper's claims, as measured here", "", "| claim | verdict | figures |", "|---|---|---|"]
+        lines += ["", "## The paper's claims, as measured here", "", *table(["claim", "verdict", "figures"])]
         for claim, c in s["claims"].items():
             figs = ", ".join(f"{k} {v:.4f}" for k, v in (c.get("values") or {}).items() if v is not None)
             lines.append(f"| {claim} | {c['verdict']} | {figs} |")

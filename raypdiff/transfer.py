@@ -16,7 +16,8 @@ import torch
 from raypdiff import heads, plots
 from raypdiff.fewshot import draw_per_label
 from raypdiff.newtask import Builder, Built, generated_bodies, tuned
-from raypdiff.stats import Bootstrap
+from raypdiff.reports import cell, flip_rates, format_ci, share, table
+from raypdiff.stats import Bootstrap, mean_ci
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
 # every method's head reads its body's mean-pooled, L2-normalized features; "auto" is the product's route (the base
@@ -417,15 +418,14 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
     """Per k and method: the macro-F1 average over classification tasks (and the task-metric average over every task)
     with 95% intervals over tasks, median seconds per adapter; COMPARE pairs counted by paired interval; flip rates;
     per family, the generated-minus-base average."""
-    from raypdiff.stats import interval, verdict
+    from raypdiff.stats import verdict
 
     tasks = {t: r for f in folds for t, r in f["tasks"].items()}
     rng = np.random.default_rng(seed)
 
     def avg(vals: list[float]) -> dict:
-        v = np.asarray(vals)
-        return {"mean": float(v.mean()), "ci": interval(v[rng.integers(0, len(v), (bootstrap, len(v)))].mean(1)),
-                "tasks": len(v)}
+        mean, ci = mean_ci(vals, bootstrap, rng)
+        return {"mean": mean, "ci": ci, "tasks": len(vals)}
 
     out: dict = {"k": {}}
     for k in next(iter(tasks.values()))["k"]:
@@ -454,10 +454,9 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
                 block["paired"][f"{a} vs {b}"] = {**{w: v.count(w) for w in ("higher", "lower", "no difference")},
                                                   "mean_diff": avg(d)}
         out["k"][k] = block
-    flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
-    twins = {t: r["flip"]["twin_opposite"] for t, r in tasks.items() if "twin_opposite" in r.get("flip", {})}
-    out["flip"] = {"flipped_examples_mean": float(np.mean(flips)) if flips else None, "tasks": len(flips),
-                   "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}
+    out["flip"] = flip_rates([r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r],
+                             {t: r["flip"]["twin_opposite"] for t, r in tasks.items()
+                              if "twin_opposite" in r.get("flip", {})})
     return out
 
 
@@ -478,23 +477,22 @@ def markdown(report: dict) -> str:
         n = max(v["tasks"] for v in block["task_metric"].values())
         lines += [f"## k = {k} examples per label" + (f" ({n} of {report['task_count']} tasks)"
                                                        if n < report["task_count"] else ""), "",
-                  "| method | macro-F1 (classification) | interval over tasks | task metric (all tasks) | "
-                  "s per adapter |", "|---|---|---|---|---|"]
+                  *table(["method", "macro-F1 (classification)", "interval over tasks", "task metric (all tasks)",
+                          "s per adapter"])]
         for m in METHODS:
             c, o = block["macro_f1"].get(m), block["task_metric"].get(m)
             if c or o:
-                lines.append(f"| {m} | {c['mean']:.3f} | [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] | "
+                lines.append(f"| {m} | {c['mean']:.3f} | {format_ci(c['ci'])} | "
                              f"{o['mean']:.3f} ({o['tasks']}) | {block['seconds_per_adapter'][m]:.2f} |"
                              if c else f"| {m} | | | {o['mean']:.3f} ({o['tasks']}) | "
                                        f"{block['seconds_per_adapter'][m]:.2f} |")
-        lines += ["", "| comparison | average macro-F1 difference [interval over tasks] | tasks higher / lower / no "
-                  "difference (paired interval over test rows) |", "|---|---|---|"]
+        lines += ["", *table(["comparison", "average macro-F1 difference [interval over tasks]",
+                              "tasks higher / lower / no difference (paired interval over test rows)"])]
         lines += [f"| {p} | {w['mean_diff']['mean']:+.3f} [{w['mean_diff']['ci'][0]:+.3f}, "
                   f"{w['mean_diff']['ci'][1]:+.3f}] | {w['higher']} / {w['lower']} / {w['no difference']} |"
                   for p, w in block["paired"].items()]
         lines.append("")
     f = report["summary"]["flip"]
-    share = (lambda x: "n/a" if x is None else f"{x:.1%}")
     lines += [f"Flipping the examples' labels flips {share(f['flipped_examples_mean'])} of generated+head's test "
               f"predictions ({f['tasks']} binary tasks); a label-swapped twin built from the same examples predicts "
               f"the opposite label on {share(f['twins_mean'])} of rows ({len(f['twins'])} twins).", ""]
@@ -506,8 +504,8 @@ def markdown(report: dict) -> str:
     for t, r in report["tasks"].items():
         for k, v in r["k"].items():
             cells = ", ".join(f"{m} {next(iter(s.values()))['mean']:.3f}" if "macro_f1" not in s else
-                              f"{m} {s['macro_f1']['mean']:.3f} [{s['macro_f1']['ci'][0]:.3f}, "
-                              f"{s['macro_f1']['ci'][1]:.3f}]" for m, s in v["methods"].items())
+                              f"{m} {cell(s['macro_f1']['mean'], s['macro_f1']['ci'])}"
+                              for m, s in v["methods"].items())
             picks = "; ".join(f"{m}: {', '.join(p)}" for m, p in v["picked"].items())
             lines.append(f"- {t} (k={k}): {cells}. Bodies: {picks}")
     return "\n".join(lines) + "\n"

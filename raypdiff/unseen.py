@@ -15,10 +15,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from raypdiff import plots
+from raypdiff import plots, reports
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
-from raypdiff.stats import Bootstrap, format_ci, metric_rows
+from raypdiff.reports import cell, flip_rates, share, table
+from raypdiff.stats import Bootstrap, metric_rows
 from raypdiff.storage import local_path
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
@@ -211,7 +212,7 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             result = run_fold(cfg, zoo_dir, meta, arrays, fold, path.parent, progress)
-            path.write_text(json.dumps(result, indent=1))
+            reports.write_json(path, result)
         results.append(json.loads(path.read_text()))
         if results[-1]["heldout"] != list(fold.heldout):
             raise ConfigError(f"{path} holds out other tasks than this config's {fold.name} (another holdout.seed, "
@@ -220,12 +221,9 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     pics = out / "pictures.json"
     if not pics.is_file() and report["task_count"]:  # from a fold holding out a twin pair if any: its path is the flip
         i = next((i for i, r in enumerate(results) if r["twins"]), next(i for i, r in enumerate(results) if r["tasks"]))
-        pics.write_text(json.dumps(pictures(cfg, meta, arrays(), folds[i], results[i], out), indent=1))
+        reports.write_json(pics, pictures(cfg, meta, arrays(), folds[i], results[i], out))
     report["pictures"] = json.loads(pics.read_text()) if pics.is_file() else None
-    (out / "holdout.json").write_text(json.dumps(report, indent=1))
-    (out / "holdout.md").write_text(markdown(report))
-    if report["task_count"]:
-        plot(report, out / "holdout.png")
+    reports.write(out, "holdout", report, markdown, plot if report["task_count"] else None)
     if cfg.tracking.enabled:
         from raypdiff import tracking
 
@@ -279,7 +277,6 @@ def summarize(folds: list[dict], scheme: str) -> dict:
     above = {f"{a} > {b}": sum(r["methods"][a]["mean"] > r["methods"][b]["mean"] for r in tasks.values())
              for a, b in (("generated", "majority"), ("generated", "nearest_task"), ("generated_finetune", "finetune"))}
     flips = [r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r]
-    twins = {k: v for f in folds for k, v in f["twins"].items()}
     sens = list(dict.fromkeys(k for r in tasks.values() for k in r["sensitivity"]))  # k=0, 1, 4, 16, random
     keep = ("fold", "heldout", "train_tasks", "train_seconds", "score_seconds")
     return {"scheme": scheme, "folds": [{k: f[k] for k in keep} for f in folds],
@@ -289,12 +286,7 @@ def summarize(folds: list[dict], scheme: str) -> dict:
             "skipped": {t: why for f in folds for t, why in f["skipped"].items()},
             "sensitivity": {k: float(np.mean([r["sensitivity"][k] for r in tasks.values() if k in r["sensitivity"]]))
                             for k in sens},
-            "flip": {"flipped_examples_mean": float(np.mean(flips)) if flips else None, "tasks": len(flips),
-                     "twins": twins, "twins_mean": float(np.mean(list(twins.values()))) if twins else None}}
-
-
-def _share(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
+            "flip": flip_rates(flips, {k: v for f in folds for k, v in f["twins"].items()})}
 
 
 def markdown(report: dict) -> str:
@@ -302,21 +294,21 @@ def markdown(report: dict) -> str:
     lines = [f"# Unseen tasks ({report['scheme']}): {report['task_count']} held-out tasks", "",
              "Each task scored on its test rows by a generator that never saw it (nor its twin); mean [95% bootstrap "
              "interval over test rows]. Oracle columns read what a new task's user does not have: oracle_pick_by_val "
-             "the task's val rows, oracle its own zoo adapters.", "", "| method | average over tasks |", "|---|---|"]
+             "the task's val rows, oracle its own zoo adapters.", "", *table(["method", "average over tasks"])]
     lines += [f"| {m} | {'n/a' if v is None else f'{v:.4f}'} |" for m, v in report["average"].items()]
     lines += ["", "Tasks where the paired interval puts the first above the second: " + ", ".join(
         f"{d}: {n} of {report['task_count']}" for d, n in report["higher_by_interval"].items()),
         "Tasks where the first's mean is above the second's (no interval): " + ", ".join(
         f"{d}: {n} of {report['task_count']}" for d, n in report["above_by_mean"].items()), ""]
-    lines += ["| task | nearest zoo task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 2) + "|"]
+    lines += table(["task", "nearest zoo task", *METHODS])
     for t, r in report["tasks"].items():
         lines.append(f"| {t} | {report['nearest_zoo_task'][t]} | " + " | ".join(
-            f"{r[m]['mean']:.3f} {format_ci(r[m]['ci'])}" for m in METHODS) + " |")
+            cell(r[m]["mean"], r[m]["ci"]) for m in METHODS) + " |")
     flip = report["flip"]
     lines += ["", "Condition sensitivity (generated mean on test, averaged over tasks): " + ", ".join(
         f"{k} {v:.4f}" for k, v in report["sensitivity"].items()),
-        f"Flipped examples flip {_share(flip['flipped_examples_mean'])} of predictions ({flip['tasks']} binary "
-        f"tasks); label-swapped twins predict opposite labels on {_share(flip['twins_mean'])} of test rows "
+        f"Flipped examples flip {share(flip['flipped_examples_mean'])} of predictions ({flip['tasks']} binary "
+        f"tasks); label-swapped twins predict opposite labels on {share(flip['twins_mean'])} of test rows "
         f"({len(flip['twins'])} pairs)."]
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{t} ({why})" for t, why in report["skipped"].items())]

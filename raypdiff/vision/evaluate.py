@@ -13,10 +13,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypdiff import plots
+from raypdiff import plots, reports
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
+from raypdiff.generate import Generator
+from raypdiff.reports import cell, table
 from raypdiff.stats import interval
+from raypdiff.storage import Location, local_path
 from raypdiff.vision.domain import image_condition
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
@@ -161,7 +164,6 @@ def best_capture(a: dict) -> np.ndarray:
 
 def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
     """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
-    from raypdiff.generate import Generator
     from raypdiff.train import train_fold_generator
     from raypdiff.zoo import select_tasks
 
@@ -176,14 +178,67 @@ def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, p
     return gen
 
 
+@dataclass
+class Samples:
+    """What the grids show, kept out of the report's JSON (images, not figures): per "seen:<style>" or
+    "heldout:<style>" the real images and each method's first samples, and the interpolation strip."""
+    grids: dict[str, dict[str, np.ndarray]]
+    strip: list[np.ndarray]
+
+
+class Methods:
+    """Scores methods' adapters on one style by their samples. An adapter is sampled once whichever methods share it
+    (the base, best-of-n among the n); each method's first sample of each class is kept for the style's grid."""
+
+    def __init__(self, sampler: Sampler, judges: Judges, data: dict, bootstrap: int, seed: int, progress: bool):
+        self.sampler, self.judges, self.data = sampler, judges, data
+        self.bootstrap, self.seed, self.progress = bootstrap, seed, progress
+        self.cache: dict[bytes, np.ndarray] = {}  # adapter bytes → its samples
+        self.grids: dict[str, dict[str, np.ndarray]] = {}
+
+    def sample(self, vector: Optional[np.ndarray]) -> np.ndarray:
+        key = b"base" if vector is None else np.ascontiguousarray(vector).tobytes()
+        if key not in self.cache:
+            self.cache[key] = self.sampler.sample(vector)
+        return self.cache[key]
+
+    def best_of(self, vectors: np.ndarray, images: np.ndarray, labels: np.ndarray) -> int:
+        """The index of the vector best by val on (images, labels)."""
+        return int(np.argmax([self.sampler.val_score(v, images, labels) for v in vectors]))
+
+    def score(self, style: str, methods: dict[str, Optional[np.ndarray]], key: str) -> dict:
+        """methods: name → (n, P) adapter vectors (None: the base) → {name: scores}."""
+        real = self.data[style].test[0]
+        sc, res = Scorer(self.judges, style, real, self.sampler.labels, self.bootstrap, self.seed), {}
+        grid = self.grids.setdefault(f"{key}:{style}", {"real": real[:10]})
+        for name, vectors in methods.items():
+            if self.progress:
+                print(f"vision-eval: {key} style {style}: {name}", file=sys.stderr)
+            samples = [self.sample(None)] if vectors is None else [self.sample(v) for v in vectors]
+            grid[name] = samples[0][:10]
+            res[name] = sc.score([sc.rows(s) for s in samples])
+        return res
+
+
 def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict:
     """Score every style of the zoo (seen by the generator at gen_path) and, with style_eval.heldout_styles, those
     styles again with a generator trained without them. Writes <style_eval.output_dir>/vision.{json,md,png} and the
-    grids."""
-    from raypdiff.domains import domain_for
-    from raypdiff.generate import Generator
-    from raypdiff.vision.domain import load_styled
-    from raypdiff.zoo import check, task_arrays
+    grids (`score`, then `write`)."""
+    meta, gen = _check(cfg, zoo_dir, gen_path)
+    out = local_path(cfg.style_eval.output_dir, "style_eval.output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    report, samples = score(cfg, zoo_dir, meta, gen, out, progress)
+    files = write(report, samples, out)
+    if cfg.tracking.enabled:
+        from raypdiff import tracking
+
+        tracking.log_report(cfg, "vision-eval", flat_metrics(report), files)
+    return report
+
+
+def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
+    """The zoo's meta and the generator, once both are known to fit style_eval and each other."""
+    from raypdiff.zoo import check
 
     e = cfg.style_eval
     meta = check(zoo_dir)
@@ -199,92 +254,89 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     gen.check_compatible(cfg)
     if gen.task_names != styles:
         raise ConfigError(f"{gen_path} was trained on other styles than the zoo {zoo_dir}'s")
-    out = Path(e.output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    return meta, gen
+
+
+def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Path, progress: bool) -> tuple[dict, Samples]:
+    """The report as a plain dict (vision.json) and the samples its grids show: each style's methods, and with
+    style_eval.heldout_styles those styles by a generator trained without them (kept in out); the interpolation;
+    where the base and the zoo came from."""
+    from raypdiff.domains import domain_for
+    from raypdiff.vision.domain import load_styled
+    from raypdiff.zoo import task_arrays
+
+    e = cfg.style_eval
     t0 = time.time()
-    domain = domain_for("vision")
-    specs = [domain.spec(meta["tasks"][s]["spec"]) for s in styles]
+    styles = list(meta["tasks"])
+    specs = [domain_for("vision").spec(meta["tasks"][s]["spec"]) for s in styles]
     c = cfg.to_dict()
-    zoo_vision = {"pipeline": None, **meta["base_model"]["vision"]}  # the zoo's own model (None: the offline base)
-    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **zoo_vision},
+    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **_zoo_vision(meta)},
                                 "eval": meta["eval"]})  # the styled data exactly as the zoo was scored on it
     data = {s.name: load_styled(zoo_cfg, s) for s in specs}
     judges, judge_acc = train_judges(zoo_cfg, specs, progress)
     arrays = task_arrays(zoo_dir)
     sampler = Sampler(zoo_cfg)
-    rng = np.random.default_rng(e.seed)
-    cache: dict[bytes, np.ndarray] = {}  # adapter bytes → its samples: the base, and best-of-n among the n, once
-    grids: dict[str, dict[str, np.ndarray]] = {}
-
-    def sample(vector: Optional[np.ndarray]) -> np.ndarray:
-        key = b"base" if vector is None else np.ascontiguousarray(vector).tobytes()
-        if key not in cache:
-            cache[key] = sampler.sample(vector)
-        return cache[key]
-
-    def scorer(style: str) -> Scorer:
-        return Scorer(judges, style, data[style].test[0], sampler.labels, e.bootstrap, e.seed)
-
-    def best_of(vectors: np.ndarray, images: np.ndarray, labels: np.ndarray) -> int:
-        return int(np.argmax([sampler.val_score(v, images, labels) for v in vectors]))
-
-    def evaluate(style: str, methods: dict[str, np.ndarray], key: str) -> dict:
-        """methods: name → (n, P) adapter vectors (None: the base) → {name: scores}; the first sample of each class
-        of each method kept for the style's grid."""
-        sc, res = scorer(style), {}
-        grid = grids.setdefault(f"{key}:{style}", {"real": data[style].test[0][:10]})
-        for name, vectors in methods.items():
-            if progress:
-                print(f"vision-eval: {key} style {style}: {name}", file=sys.stderr)
-            samples = [sample(None)] if vectors is None else [sample(v) for v in vectors]
-            grid[name] = samples[0][:10]
-            res[name] = sc.score([sc.rows(s) for s in samples])
-        return res
-
+    methods = Methods(sampler, judges, data, e.bootstrap, e.seed, progress)
     report: dict = {"judges": judge_acc, "prompts": len(sampler.labels), "styles": {}, "heldout_styles": {}}
     for s in styles:
         a, d = arrays[s], data[s]
         picks = _spread(len(a["value"]), e.zoo_captures)
         generated = gen.vectors(gen.conditions(s, e.num), s, seed=e.seed)
-        report["styles"][s] = evaluate(s, {
+        report["styles"][s] = methods.score(s, {
             "base": None, "zoo_mean": a["vector"][picks], "zoo_best": best_capture(a),
             "weight_average": a["vector"].mean(0, keepdims=True), "generated": generated,
-            "generated_best": generated[[best_of(generated, *d.val)]]}, "seen")
+            "generated_best": generated[[methods.best_of(generated, *d.val)]]}, "seen")
     if e.heldout_styles:
+        rng = np.random.default_rng(e.seed)
         hgen = heldout_generator(cfg, zoo_dir, styles, out, progress)
         for s in e.heldout_styles:
             a, (x, y) = arrays[s], data[s].train
             pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give
             cond, nearest = image_condition(hgen, x[pick], e.num)
             generated = hgen.vectors(cond, nearest, seed=e.seed)
-            report["heldout_styles"][s] = {"nearest": nearest, **evaluate(s, {
+            report["heldout_styles"][s] = {"nearest": nearest, **methods.score(s, {
                 "base": None, "nearest_style": best_capture(arrays[nearest]),
-                "generated": generated, "generated_best": generated[[best_of(generated, x[pick], y[pick])]],
+                "generated": generated, "generated_best": generated[[methods.best_of(generated, x[pick], y[pick])]],
                 "zoo_best": best_capture(a)}, "heldout")}
     report["interpolation"], strip = interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
     report["targets"] = targets(report)
     report["eval_seconds"] = time.time() - t0
-    made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"  # absent for a base not made by vision-base
-    timing = Path(zoo_dir) / "collect_seconds.json"
-    if zoo_vision["pipeline"]:
-        report["base"] = {"pipeline": zoo_vision["pipeline"]}
-    else:
-        report["base"] = ({k: v for k, v in json.loads(made.read_text()).items() if k in (
-            "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
-                          if made.is_file() else None)
-    report["zoo"] = {"styles": len(styles), "captures": int(sum(len(arrays[s]["value"]) for s in styles)),
-                     "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
-    files = [out / "vision.json", out / "vision.md", *write_pictures(report, grids, strip, out)]
-    (out / "vision.json").write_text(json.dumps(report, indent=1))
-    (out / "vision.md").write_text(markdown(report))
-    if cfg.tracking.enabled:
-        from raypdiff import tracking
+    report.update(_provenance(cfg, zoo_dir, meta, arrays))
+    return report, Samples(methods.grids, strip)
 
-        metrics = {f"{kind}.{m}.{k}": float(np.mean([r[m][k] for r in report[kind].values()]))
-                   for kind, methods in (("styles", SEEN), ("heldout_styles", HELDOUT)) if report[kind]
-                   for m in methods for k in SCORES}
-        tracking.log_report(cfg, "vision-eval", metrics, files)
-    return report
+
+def _zoo_vision(meta: dict) -> dict:
+    """The vision settings of the zoo's own model (pipeline None: the offline base)."""
+    return {"pipeline": None, **meta["base_model"]["vision"]}
+
+
+def _provenance(cfg: Config, zoo_dir: str, meta: dict, arrays: dict) -> dict:
+    """base: the zoo's named pipeline, or vision-base's summary of the base it made (None for one it did not make);
+    zoo: its styles, captures and collect time."""
+    pipeline = _zoo_vision(meta)["pipeline"]
+    made = local_path(cfg.vision.base_dir, "vision.base_dir") / "base.json"
+    timing = Location.of(zoo_dir) / "collect_seconds.json"
+    if pipeline:
+        base = {"pipeline": pipeline}
+    else:
+        base = ({k: v for k, v in json.loads(made.read_text()).items() if k in (
+            "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
+                if made.is_file() else None)
+    return {"base": base,
+            "zoo": {"styles": len(meta["tasks"]), "captures": int(sum(len(arrays[s]["value"]) for s in meta["tasks"])),
+                    "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}}
+
+
+def write(report: dict, samples: Samples, out: Path) -> list[Path]:
+    """vision.json, vision.md and vision.png from the report alone; the grids and the strip from the samples."""
+    return [*reports.write(out, "vision", report, markdown, plot), *write_pictures(samples, out)]
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    """Each method's scores averaged over styles, as MLflow metric names (kind.method.score) → values."""
+    return {f"{kind}.{m}.{k}": float(np.mean([r[m][k] for r in report[kind].values()]))
+            for kind, methods in (("styles", SEEN), ("heldout_styles", HELDOUT)) if report[kind]
+            for m in methods for k in SCORES}
 
 
 def interpolation(cfg: Config, gen, sampler: Sampler, judges: Judges, pair: list[str]) -> tuple[list[dict], list]:
@@ -323,7 +375,7 @@ def targets(report: dict) -> dict:
 
 
 def _cell(r: dict, k: str) -> str:
-    return f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]"
+    return cell(r[k], r[k + "_ci"])
 
 
 def markdown(report: dict) -> str:
@@ -337,7 +389,7 @@ def markdown(report: dict) -> str:
         if not report[kind]:
             continue
         lines += [f"## {'Seen styles' if kind == 'styles' else 'Held-out styles (a generator that never saw them)'}",
-                  "", "| style | method | style acc | fd | class acc |", "|---|---|---|---|---|"]
+                  "", *table(["style", "method", "style acc", "fd", "class acc"])]
         for s, r in report[kind].items():
             for m in methods:
                 label = f"nearest_style ({r['nearest']})" if m == "nearest_style" else m
@@ -352,8 +404,7 @@ def markdown(report: dict) -> str:
               f"{t['seen_styles']}",
               f"- held-out styles where generated beats the nearest style's LoRA on style accuracy: "
               f"{t['heldout_generated_above_nearest']} of {t['heldout_styles']}", "",
-              "## Interpolation", "", "| weight | " + " | ".join(k for k in report["interpolation"][0] if k != "weight")
-              + " |", "|---" * len(report["interpolation"][0]) + "|"]
+              "## Interpolation", "", *table(["weight", *(k for k in report["interpolation"][0] if k != "weight")])]
     for p in report["interpolation"]:
         lines.append(f"| {p['weight']:.2f} | " + " | ".join(f"{v:.3f}" for k, v in p.items() if k != "weight") + " |")
     return "\n".join(lines) + "\n"
@@ -371,28 +422,32 @@ def _montage(rows: list[np.ndarray], scale: int = 3) -> np.ndarray:
     return canvas.repeat(scale, 0).repeat(scale, 1)
 
 
-def write_pictures(report: dict, grids: dict, strip: list, out: Path) -> list[Path]:
-    """vision.png (scores by method), a grid per style (rows: real then each method; columns: the ten classes) and
-    interpolation.png (rows: classes; columns: points on the path)."""
+def write_pictures(samples: Samples, out: Path) -> list[Path]:
+    """A grid per style (rows: real then each method; columns: the ten classes) and interpolation.png (rows:
+    classes; columns: points on the path)."""
     from PIL import Image
 
     paths = []
-    for key, grid in grids.items():
+    for key, grid in samples.grids.items():
         kind, style = key.split(":", 1)
         p = out / f"grid_{kind}_{style.replace(' ', '_')}.png"
         Image.fromarray(_montage(list(grid.values()))).save(p)
         paths.append(p)
     p = out / "interpolation.png"
+    strip = samples.strip
     Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
-    paths.append(p)
-    p = out / "vision.png"
-    with plots.figure(p, (14, 4), dpi=100, ncols=3) as (fig, axes):
+    return [*paths, p]
+
+
+def plot(report: dict, path: Path) -> None:
+    """vision.png: per score, each method's mean over styles, seen styles then held-out ones."""
+    means = flat_metrics(report)
+    with plots.figure(path, (14, 4), dpi=100, ncols=3) as (fig, axes):
         for ax, k in zip(axes, SCORES):
             for kind, methods, shift in (("styles", SEEN, 0), ("heldout_styles", HELDOUT, len(SEEN) + 1)):
                 if report[kind]:
-                    vals = [np.mean([r[m][k] for r in report[kind].values()]) for m in methods]
-                    ax.bar(np.arange(len(methods)) + shift, vals, color="C0" if shift == 0 else "C1")
+                    ax.bar(np.arange(len(methods)) + shift, [means[f"{kind}.{m}.{k}"] for m in methods],
+                           color="C0" if shift == 0 else "C1")
             labels = [*SEEN, "", *[f"held-out {m}" for m in HELDOUT]]
             ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{k} (mean over styles)")
-    return [*paths, p]

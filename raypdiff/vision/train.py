@@ -119,5 +119,5 @@ def guidance(cfg: Config) -> float:
     if cfg.vision.pipeline:
         raise ConfigError(f"vision.guidance_scale: set it for vision.pipeline={cfg.vision.pipeline} (7.5 is usual for "
                           f"Stable Diffusion, 4.5 for PixArt-α)")
-    made = Path(cfg.vision.base_dir).expanduser().resolve() / "base.json"
+    made = local_path(cfg.vision.base_dir, "vision.base_dir") / "base.json"
     return float(json.loads(made.read_text()).get("guidance_scale", 1.0)) if made.is_file() else 1.0
