@@ -32,6 +32,11 @@ class TrainData:
     bank: torch.Tensor  # (T, S, C) condition embeddings: S example draws per task
     quality: Optional[torch.Tensor] = None  # (N,) metric rank within the task, when conditioning on quality
 
+    def to(self, device: torch.device) -> "TrainData":
+        q = None if self.quality is None else self.quality.to(device)
+        return TrainData(self.x.to(device), self.mask.to(device), self.task_idx.to(device), self.task_names,
+                         self.bank.to(device), q)
+
 
 def rows_to_data(tasks: list[str], vectors: list[np.ndarray], normalizer: Normalizer, task_names: list[str],
                  num_params: int, bank: dict[str, np.ndarray], quality: Optional[np.ndarray] = None) -> TrainData:
@@ -51,9 +56,11 @@ def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
 
 
 def _all_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over DDP workers (identity without torch.distributed)."""
+    """Sum over DDP workers (identity without torch.distributed). NCCL (Ray Train's backend on GPUs) reduces CUDA
+    tensors only."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = t.clone()
+        nccl = torch.distributed.get_backend() == "nccl"
+        t = t.to(torch.device("cuda", torch.cuda.current_device())) if nccl else t.clone()
         torch.distributed.all_reduce(t)
     return t
 
@@ -205,6 +212,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                if cfg.condition.quality else None)
     data = rows_to_data(tasks, [r["vector"] for r in rows], Normalizer.from_state(prep["normalizer"]),
                         prep["task_names"], prep["num_params"], prep["bank"], quality)
+    device = ray.train.torch.get_device()  # a GPU with trainer.use_gpu: the rows go where prepare_model puts the nets
+    data = data.to(device)
     ae, den = build_networks(cfg, prep["num_params"], data.bank.shape[-1])
     ae = ray.train.torch.prepare_model(ae, parallel_strategy_kwargs={"find_unused_parameters": True})
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
@@ -212,7 +221,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)
+            state = torch.load(Path(d) / "state.pt", weights_only=True, map_location=device)
     every = cfg.trainer.checkpoint_every
 
     def on_step(m: dict, snapshot) -> None:
@@ -268,7 +277,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     if result.error:
         raise RuntimeError(f"generator training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
+        state = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")  # saved on a worker's GPU
     path = checkpoint.save(out / checkpoint.GENERATOR_FILE, checkpoint.from_training(cfg, state, prep))
     summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": result.metrics,
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}

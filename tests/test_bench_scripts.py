@@ -309,3 +309,18 @@ def test_device_check(data_dir, fmnist_test, tmp_path):
     md = (out / "device.md").read_text()
     assert md.startswith("# Device check on cpu") and "Every stage passed: yes." in md
     assert [row[0] for row in table_rows(md)] == DEVICE_STAGES
+
+
+def test_storage(tmp_path):
+    """bench/storage.py's shard-store timing (no Ray) on both backends: its own loopback S3 server, small shards."""
+    out = tmp_path / "out"
+    with untouched("storage.json", "storage.md"):
+        bench("storage.py", ["--skip-pipeline", "--reps", "1", "--shards", "2", "--rows", "3",
+                             "--params", "50", "--out", out], timeout=300)
+    j = json.loads((out / "storage.json").read_text())
+    assert list(j["backends"]) == ["local disk", "S3 on loopback (moto)"]
+    for b in j["backends"].values():
+        assert all(finite(b["shard_store"][k]) and b["shard_store"][k] > 0 for k in ("write_s", "read_s", "check_s"))
+        assert "pipeline" not in b
+    rows = table_rows((out / "storage.md").read_text())
+    assert [r[0] for r in rows] == ["local disk", "S3 on loopback (moto)"]
