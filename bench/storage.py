@@ -107,12 +107,14 @@ def main() -> None:
                            "pipeline_reps": 0 if args.skip_pipeline else args.pipeline_reps},
               "backends": {}}
     with tempfile.TemporaryDirectory(prefix="rpbs") as tmp:
-        roots = {"local disk": Location.of(Path(tmp) / "local"), "S3 on loopback (moto)": Location.of(f"s3://{BUCKET}/bench")}
+        roots = {"local disk": Location.of(Path(tmp) / "local"),
+                 "S3 on loopback (moto)": Location.of(f"s3://{BUCKET}/bench")}
         mb = args.shards * args.rows * args.params * 4 / 2 ** 20
         for name, root in roots.items():
-            io = median_of([shard_io(root / "shards_only", args.shards, args.rows, args.params) for _ in range(args.reps)])
-            result["backends"][name] = {"shard_store": {**io, "megabytes": mb, "write_mb_s": mb / io["write_s"],
-                                                        "read_mb_s": mb / io["read_s"]}}
+            t = median_of([shard_io(root / "shards_only", args.shards, args.rows, args.params)
+                           for _ in range(args.reps)])
+            result["backends"][name] = {"shard_store": {**t, "megabytes": mb, "write_mb_s": mb / t["write_s"],
+                                                        "read_mb_s": mb / t["read_s"]}}
         if not args.skip_pipeline:
             # an untimed run first (Ray's workers import torch and load the base model once), then the backends in
             # turn, so that neither is always the first
@@ -139,14 +141,16 @@ def markdown(r: dict) -> str:
              f"({local['shard_store']['megabytes']:.0f} MB), median of {s['reps']}:", "",
              "| backend | write s (MB/s) | list + read s (MB/s) | check s |", "|---|---|---|---|"]
     for name, b in r["backends"].items():
-        io = b["shard_store"]
-        lines.append(f"| {name} | {io['write_s']:.2f} ({io['write_mb_s']:.0f}) | {io['read_s']:.2f} "
-                     f"({io['read_mb_s']:.0f}) | {io['check_s']:.2f} |")
+        t = b["shard_store"]
+        lines.append(f"| {name} | {t['write_s']:.2f} ({t['write_mb_s']:.0f}) | {t['read_s']:.2f} "
+                     f"({t['read_mb_s']:.0f}) | {t['check_s']:.2f} |")
     ratio = s3["shard_store"]["write_s"] / local["shard_store"]["write_s"]
-    lines += ["", f"S3 / local: write {ratio:.1f}×, read {s3['shard_store']['read_s'] / local['shard_store']['read_s']:.1f}×."]
+    read = s3["shard_store"]["read_s"] / local["shard_store"]["read_s"]
+    lines += ["", f"S3 / local: write {ratio:.1f}×, read {read:.1f}×."]
     if "pipeline" in local:
         lines += ["", "The tiny zoo (configs/tiny_gen.yaml: 2 tasks, 1 seed) collected and its generator trained on one "
-                  f"Ray, after an untimed warm-up run, the backends taking turns at going first; median of {s['pipeline_reps']}:", "", "| backend | collect s | train s |", "|---|---|---|"]
+                  "Ray, after an untimed warm-up run, the backends taking turns at going first; median of "
+                  f"{s['pipeline_reps']}:", "", "| backend | collect s | train s |", "|---|---|---|"]
         for name, b in r["backends"].items():
             lines.append(f"| {name} | {b['pipeline']['collect_s']:.1f} | {b['pipeline']['train_s']:.1f} |")
     lines += ["", "The loopback server is moto (Python) on the same CPUs: a real object store adds network latency "

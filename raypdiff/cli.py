@@ -182,11 +182,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from raypdiff.storage import local_path
     from raypdiff.sweep import sweep
 
     cfg = load_config(args.config, args.overrides)
     summary = sweep(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
-    out = Path(cfg.sweep.output_dir)
+    out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
     print((out / "sweep.md").read_text())
     print(f"sweep: {summary['finished']} of {summary['trials']} trials in {summary['wall_seconds']:.0f}s; "
           f"tables: {out / 'sweep.md'}")
@@ -218,7 +219,7 @@ def cmd_serve(args) -> int:
     serve_cfg.generator = path  # replicas read the local copy or the URI; paths made absolute for Ray's workers
     from raypdiff.storage import Location
 
-    serve_cfg.store_dir = str(Location.of(serve_cfg.store_dir))
+    serve_cfg.store_dir = str(Location.of(serve_cfg.store_dir, "serve.store_dir"))
     from raypdiff.serve.app import run
 
     run(serve_cfg, cfg.collect.ray_address)

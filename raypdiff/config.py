@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -176,6 +177,13 @@ class TrackingConfig:
     # Where a new experiment's artifacts go (s3://bucket/mlartifacts, ...); None → mlartifacts/ beside the SQLite
     # store. Credentials come from the environment (AWS_*, MLFLOW_S3_ENDPOINT_URL), never from here.
     artifact_location: Optional[str] = None
+
+    def __post_init__(self):
+        for key in ("uri", "artifact_location"):  # a config is saved beside zoos, in generators and in MLflow
+            value = getattr(self, key)
+            if value and urlsplit(value).password:
+                raise ConfigError(f"tracking.{key}: holds a password; give it through the environment instead "
+                                  f"(MLFLOW_TRACKING_PASSWORD, PGPASSWORD or ~/.pgpass, AWS_SECRET_ACCESS_KEY)")
 
 
 @dataclass

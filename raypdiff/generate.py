@@ -24,8 +24,8 @@ class Generator:
     """A trained generator loaded for sampling (EMA denoiser weights, eval mode)."""
 
     def __init__(self, path: str | Path):
-        self.ckpt = checkpoint.load(path)
         self.path = checkpoint.locate(path)
+        self.ckpt = checkpoint.load(self.path)
         self.domain: str = self.ckpt.domain
         self.cfg = self.ckpt.cfg
         self.task_names: list[str] = self.ckpt.task_names
@@ -183,8 +183,8 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
     gen = Generator(gen_path)
     if expect is not None:
         gen.check_compatible(expect)
-    domain, dest = domain_for(gen.domain), Location.of(out_dir)
-    with local_folder(dest) as out:
+    domain, dest = domain_for(gen.domain), Location.of(out_dir, "--out")
+    with local_folder(dest, last=("manifest.json",)) as out:  # a manifest never names adapters not there yet
         if task is None:
             user = UserInput(description, label_names, _read_examples(examples_file) if examples_file else [],
                              style_images, bodies, head, tune_steps)
@@ -200,10 +200,20 @@ def generate(gen_path: str, out_dir: str, num: int, seed: int, task: Optional[st
                            {"task": task, **sampling_facts(gen, seed, num, guidance, quality)})
         if not dest.is_local:  # name the adapters where they end up, not the folder they were written in
             manifest = out / "manifest.json"
-            manifest.write_text(manifest.read_text().replace(str(out), str(dest)))
-            res["adapters"] = [f.replace(str(out), str(dest)) for f in res["adapters"]]
-            res["manifest"] = str(dest / "manifest.json")
+            manifest.write_text(json.dumps(_moved(json.loads(manifest.read_text()), str(out), str(dest)), indent=1))
+            res = {**res, **_moved({k: res[k] for k in ("adapters", "manifest")}, str(out), str(dest))}
     return res
+
+
+def _moved(value, src: str, dst: str):
+    """`value` (JSON-like) with every path below `src` renamed below `dst`."""
+    if isinstance(value, dict):
+        return {k: _moved(v, src, dst) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, src, dst) for v in value]
+    if isinstance(value, str) and (value == src or value.startswith(src + "/")):
+        return dst + value[len(src):]
+    return value
 
 
 def _read_examples(path: str) -> list[dict]:

@@ -17,7 +17,7 @@ def run_pipeline(cfg: Config, progress: bool = True) -> dict:
     t0 = time.time()
     collect(cfg, progress=progress)
     trained = train_generator(cfg, cfg.collect.output_dir, progress=progress)
-    out = Location.of(cfg.generate.output_dir)
+    out = Location.of(cfg.generate.output_dir, "generate.output_dir")
     for name in trained_tasks(trained["generator"]):
         generate(trained["generator"], str(out / name), cfg.generate.num, cfg.generate.seed, task=name)
     with local_folder(out / "report") as report_dir:  # written here, uploaded when generate.output_dir is a URI

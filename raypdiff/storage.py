@@ -10,9 +10,10 @@ import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raypdiff.config import ConfigError
@@ -26,9 +27,10 @@ def is_uri(where: Where) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def local_path(where: str, setting: str) -> Path:
+def local_path(where: Union[str, Path], setting: str) -> Path:
     """The absolute path of a setting that takes a path only (a disk every node mounts); a URI is refused in one
     line that names the settings that take one."""
+    where = str(where)
     if is_uri(where):
         raise ConfigError(f"{setting}: takes a path, not a URI ({where}); URIs work for collect.output_dir, "
                           f"trainer.output_dir, generate.output_dir, serve.store_dir and tracking.artifact_location")
@@ -56,19 +58,23 @@ class Location:
         self.fs, self.path, self.scheme = fs, path.rstrip("/") or path, scheme
 
     @classmethod
-    def of(cls, where: Where) -> "Location":
+    def of(cls, where: Where, setting: str = "") -> "Location":
+        """`setting`: the config key or flag it came from, named in errors."""
         if isinstance(where, Location):
             return where
-        s = str(where)
+        s, named = str(where), f"{setting}: " if setting else ""
         if not is_uri(s):
-            return cls(pafs.LocalFileSystem(), str(local_path(s, "")))
+            return cls(pafs.LocalFileSystem(), str(local_path(s, setting)))
         parts = urlsplit(s)
+        if parts.username or parts.password or parts.query:  # never echoed: it may hold a secret
+            raise ConfigError(f"{named}{parts.scheme}:// URIs take no user, password or query; credentials and "
+                              f"endpoints come from the environment (AWS_*, AWS_ENDPOINT_URL, ...)")
         if not parts.netloc:
-            raise ConfigError(f"{s}: a URI needs a bucket (e.g. s3://bucket/path)")
+            raise ConfigError(f"{named}{s}: a URI needs a bucket (e.g. s3://bucket/path)")
         try:
             fs = _filesystem(parts.scheme, parts.netloc)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"{s}: cannot open this storage ({str(e).splitlines()[0][:160]})") from None
+            raise ConfigError(f"{named}{s}: cannot open this storage ({str(e).splitlines()[0][:160]})") from None
         return cls(fs, f"{parts.netloc}{parts.path}", parts.scheme)
 
     # ---- names ----
@@ -76,6 +82,12 @@ class Location:
         return f"{self.scheme}://{self.path}" if self.scheme else self.path
 
     __repr__ = __str__
+
+    def __fspath__(self) -> str:
+        """Local locations pass wherever a path does; a URI does not."""
+        if not self.is_local:
+            raise TypeError(f"{self} is a URI, not a local path")
+        return self.path
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Location) and str(self) == str(other)
@@ -129,6 +141,11 @@ class Location:
         return sorted((Location(self.fs, i.path, self.scheme) for i in infos if i.type == pafs.FileType.Directory),
                       key=str)
 
+    def tree(self) -> list[tuple[str, int]]:
+        """Every file below this folder as (path relative to it, modification time in ns), from one listing."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
+        return [(i.path[len(self.path) + 1:], i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File]
+
     def stat(self) -> tuple[int, int]:
         """(size in bytes, modification time in ns; 0 where the store keeps none)."""
         info = self.fs.get_file_info(self.path)
@@ -154,25 +171,23 @@ class Location:
 
     @contextmanager
     def temporary(self) -> Iterator["Location"]:
-        """A hidden name beside this one to write to; moved onto this one when the block ends without an error."""
+        """A hidden name beside this one to write to; moved onto this one when the block ends without an error, and
+        removed when it raised (an object store completes an upload whose writer closes on an exception)."""
         tmp = self.parent / f".{self.name}.{uuid.uuid4().hex[:8]}.tmp"
         self.parent.mkdir()
         try:
             yield tmp
-            self.fs.move(tmp.path, self.path)
-        finally:
+        except BaseException:
             if tmp.exists():
                 self.fs.delete_file(tmp.path)
-
-    def touch(self) -> None:
-        """Mark as used now (an object store cannot set a time: the object is written again)."""
-        if self.is_local:
-            os.utime(self.path)
-        else:
-            self.write_bytes(self.read_bytes())
+            raise
+        self.fs.move(tmp.path, self.path)
 
     def mkdir(self) -> None:
-        self.fs.create_dir(self.path, recursive=True)
+        """A folder on a disk; nothing on an object store (keys need no folder, and a marker object on a parent
+        prefix would need a permission the user may not have)."""
+        if self.is_local:
+            self.fs.create_dir(self.path, recursive=True)
 
     def move_to(self, dst: "Location") -> None:
         dst.parent.mkdir()
@@ -195,35 +210,34 @@ class Location:
         elif self.exists():
             self.fs.delete_file(self.path)
 
-    def writable(self) -> bool:
-        """Really try (os.access says yes to root on read-only mounts, and an object store has no permissions to
-        read): create the folder and a probe file in it."""
+    def unwritable(self) -> Optional[str]:
+        """Why nothing can be written here (the error's first line), or None. Really tried: os.access says yes to
+        root on read-only mounts, and an object store has no permissions to read."""
         probe = self / f".raypdiff-probe-{uuid.uuid4().hex[:8]}"
         try:
             self.mkdir()
             with self.fs.open_output_stream(probe.path) as f:
                 f.write(b"")
             self.fs.delete_file(probe.path)
-            return True
-        except OSError:
-            return False
+            return None
+        except (OSError, pa.ArrowException) as e:
+            return str(e).splitlines()[0][:200] or type(e).__name__
 
     # ---- whole folders ----
     def download(self, dst: Path) -> Path:
         """This folder's (or file's) contents copied to the local `dst`."""
-        if self.is_file():
-            pafs.copy_files(self.path, str(dst), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
-        else:
+        if not self.is_file():
             dst.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(self.path, str(dst), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(self.path, str(dst), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
         return dst
 
-    def upload(self, src: Path) -> None:
-        """The local folder (or file) `src` copied here."""
-        self.parent.mkdir()
-        pafs.copy_files(str(src), self.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+    def upload(self, src: Path, last: tuple[str, ...] = ()) -> None:
+        """The local folder `src` copied here; the files named in `last` (e.g. a manifest) only once the rest are."""
+        for f in sorted(p for p in src.rglob("*") if p.is_file() and p.name not in last):
+            (self / f.relative_to(src).as_posix()).write_bytes(f.read_bytes())
+        for name in last:
+            if (src / name).is_file():
+                (self / name).write_bytes((src / name).read_bytes())
 
 
 @contextmanager
@@ -241,9 +255,9 @@ def local_copy(where: Where) -> Iterator[Path]:
 
 
 @contextmanager
-def local_folder(where: Where) -> Iterator[Path]:
+def local_folder(where: Where, last: tuple[str, ...] = ()) -> Iterator[Path]:
     """A local folder to write into that ends up at `where`: the folder itself when local, else a temporary one
-    uploaded when the block ends without an error."""
+    uploaded when the block ends without an error (the files named in `last` after the others)."""
     loc = Location.of(where)
     if loc.is_local:  # created by whoever writes into it: a refused request leaves no folder
         yield loc.local()
@@ -251,6 +265,6 @@ def local_folder(where: Where) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="raypdiff-"))
     try:
         yield tmp
-        loc.upload(tmp)
+        loc.upload(tmp, last)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

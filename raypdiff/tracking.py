@@ -7,15 +7,17 @@ from pathlib import Path
 
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
-from raypdiff.storage import is_uri
+from raypdiff.storage import is_uri, local_path
 
 
 def tracking_uri(cfg: Config) -> str:
     if cfg.tracking.uri:
         return cfg.tracking.uri
-    # beside the zoo's folder; a zoo on a bucket keeps the store in ./runs (SQLite wants a local disk)
-    where = Path("runs") if is_uri(cfg.collect.output_dir) else Path(cfg.collect.output_dir).expanduser().parent
-    return f"sqlite:///{where.resolve() / 'mlflow.db'}"  # absolute, so this reads sqlite:////abs/path
+    if is_uri(cfg.collect.output_dir):  # no disk beside a bucket, and a job's working folder does not last
+        raise ConfigError(f"tracking.uri: set it (an MLflow server, or sqlite:////abs/path/mlflow.db) when "
+                          f"collect.output_dir is a URI ({cfg.collect.output_dir}), or tracking.enabled=false")
+    db = local_path(cfg.collect.output_dir, "collect.output_dir").parent / "mlflow.db"  # beside the zoo's folder
+    return f"sqlite:///{db}"  # db is absolute, so this reads sqlite:////abs/path
 
 
 def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
@@ -31,6 +33,7 @@ def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
 
 def _start(cfg: Config, run_name: str):
     import mlflow
+    from mlflow.utils.uri import resolve_uri_if_local  # how MLflow itself records a relative location
 
     uri, wanted = tracking_uri(cfg), cfg.tracking.artifact_location
     mlflow.set_tracking_uri(uri)
@@ -40,7 +43,7 @@ def _start(cfg: Config, run_name: str):
             # Artifacts beside the database, not in ./mlruns of whatever folder the command ran in.
             wanted = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
         mlflow.create_experiment(cfg.tracking.experiment, artifact_location=wanted)
-    elif wanted is not None and exp.artifact_location.rstrip("/") != wanted.rstrip("/"):
+    elif wanted is not None and exp.artifact_location.rstrip("/") != resolve_uri_if_local(wanted).rstrip("/"):
         raise ConfigError(f"tracking.artifact_location: the experiment {cfg.tracking.experiment!r} keeps its "
                           f"artifacts at {exp.artifact_location}; name a new tracking.experiment for {wanted}")
     mlflow.set_experiment(cfg.tracking.experiment)

@@ -250,9 +250,12 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     from raypdiff.cluster import connect
     from raypdiff.zoo import dataset
 
-    out = Location.of(cfg.trainer.output_dir)
-    if not out.writable():
-        raise ConfigError(f"trainer.output_dir: {out} is not writable")
+    out = Location.of(cfg.trainer.output_dir, "trainer.output_dir")
+    why = out.unwritable()
+    if why:
+        raise ConfigError(f"trainer.output_dir: {out} is not writable ({why})")
+    if cfg.tracking.enabled:
+        tracking.tracking_uri(cfg)  # a missing store fails now, not after the training
     t0 = time.time()
     prep = prepare(cfg, zoo_dir)
     connect(cfg.collect.ray_address, progress)

@@ -131,7 +131,6 @@ def summarize_shard(path: Where) -> dict:
     import pyarrow.parquet as pq
 
     path = Location.of(path)
-
     t = pq.read_table(path.path, filesystem=path.fs, columns=["task", "seed", "value", "metric"])
     v = np.asarray(t["value"].to_pylist())
     return {"task": t["task"][0].as_py(), "seed": int(t["seed"][0].as_py()), "metric": t["metric"][0].as_py(),
@@ -154,9 +153,10 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
     from raypdiff.lora import Layout
 
     domain = domain_for(cfg.domain)
-    out = Location.of(cfg.collect.output_dir)
-    if not out.writable():
-        raise ConfigError(f"collect.output_dir: {out} is not writable")
+    out = Location.of(cfg.collect.output_dir, "collect.output_dir")
+    why = out.unwritable()
+    if why:
+        raise ConfigError(f"collect.output_dir: {out} is not writable ({why})")
     specs = domain.specs(cfg)
     data = {s.name: domain.load(cfg, s) for s in specs}
     # Fail fast on model/LoRA mistakes, and fix each task's layout before any worker runs.
@@ -207,11 +207,14 @@ def shard_problem(path: Where, task: str, seed: int, size: int, rows: int) -> Op
     import pyarrow.parquet as pq
 
     path = Location.of(path)
-
     try:
         t = pq.read_table(path.path, filesystem=path.fs)
     except (pa.ArrowException, OSError) as e:
-        return f"unreadable ({str(e).splitlines()[0][:120]})"
+        if path.is_local or isinstance(e, pa.ArrowInvalid):
+            return f"unreadable ({str(e).splitlines()[0][:120]})"
+        # on an object store a read can fail for a moment (throttling, a reset connection): no reason to move it
+        raise ConfigError(f"{path}: cannot read it now ({str(e).splitlines()[0][:120]}); nothing was moved, "
+                          f"try again") from None
     if not t.schema.equals(_schema()):
         return "not a shard of this raypdiff version (columns differ)"
     if t.num_rows != rows:
@@ -276,6 +279,8 @@ def collect(cfg: Config, progress: bool = True) -> dict:
     from raypdiff.cluster import connect
 
     t0 = time.time()
+    if cfg.tracking.enabled:
+        tracking.tracking_uri(cfg)  # a missing store fails now, not after the collection
     plan = prepare(cfg, progress)
     connect(cfg.collect.ray_address, progress)
     cfg_dict = cfg.to_dict()
@@ -374,15 +379,17 @@ def check(zoo_dir: Where) -> dict:
     folder = Location.of(zoo_dir) / SHARDS
     rows, seeds = meta["capture"]["num"], meta["capture"]["seeds"]
     expected = {shard_name(t, s): (t, s) for t in meta["tasks"] for s in seeds}
-    repair = f"re-run `raypdiff collect -c {folder.parent / 'config.yaml'}` to repair the zoo"
-    present = folder.files("*.parquet")
-    for f in present:
+    config = folder.parent / "config.yaml"
+    repair = (f"re-run `raypdiff collect -c {config}` to repair the zoo" if config.is_local else
+              f"re-run `raypdiff collect` with the zoo's config (copy {config}) to repair the zoo")
+    present = {f.name: f for f in folder.files("*.parquet")}
+    for f in present.values():
         if f.name not in expected:
             raise ConfigError(f"{f}: a shard meta.json does not list (tasks {', '.join(meta['tasks'])}, seeds "
                               f"{seeds}); {repair}")
     for name, (task, seed) in expected.items():
         f = folder / name
-        problem = "missing" if f not in present else shard_problem(
+        problem = "missing" if name not in present else shard_problem(
             f, task, seed, Layout.from_json(meta["tasks"][task]["layout"]).size,
             meta["capture"].get("per_seed", {}).get(str(seed), rows))  # a subsample's seeds may hold one less
         if problem:

@@ -38,7 +38,8 @@ def test_store_put_meta_zip(where):  # on a disk and on a bucket
     names = zipfile.ZipFile(io.BytesIO(store.zip(i))).namelist()
     assert sorted(names) == ["adapter_config.json", "adapter_model.safetensors", "raypdiff.json"]
     store.put(i, lambda f: pytest.fail("an existing id is not written again"), {"task": "T"})
-    assert [p.name for p in where.folders()] == [i] and not [f for f in (where / i).files() if ".tmp" in f.name]
+    assert [p.name for p in where.folders()] == [".used", i]  # the adapter, and the record of its use
+    assert not [f for f in (where / i).files() if ".tmp" in f.name]
 
 
 def test_store_zips_a_new_tasks_head_by_its_name():

@@ -13,6 +13,7 @@ from raypdiff import checkpoint, storage, tracking, zoo
 from raypdiff.config import Config, ConfigError
 from raypdiff.storage import Location
 
+
 def objects(loc: Location) -> list[str]:
     import pyarrow.fs as pafs
 
@@ -34,6 +35,33 @@ def test_is_uri(given, uri, local):
 def test_bad_uris_fail_in_one_line(given, message):
     with pytest.raises(ConfigError, match=message):
         Location.of(given)
+
+
+@pytest.mark.parametrize("given,message", [
+    ("s3://AKIAKEY:topsecret@bucket/zoo", "URIs take no user, password or query"),
+    ("s3://bucket/zoo?endpoint_override=localhost:9000", "URIs take no user, password or query")])
+def test_credentials_in_a_uri_are_refused_without_echoing_them(given, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        Location.of(given, "collect.output_dir")
+    assert str(e.value).startswith("collect.output_dir: ") and "topsecret" not in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["uri", "artifact_location"])
+def test_a_password_in_a_tracking_setting_is_refused(key):
+    with pytest.raises(ConfigError, match=f"tracking.{key}: holds a password"):
+        Config.from_dict({"tracking": {key: "postgresql://mlflow:hunter2@db/mlflow"}})
+
+
+@pytest.mark.parametrize("zoo_dir,db", [("/x/zoo", "/x/mlflow.db"), ("file:///x/zoo", "/x/mlflow.db"),
+                                        ("/x/zoo/../zoo", "/x/mlflow.db")])
+def test_default_tracking_store_sits_beside_a_local_zoo(zoo_dir, db):
+    assert tracking.tracking_uri(Config.from_dict({"collect": {"output_dir": zoo_dir}})) == f"sqlite:///{db}"
+
+
+def test_a_bucketed_zoo_needs_a_tracking_store():
+    cfg = Config.from_dict({"collect": {"output_dir": "s3://bucket/zoo"}})
+    with pytest.raises(ConfigError, match="tracking.uri: set it"):
+        tracking.tracking_uri(cfg)
 
 
 def test_write_read_list_and_no_temporary_left(where):
@@ -66,9 +94,9 @@ def test_move_copy_remove(where):
     assert objects(where) == ["z"]
 
 
-def test_writable_says_no_for_a_missing_bucket(s3):
-    assert not Location.of("s3://no-such-bucket-here/zoo").writable()
-    assert Location.of(f"s3://{BUCKET}/probe").writable()
+def test_unwritable_says_why_for_a_missing_bucket(s3):
+    assert "NO_SUCH_BUCKET" in Location.of("s3://no-such-bucket-here/zoo").unwritable()
+    assert Location.of(f"s3://{BUCKET}/probe").unwritable() is None
 
 
 def test_local_copy_and_local_folder_round_trip(where, tmp_path):
@@ -126,6 +154,17 @@ def test_a_damaged_shard_is_named_with_its_uri(where):
         zoo.check(there)
 
 
+def test_a_leftover_temporary_is_not_a_shard(where):
+    there = make_zoo(where)
+    (there / zoo.SHARDS / ".a__seed0.parquet.1234abcd.tmp").write_bytes(b"half a shard from a killed writer")
+    assert zoo.check(there)["complete"] and len(zoo.load_table(there)) == len(TASKS) * len(SEEDS) * ROWS
+
+
+def test_a_read_error_on_a_bucket_moves_nothing(s3):
+    with pytest.raises(ConfigError, match="cannot read it now .*nothing was moved"):
+        zoo.shard_problem(f"s3://no-such-bucket-here/zoo/{zoo.SHARDS}/a__seed0.parquet", "a", 0, 6, ROWS)
+
+
 def test_derived_zoos_on_a_bucket(where):
     there = make_zoo(where / "full")
     picked = zoo.select_tasks(there, ["b"], where / "only_b")
@@ -161,6 +200,12 @@ def test_mlflow_artifacts_go_to_the_bucket_and_no_secret_is_saved(s3, tmp_path):
     run_id = tracking.log_report(cfg, "evaluate", {"score": 1.0}, [report])
     assert f"{run_id}/artifacts/report.md" in "\n".join(objects(Location.of(f"s3://{BUCKET}/mlartifacts")))
     assert SECRET.encode() not in (tmp_path / "mlflow.db").read_bytes()
+    relative = Config.from_dict({"tracking": {"uri": cfg.tracking.uri, "experiment": "relative",
+                                              "artifact_location": "rel/mlartifacts"}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        for _ in range(2):  # MLflow stores it made absolute: the second run must not see another location
+            tracking.log_report(relative, "evaluate", {"score": 1.0}, [report])
     # the experiment keeps its location: another one asked of it is an error, not a silent split
     other = Config.from_dict({**cfg.to_dict(), "tracking": {**cfg.to_dict()["tracking"],
                                                              "artifact_location": f"s3://{BUCKET}/elsewhere"}})

@@ -1,7 +1,6 @@
-"""The README's commands with every output on an S3 bucket (a real S3 API server, moto, on loopback): collect with a
-worker killed mid-run and resumed, train with Ray Train checkpoints on the bucket and resumed after the driver is
-killed, generate from and to the bucket, serve from it; MLflow artifacts in the bucket; the secret key in no saved
-file. Each command is `python -m raypdiff.cli` on a private Ray, credentials in its environment only."""
+"""The README's commands, every output on a bucket of a real S3 API server (moto) on loopback, each `python -m
+raypdiff.cli` on a private Ray with credentials in its environment only; in order: collect killed and resumed, train
+killed and resumed from the bucket's checkpoints, generate and serve from the bucket, the secret in no saved file."""
 from __future__ import annotations
 
 import json
@@ -129,7 +128,7 @@ def test_generate_and_serve_from_the_bucket_and_no_secret_is_saved(bucket):
         from peft import PeftConfig
 
         assert PeftConfig.from_pretrained(str(folder)).peft_type == "LORA"
-    proc, url = start_server(["--generator", G, f"serve.store_dir={bucket['tmp'] / 'store'}"], bucket["tmp"],
+    proc, url = start_server(["--generator", G, f"serve.store_dir=s3://{BUCKET}/served"], bucket["tmp"],
                              env=bucket["env"])
     try:
         r = httpx.post(f"{url}/v1/adapters", json={"task": "SST-2", "num": 1}, timeout=120)
@@ -137,6 +136,11 @@ def test_generate_and_serve_from_the_bucket_and_no_secret_is_saved(bucket):
         p = httpx.post(f"{url}/v1/predict", json={"adapter_id": r.json()["adapters"][0]["id"],
                                                    "texts": ["a fine film"]}, timeout=120)
         assert p.status_code == 200 and len(p.json()["predictions"]) == 1, p.text
+        adapter = r.json()["adapters"][0]["id"]
+        assert sorted(k.rpartition("/")[2] for k in keys(f"served/{adapter}")) == [
+            "adapter_config.json", "adapter_model.safetensors", "raypdiff.json"]
+        z = httpx.get(f"{url}/v1/adapters/{adapter}", timeout=60)
+        assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
     finally:
         stop_server(proc)
     # the secret is in the environment only: not in any object of the bucket, nor any file the runs wrote

@@ -195,7 +195,7 @@ def test_subsample_shares_captures_over_seeds(tiny_zoo, tmp_path, per_task, shar
     for t in ("SST-2", "STS-B"):
         assert [pq.read_table(sub / SHARDS / shard_name(t, s)).num_rows for s in (0, 1)] == shares
     again = subsample(zoo, per_task, 0, tmp_path / "again")
-    for f in (sub / SHARDS).iterdir():
+    for f in (sub / SHARDS).files():
         assert pq.read_table(f).equals(pq.read_table(again / SHARDS / f.name))
     for bad in (1, 7):
         with pytest.raises(ConfigError, match=f"captures={bad}: .* ask for 2 to 6$"):

@@ -71,7 +71,7 @@ def test_select_tasks(tiny_zoo, tmp_path):
     out = select_tasks(tiny_zoo, ["STS-B"], tmp_path / "sel")
     meta = read_meta(out)
     assert list(meta["tasks"]) == ["STS-B"] and meta["selection"]["tasks"] == ["STS-B"]
-    assert sorted(p.name for p in (out / "shards").iterdir()) == ["STS-B__seed0.parquet"]
+    assert [p.name for p in (out / "shards").files()] == ["STS-B__seed0.parquet"]
     assert select_tasks(tiny_zoo, ["STS-B"], tmp_path / "sel") == out  # reused
     with pytest.raises(ConfigError, match="task QNLI is not in the zoo"):
         select_tasks(tiny_zoo, ["QNLI"], tmp_path / "other")

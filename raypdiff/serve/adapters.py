@@ -12,10 +12,10 @@ import torch
 from raypdiff import heads, newtask
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains import AdapterWriter
-from raypdiff.storage import Location
 from raypdiff.generate import Generator
 from raypdiff.lora import public_id
 from raypdiff.serve.store import AdapterStore, adapter_id
+from raypdiff.storage import Location
 from raypdiff.tasks import TaskSpec
 
 
@@ -26,7 +26,7 @@ def resolve_generator(source: str, tracking_uri: Optional[str]) -> str:
         from raypdiff import tracking
 
         return str(tracking.download_generator(source, tracking_uri))
-    return str(Location.of(source))
+    return str(Location.of(source, "--generator"))
 
 
 class AdapterMaker:

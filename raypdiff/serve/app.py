@@ -116,8 +116,8 @@ class Ingress:
               "description": "the PEFT folder (adapter_config.json, adapter_model.safetensors, raypdiff.json)"},
         **ERRORS}, dependencies=[Depends(BEARER)])
     async def download(self, adapter_id: str = PathParam(pattern=ID_PATTERN)):
-        try:
-            data = self.store.zip(adapter_id)
+        try:  # the store's reads block (a disk or a bucket): off the event loop
+            data = await asyncio.to_thread(self.store.zip, adapter_id)
         except KeyError:
             raise HTTPException(404, UNKNOWN) from None
         return Response(data, media_type="application/zip",
@@ -130,8 +130,8 @@ class Ingress:
             adapter_id = made["adapters"][0]["id"]
         else:
             adapter_id = req.adapter_id
-            try:
-                self.store.meta(adapter_id)  # counts as a use: adapters in use stay in the store
+            try:  # counts as a use: adapters in use stay in the store
+                await asyncio.to_thread(self.store.meta, adapter_id)
             except KeyError:
                 raise HTTPException(404, UNKNOWN) from None
         texts = [t if isinstance(t, str) else list(t) for t in req.texts]

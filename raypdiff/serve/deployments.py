@@ -23,8 +23,9 @@ def _setup(settings: dict):
 
 
 def _check_store(store) -> None:
-    """Health: a replica whose adapter store disappeared (an unmounted share) is unhealthy."""
-    if not store.root.is_dir():
+    """Health: a replica whose adapter store disappeared (an unmounted share) is unhealthy. (A bucket's prefix
+    holds no folder to check: an empty one does not exist until the first adapter.)"""
+    if store.root.is_local and not store.root.is_dir():
         raise RuntimeError(f"adapter store {store.root} is gone")
 
 

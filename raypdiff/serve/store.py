@@ -8,6 +8,7 @@ import io
 import json
 import re
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,8 @@ META = "raypdiff.json"  # what the adapter is for (labels, text fields, base mod
 ZIPPED = ("adapter_config.json", "adapter_model.safetensors", META)
 HEAD = "head.safetensors"  # a new task's head (raypdiff.newtask.HEAD_FILE), zipped where the folder has one
 UNKNOWN = "unknown adapter id (never made here, or evicted from the store)"
+USED = ".used"  # <store>/.used/<id>: an empty file whose time is the adapter's last use
+USE_EVERY = 60.0  # seconds between two recorded uses of one adapter by one process
 
 
 def adapter_id(vector: np.ndarray, layout_task: str, base: str) -> str:
@@ -32,9 +35,10 @@ def adapter_id(vector: np.ndarray, layout_task: str, base: str) -> str:
 
 class AdapterStore:
     def __init__(self, root: Where, max_adapters: int):
-        self.root = Location.of(root)
+        self.root = Location.of(root, "serve.store_dir")
         self.root.mkdir()
         self.max_adapters = max_adapters
+        self._used: dict[str, float] = {}  # id → when this process last recorded a use
 
     def path(self, id_: str) -> Location:
         if not re.match(ID_PATTERN, id_):
@@ -91,30 +95,39 @@ class AdapterStore:
         return buf.getvalue()
 
     def _touch(self, id_: str) -> None:
+        """A use, as the time of an empty marker beside the adapters (the adapter's own files are never rewritten,
+        so an eviction racing a use cannot leave half an adapter); at most once a minute per id and process, since
+        on a bucket each is a request."""
+        if time.monotonic() - self._used.get(id_, -USE_EVERY) < USE_EVERY:
+            return
+        self._used[id_] = time.monotonic()
         try:
-            (self.path(id_) / META).touch()
+            (self.root / USED / id_).write_bytes(b"")
         except OSError:
             pass
 
+    def _ages(self) -> dict[str, int]:
+        """Stored id → when it was last used or stored (ns), from one listing of the store."""
+        stored, used = {}, {}
+        for rel, mtime in self.root.tree():
+            folder, _, name = rel.rpartition("/")
+            if name == META and re.match(ID_PATTERN, folder):
+                stored[folder] = mtime
+            elif folder == USED and re.match(ID_PATTERN, name):
+                used[name] = mtime
+        return {k: max(v, used.get(k, 0)) for k, v in stored.items()}
+
     def evict(self) -> list[str]:
         """Remove the least recently used adapters beyond the cap; returns their ids."""
-        entries = []
-        for p in self._stored():
-            try:
-                entries.append(((p / META).stat()[1], p))
-            except OSError:
-                continue
-        entries.sort(key=lambda e: (e[0], str(e[1])))
-        gone = entries[:max(0, len(entries) - self.max_adapters)]
-        for _, p in gone:
-            try:
-                p.remove_tree()
-            except OSError:  # another replica removed it first
-                pass
-        return [p.name for _, p in gone]
-
-    def _stored(self) -> list[Location]:
-        return [p for p in self.root.folders() if re.match(ID_PATTERN, p.name) and (p / META).is_file()]
+        ages = self._ages()
+        gone = sorted(ages, key=lambda k: (ages[k], k))[:max(0, len(ages) - self.max_adapters)]
+        for id_ in gone:
+            for p in (self.path(id_), self.root / USED / id_):
+                try:
+                    p.remove_tree()
+                except OSError:  # another replica removed it first
+                    pass
+        return gone
 
     def __len__(self) -> int:
-        return len(self._stored())
+        return len(self._ages())
