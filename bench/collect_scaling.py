@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from raypdiff.config import load_config
-from raypdiff.zoo import summarize
+from raypdiff.zoo.store import summarize
 
 RESULTS = Path(__file__).parent / "results"
 # Four (task, seed) jobs of equal size, so 2 workers split the work evenly.

@@ -30,7 +30,7 @@ from raypdiff.evaluate import evaluate, markdown
 from raypdiff.generate import Generator
 from raypdiff.train import train_generator
 from raypdiff.domains import load_splits
-from raypdiff.zoo import read_meta
+from raypdiff.zoo.store import read_meta
 
 RESULTS = Path(__file__).parent / "results"
 

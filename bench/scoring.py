@@ -13,7 +13,7 @@ import torch
 
 from raypdiff.scoring import Scorer, ScorerPool
 from raypdiff.domains import load_splits
-from raypdiff.zoo import read_meta, task_arrays
+from raypdiff.zoo.store import read_meta, task_arrays
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from raypdiff import storage, zoo
+from raypdiff import storage
 from raypdiff.cluster import connect
 from raypdiff.config import load_config
 from raypdiff.storage import Location
 from raypdiff.train import train_generator
+from raypdiff.zoo.collect import collect
+from raypdiff.zoo.store import SHARDS, check, load_table, shard_name, write_shard
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -46,27 +48,27 @@ def start_s3() -> object:
 
 def shard_io(where: Location, shards: int, rows: int, params: int) -> dict:
     """Seconds to write `shards` shards of rows × params float32 vectors, to list and read them back (load_table),
-    and to check them (zoo.check: every shard opened and validated)."""
+    and to check them (zoo.store.check: every shard opened and validated)."""
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((rows, params)).astype(np.float32)
     steps, values = list(range(rows)), list(rng.random(rows))
     where.remove_tree()
     t0 = time.perf_counter()
     for s in range(shards):
-        zoo.write_shard(where / zoo.SHARDS / zoo.shard_name("bench", s), "bench", s, "accuracy", steps, values, vectors,
-                        [None] * rows, [None] * rows)
-    write = time.perf_counter() - t0
+        write_shard(where / SHARDS / shard_name("bench", s), "bench", s, "accuracy", steps, values, vectors,
+                    [None] * rows, [None] * rows)
+    write_s = time.perf_counter() - t0
     meta = {"complete": True, "capture": {"num": rows, "seeds": list(range(shards))},
             "tasks": {"bench": {"splits": {}, "layout": [["w", [params]]], "metric": "accuracy", "majority": None}}}
     (where / "meta.json").write_text(json.dumps(meta))
     t0 = time.perf_counter()
-    table = zoo.load_table(where)
-    read = time.perf_counter() - t0
+    table = load_table(where)
+    read_s = time.perf_counter() - t0
     assert table.num_rows == shards * rows
     t0 = time.perf_counter()
-    zoo.check(where)
-    check = time.perf_counter() - t0
-    return {"write_s": write, "read_s": read, "check_s": check}
+    check(where)
+    check_s = time.perf_counter() - t0
+    return {"write_s": write_s, "read_s": read_s, "check_s": check_s}
 
 
 def pipeline(root: Location, data_root: str) -> dict:
@@ -75,7 +77,7 @@ def pipeline(root: Location, data_root: str) -> dict:
         f"data.root={data_root}", f"collect.output_dir={root / 'zoo'}", f"trainer.output_dir={root / 'gen'}",
         "tracking.enabled=false", "collect.ray_address=local"])
     t0 = time.time()
-    zoo.collect(cfg, progress=False)
+    collect(cfg, progress=False)
     collect_s = time.time() - t0
     t0 = time.time()
     train_generator(cfg, str(root / "zoo"), progress=False)

@@ -48,7 +48,7 @@ def main() -> None:
     from raypdiff.config import load_config
     from raypdiff.transfer import fold_result, prepare_fold, run_fold
     from raypdiff.unseen import folds_for
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo.store import check, task_arrays
 
     overrides = [f"data.root={args.data_root}", *args.overrides]
     cfg = load_config(ROOT / args.config, overrides)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from raypdiff.cli import format_summary
 from raypdiff.config import load_config
-from raypdiff.zoo import collect
+from raypdiff.zoo.collect import collect
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from raypdiff.config import load_config
-from raypdiff.zoo import summarize
+from raypdiff.zoo.store import summarize
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,7 +27,7 @@ def _zoo_job_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_collect(args) -> int:
-    from raypdiff.zoo import collect
+    from raypdiff.zoo.collect import collect
 
     cfg = load_config(args.config, args.overrides)
     summary = collect(cfg, progress=not args.quiet)
@@ -37,7 +37,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from raypdiff.zoo import read_meta, summarize
+    from raypdiff.zoo.store import read_meta, summarize
 
     read_meta(args.zoo)
     summary = summarize(args.zoo)
@@ -78,7 +78,7 @@ def cmd_export(args) -> int:
     from raypdiff import lora
     from raypdiff.config import Config
     from raypdiff.tasks import TaskSpec
-    from raypdiff.zoo import get_vector, read_meta
+    from raypdiff.zoo.store import get_vector, read_meta
 
     from raypdiff.domains import require_text
 

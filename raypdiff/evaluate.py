@@ -96,7 +96,7 @@ def _check_counts(workers: Optional[int], **counts: int) -> None:
 def _load(gen_path: str, tasks: Optional[list[str]], zoo: Optional[str]):
     """The generator, the task names (validated), and the zoo's meta, splits and per-task arrays."""
     from raypdiff.domains import load_splits
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo.store import check, task_arrays
 
     from raypdiff.domains import require_text
 

@@ -12,7 +12,7 @@ def run_pipeline(cfg: Config, progress: bool = True) -> dict:
     from raypdiff.evaluate import evaluate, flat_metrics, markdown
     from raypdiff.generate import generate
     from raypdiff.train import train_generator
-    from raypdiff.zoo import collect
+    from raypdiff.zoo.collect import collect
 
     t0 = time.time()
     collect(cfg, progress=progress)

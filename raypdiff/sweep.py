@@ -126,7 +126,8 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
 
     from raypdiff.cluster import connect, cpus
     from raypdiff.domains import require_text
-    from raypdiff.zoo import check, subsample
+    from raypdiff.zoo.derive import subsample
+    from raypdiff.zoo.store import check
 
     meta = check(zoo_dir)
     require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator

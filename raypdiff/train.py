@@ -164,7 +164,7 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
 def prepare(cfg: Config, zoo_dir: str) -> dict:
     """Driver-side: read the zoo, fit the normalizer, embed conditions. Small enough to ship to workers."""
     from raypdiff.domains import domain_for
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo.store import check, task_arrays
 
     meta = check(zoo_dir)
     names = list(meta["tasks"])
@@ -186,7 +186,7 @@ def run_name(cfg: Config, zoo_dir: str) -> str:
     """Ray Train resumes any run it finds under its storage path and name. Naming the run after the training
     settings and the zoo's contents makes a re-run of the same command resume (or, when finished, reuse) it,
     and anything else start fresh."""
-    from raypdiff.zoo import fingerprint
+    from raypdiff.zoo.store import fingerprint
 
     c = cfg.to_dict()
     settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion")}
@@ -248,7 +248,7 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
 
     from raypdiff import tracking
     from raypdiff.cluster import connect
-    from raypdiff.zoo import dataset
+    from raypdiff.zoo.store import dataset
 
     out = Location.of(cfg.trainer.output_dir, "trainer.output_dir")
     why = out.unwritable()

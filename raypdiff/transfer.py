@@ -261,7 +261,7 @@ def prepare_fold(cfg, zoo_dir: str, meta: dict, fold, out: Path, multitask_steps
     from raypdiff.domains import load_splits
     from raypdiff.multitask import train_body
     from raypdiff.train import train_fold_generator
-    from raypdiff.zoo import select_tasks
+    from raypdiff.zoo.derive import select_tasks
 
     if not (out / "generator" / GENERATOR_FILE).is_file():
         train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), out / "generator",

@@ -161,7 +161,7 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     from raypdiff.generate import Generator
     from raypdiff.train import train_fold_generator
     from raypdiff.domains import load_splits
-    from raypdiff.zoo import select_tasks
+    from raypdiff.zoo.derive import select_tasks
 
     heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
     skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
@@ -197,7 +197,7 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
 
 def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     """Every fold of holdout.scheme (finished folds are read back, not re-run); writes holdout.json."""
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo.store import check, task_arrays
 
     from raypdiff.domains import require_text
 

@@ -207,7 +207,7 @@ def ray_head():
 
 def check_zoo(zoo: Path, tasks: dict[str, list[int]], seeds: list[int]) -> None:
     """meta complete, one shard per (task, seed), exactly the expected rows, no duplicates, layout-sized vectors."""
-    from raypdiff.zoo import load_table, read_meta, shard_name
+    from raypdiff.zoo.store import load_table, read_meta, shard_name
 
     meta = read_meta(zoo)  # raises if the zoo is incomplete
     assert meta["complete"] is True

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from helpers import REPO, private_ray_env
 
-from raypdiff import cli, lora, zoo
+from raypdiff import cli, lora
+from raypdiff.zoo.store import check, load_table, shard_name, shard_problem
 
-SST, STSB = zoo.shard_name("SST-2", 0), zoo.shard_name("STS-B", 0)
+SST, STSB = shard_name("SST-2", 0), shard_name("STS-B", 0)
 
 
 def _truncate(path: Path) -> None:
@@ -136,7 +137,7 @@ def test_train_refuses_damaged_zoo(tiny_zoo, tmp_path, capsys, no_ray, damage, m
 def test_collect_repairs_damaged_shards(tiny_zoo):
     """One collect with the zoo's own config over a truncated shard, a NaN shard and a shard of a task the config
     does not list: the three move to <zoo>/damaged/ unchanged, the two listed ones are collected again and the
-    zoo passes `zoo.check`."""
+    zoo passes `zoo.store.check`."""
     tmp = Path(tempfile.mkdtemp(prefix="rpr", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     try:
         copy = tmp / "zoo"
@@ -158,12 +159,12 @@ def test_collect_repairs_damaged_shards(tiny_zoo):
             assert f"{shards / name}: {problem}" in r.stderr and "collecting it again" in r.stderr
         assert f"{shards / 'RTE__seed0.parquet'}: not a (task, seed) of this config" in r.stderr
 
-        meta = zoo.check(copy)  # raises unless every listed shard is whole, finite and of the right layout
+        meta = check(copy)  # raises unless every listed shard is whole, finite and of the right layout
         assert meta["complete"] is True
         for task in ("SST-2", "STS-B"):
             size = lora.Layout.from_json(meta["tasks"][task]["layout"]).size
-            assert zoo.shard_problem(shards / zoo.shard_name(task, 0), task, 0, size, 3) is None
-        t = zoo.load_table(copy).to_pandas()
+            assert shard_problem(shards / shard_name(task, 0), task, 0, size, 3) is None
+        t = load_table(copy).to_pandas()
         assert sorted(zip(t.task, t.step)) == [(task, s) for task in ("SST-2", "STS-B") for s in (4, 5, 6)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -45,7 +45,7 @@ class Collection(RaypdiffProcess):
 
 
 def check_zoo(zoo: Path) -> None:
-    from raypdiff.zoo import load_table, read_meta, shard_name
+    from raypdiff.zoo.store import load_table, read_meta, shard_name
 
     meta = read_meta(zoo)  # raises unless the collection finished
     assert meta["complete"] is True and list(meta["tasks"]) == [TASK]
@@ -106,7 +106,7 @@ def test_worker_killed_mid_task_is_retried(faulted_zoo):
 
 @pytest.mark.timeout(400)
 def test_rerun_on_complete_zoo_collects_nothing(faulted_zoo):
-    from raypdiff.zoo import load_table
+    from raypdiff.zoo.store import load_table
 
     zoo = faulted_zoo["zoo"]
     check_zoo(zoo)

@@ -179,7 +179,7 @@ def assert_in_ci(value: float, ci: list, what: str) -> None:
 
 def check_report(report: dict, zoo: Path, num: int, recon_num: int, tasks: list[str]) -> None:
     """The held-out report's structure, and the figures that must agree with each other and with the zoo."""
-    from raypdiff.zoo import task_arrays
+    from raypdiff.zoo.store import task_arrays
 
     meta = json.loads((zoo / "meta.json").read_text())
     arrays = task_arrays(zoo, test=True)

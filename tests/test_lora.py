@@ -247,7 +247,7 @@ def test_tiny_zoo_is_complete(tiny_zoo):
     """configs/tiny.yaml: val 16 rows carved from train, test 24 dev rows; every capture has a val value, the
     captures of `tested_captures` (every 2nd from the last, and the best by val) a test value and predictions."""
     from raypdiff.domains import tested_captures
-    from raypdiff.zoo import load_table, read_meta
+    from raypdiff.zoo.store import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
     assert meta["complete"] is True and set(meta["tasks"]) == {"SST-2", "STS-B"}
@@ -271,7 +271,7 @@ def test_export_writes_loadable_adapter(tiny_zoo, tmp_path, tok, data_dir, task,
     from raypdiff import cli
     from raypdiff.config import Config
     from raypdiff.tasks import TaskSpec
-    from raypdiff.zoo import get_vector, read_meta
+    from raypdiff.zoo.store import get_vector, read_meta
 
     out = tmp_path / "exported"
     assert cli.main(["export", str(tiny_zoo), "--task", task, "--step", str(step), "--out", str(out)]) == 0
@@ -300,7 +300,7 @@ def test_export_score_matches_zoo(tiny_zoo, tmp_path, tok, task):
     the rows meta.json records."""
     from raypdiff import cli
     from raypdiff.tasks import TaskSpec
-    from raypdiff.zoo import load_table, read_meta
+    from raypdiff.zoo.store import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
     info, ev = meta["tasks"][task], meta["eval"]

@@ -3,13 +3,16 @@ selection) and test (reports only) — and no fine-tuning step, condition exampl
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
-from raypdiff import domains, lora, zoo
+from raypdiff import domains, lora
 from raypdiff.config import ConfigError, load_config
 from raypdiff.tasks import TaskSpec, builtin_spec, load_split, load_task, spec_to_dict
+from raypdiff.zoo.collect import _bar, collect_one, progress_mode
+from raypdiff.zoo.store import read_meta, shard_name
 
 # ---- GLUE tasks: val carved from the train file, test = the dev file ----
 
@@ -146,7 +149,7 @@ def test_collect_one_trains_on_train_rows_only(tmp_path, monkeypatch, files):
 
     monkeypatch.setattr(lora, "collate", spy)
     (tmp_path / "shards").mkdir()
-    zoo.collect_one(cfg.to_dict(), spec_to_dict(spec), data, 0, str(tmp_path), progress="off")
+    collect_one(cfg.to_dict(), spec_to_dict(spec), data, 0, str(tmp_path), progress="off")
 
     s = data.splits
     val = {(s["val"]["file"], i) for i in s["val"]["rows"]}
@@ -159,7 +162,7 @@ def test_collect_one_trains_on_train_rows_only(tmp_path, monkeypatch, files):
 
     import pyarrow.parquet as pq
 
-    shard = pq.read_table(tmp_path / "shards" / zoo.shard_name("rows", 0)).to_pandas()
+    shard = pq.read_table(tmp_path / "shards" / shard_name("rows", 0)).to_pandas()
     assert len(shard) == 2 and np.isfinite(shard.value).all() and np.isfinite(shard.test_value).all()
     assert all(len(p) == len(test) for p in shard.test_pred)
 
@@ -200,10 +203,10 @@ def test_prepare_ranks_on_val_and_draws_examples_from_train(tiny_zoo, repo_dir, 
 
     monkeypatch.setattr(conditions, "condition_bank", spy)
     prep = train.prepare(load_config(repo_dir / "configs" / "tiny_gen.yaml", []), str(tiny_zoo))
-    meta = zoo.read_meta(tiny_zoo)
+    meta = read_meta(tiny_zoo)
     assert set(prep["task_values"]) == set(drawn_from) == set(meta["tasks"])
     for task, info in meta["tasks"].items():
-        shard = pq.read_table(tiny_zoo / "shards" / zoo.shard_name(task, 0))
+        shard = pq.read_table(tiny_zoo / "shards" / shard_name(task, 0))
         np.testing.assert_array_equal(prep["task_values"][task], shard["value"].to_numpy())
         spec = TaskSpec(**info["spec"])
         full = load_split(spec, "train")
@@ -218,10 +221,10 @@ def test_progress_lines_off_a_terminal(capsys, monkeypatch):
     """Off a terminal a worker prints one line per quarter (Ray's bars were redrawn on every forwarded line there)."""
     import io
 
-    monkeypatch.setattr(zoo.sys, "stdout", io.StringIO())
-    assert zoo.progress_mode(True) == "lines" and zoo.progress_mode(False) == "off"
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert progress_mode(True) == "lines" and progress_mode(False) == "off"
     monkeypatch.undo()
-    bar = zoo._bar("lines", 10, "SST-2/s0")
+    bar = _bar("lines", 10, "SST-2/s0")
     for _ in range(10):
         bar.update(1)
     assert capsys.readouterr().out.splitlines() == ["SST-2/s0: 25% (3/10)", "SST-2/s0: 50% (5/10)",

@@ -9,9 +9,12 @@ import pytest
 from conftest import BUCKET, SECRET
 from test_checkpoint import trained  # noqa: F401 (a module fixture: a tiny generator's training state)
 
-from raypdiff import checkpoint, storage, tracking, zoo
+from raypdiff import checkpoint, storage, tracking
 from raypdiff.config import Config, ConfigError
 from raypdiff.storage import Location
+from raypdiff.zoo.derive import select_tasks, subsample
+from raypdiff.zoo.store import (SHARDS, check, fingerprint, get_vector, load_table, shard_name, shard_problem,
+                                task_arrays, write_shard)
 
 
 def objects(loc: Location) -> list[str]:
@@ -118,9 +121,9 @@ def make_zoo(where: Location) -> Location:
     rng = np.random.default_rng(0)
     for t in TASKS:
         for s in SEEDS:
-            zoo.write_shard(where / zoo.SHARDS / zoo.shard_name(t, s), t, s, "accuracy", [1, 2, 3],
-                            list(rng.random(ROWS)), rng.standard_normal((ROWS, 6)).astype(np.float32),
-                            [0.5, None, 0.6], [np.zeros(4, np.float32), None, np.ones(4, np.float32)])
+            write_shard(where / SHARDS / shard_name(t, s), t, s, "accuracy", [1, 2, 3],
+                        list(rng.random(ROWS)), rng.standard_normal((ROWS, 6)).astype(np.float32),
+                        [0.5, None, 0.6], [np.zeros(4, np.float32), None, np.ones(4, np.float32)])
     meta = {"complete": True, "domain": "text", "capture": {"num": ROWS, "seeds": SEEDS},
             "tasks": {t: {"splits": {}, "layout": LAYOUT, "metric": "accuracy", "majority": 0.5} for t in TASKS}}
     (where / "meta.json").write_text(json.dumps(meta))
@@ -130,48 +133,48 @@ def make_zoo(where: Location) -> Location:
 def test_zoo_reads_the_same_from_a_bucket_as_from_a_disk(where, tmp_path):
     local = make_zoo(Location.of(tmp_path / "ref"))
     there = make_zoo(where)
-    assert zoo.check(there)["tasks"] == zoo.check(local)["tasks"]
-    a, b = zoo.task_arrays(there, test=True), zoo.task_arrays(local, test=True)
+    assert check(there)["tasks"] == check(local)["tasks"]
+    a, b = task_arrays(there, test=True), task_arrays(local, test=True)
     for t in TASKS:
         np.testing.assert_array_equal(a[t]["vector"], b[t]["vector"])
         assert sorted(a[t]["test_pred"]) == [0, 2, 3, 5]
-    np.testing.assert_array_equal(zoo.get_vector(there, "a", 1, 2), zoo.get_vector(local, "a", 1, 2))
+    np.testing.assert_array_equal(get_vector(there, "a", 1, 2), get_vector(local, "a", 1, 2))
 
 
 def test_fingerprint_follows_the_contents(where):
     there = make_zoo(where)
-    before = zoo.fingerprint(there)
-    assert zoo.fingerprint(there) == before
-    zoo.write_shard(there / zoo.SHARDS / zoo.shard_name("a", 0), "a", 0, "accuracy", [1, 2, 3], [0.1] * 3,
-                    np.zeros((ROWS, 6), np.float32), [None] * 3, [None] * 3)
-    assert zoo.fingerprint(there) != before
+    before = fingerprint(there)
+    assert fingerprint(there) == before
+    write_shard(there / SHARDS / shard_name("a", 0), "a", 0, "accuracy", [1, 2, 3], [0.1] * 3,
+                np.zeros((ROWS, 6), np.float32), [None] * 3, [None] * 3)
+    assert fingerprint(there) != before
 
 
 def test_a_damaged_shard_is_named_with_its_uri(where):
     there = make_zoo(where)
-    (there / zoo.SHARDS / zoo.shard_name("b", 1)).write_bytes(b"not parquet")
+    (there / SHARDS / shard_name("b", 1)).write_bytes(b"not parquet")
     with pytest.raises(ConfigError, match=rf"{str(there)}/shards/b__seed1.parquet: unreadable"):
-        zoo.check(there)
+        check(there)
 
 
 def test_a_leftover_temporary_is_not_a_shard(where):
     there = make_zoo(where)
-    (there / zoo.SHARDS / ".a__seed0.parquet.1234abcd.tmp").write_bytes(b"half a shard from a killed writer")
-    assert zoo.check(there)["complete"] and len(zoo.load_table(there)) == len(TASKS) * len(SEEDS) * ROWS
+    (there / SHARDS / ".a__seed0.parquet.1234abcd.tmp").write_bytes(b"half a shard from a killed writer")
+    assert check(there)["complete"] and len(load_table(there)) == len(TASKS) * len(SEEDS) * ROWS
 
 
 def test_a_read_error_on_a_bucket_moves_nothing(s3):
     with pytest.raises(ConfigError, match="cannot read it now .*nothing was moved"):
-        zoo.shard_problem(f"s3://no-such-bucket-here/zoo/{zoo.SHARDS}/a__seed0.parquet", "a", 0, 6, ROWS)
+        shard_problem(f"s3://no-such-bucket-here/zoo/{SHARDS}/a__seed0.parquet", "a", 0, 6, ROWS)
 
 
 def test_derived_zoos_on_a_bucket(where):
     there = make_zoo(where / "full")
-    picked = zoo.select_tasks(there, ["b"], where / "only_b")
-    assert list(zoo.check(picked)["tasks"]) == ["b"]
+    picked = select_tasks(there, ["b"], where / "only_b")
+    assert list(check(picked)["tasks"]) == ["b"]
     assert objects(picked) == ["meta.json", "shards/b__seed0.parquet", "shards/b__seed1.parquet"]
-    sub = zoo.subsample(there, 3, seed=1, out_dir=where / "sub")
-    assert sum(len(v["vector"]) for v in zoo.task_arrays(sub).values()) == 3 * len(TASKS)
+    sub = subsample(there, 3, seed=1, out_dir=where / "sub")
+    assert sum(len(v["vector"]) for v in task_arrays(sub).values()) == 3 * len(TASKS)
     assert json.loads((sub / "meta.json").read_text())["subsample"]["of"] == str(there)
 
 

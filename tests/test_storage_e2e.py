@@ -16,9 +16,10 @@ import pyarrow.fs as pafs
 import pytest
 from helpers import RaypdiffProcess, data_root, s3_server, start_server, stop_server
 
-from raypdiff import storage, zoo
+from raypdiff import storage
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.storage import Location
+from raypdiff.zoo.store import SHARDS, check, read_meta
 
 pytestmark = pytest.mark.full
 
@@ -64,7 +65,7 @@ def wait_for(what, timeout: float, proc: RaypdiffProcess):
 def test_collect_to_a_bucket_resumes_after_a_worker_is_killed(bucket):
     args = ["collect", *bucket["common"], "train.steps=30", "collect.max_in_flight=1", "collect.max_retries=0"]
     first = run(bucket, "collect1", args)
-    shards = Location.of(Z) / zoo.SHARDS
+    shards = Location.of(Z) / SHARDS
     try:
         landed = wait_for(lambda: shards.files("*.parquet"), 300, first)  # one task done, the other running
         victim = wait_for(lambda: first.workers("ray::collect_one"), 60, first)[0]
@@ -74,13 +75,13 @@ def test_collect_to_a_bucket_resumes_after_a_worker_is_killed(bucket):
     finally:
         first.close()
     kept = {f.name: f.stat() for f in landed}
-    assert len(kept) == 1 and not zoo.read_meta(Z, allow_incomplete=True)["complete"]
+    assert len(kept) == 1 and not read_meta(Z, allow_incomplete=True)["complete"]
     second = run(bucket, "collect2", args)
     try:
         assert second.proc.wait(timeout=300) == 0, second.tail()
     finally:
         second.close()
-    meta = zoo.check(Z)  # every shard whole, the zoo complete
+    meta = check(Z)  # every shard whole, the zoo complete
     assert meta["complete"] and len(shards.files("*.parquet")) == 2
     assert {f.name: f.stat() for f in shards.files("*.parquet") if f.name in kept} == kept  # not collected again
     assert not [f for f in shards.files() if f.name.endswith(".tmp")]

@@ -167,7 +167,7 @@ def two_seed_zoo(tiny_zoo: Path, out: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raypdiff.zoo import SHARDS, shard_name
+    from raypdiff.zoo.store import SHARDS, shard_name
 
     shutil.copytree(tiny_zoo, out)
     meta = json.loads((out / "meta.json").read_text())
@@ -187,7 +187,8 @@ def test_subsample_shares_captures_over_seeds(tiny_zoo, tmp_path, per_task, shar
     the same rows when asked again."""
     import pyarrow.parquet as pq
 
-    from raypdiff.zoo import SHARDS, check, shard_name, subsample
+    from raypdiff.zoo.derive import subsample
+    from raypdiff.zoo.store import SHARDS, check, shard_name
 
     zoo = two_seed_zoo(tiny_zoo, tmp_path / "zoo")
     sub = subsample(zoo, per_task, 0, tmp_path / "sub")

@@ -20,7 +20,8 @@ from raypdiff.conditions import make_encoder
 from raypdiff.lora import Layout
 from raypdiff.tasks import Split, TaskSpec
 from raypdiff.unseen import METHODS, map_head, prototype
-from raypdiff.zoo import read_meta, select_tasks
+from raypdiff.zoo.derive import select_tasks
+from raypdiff.zoo.store import read_meta
 
 LAYOUT = Layout(("base_model.model.bert.layer.0.lora_A.weight", "base_model.model.classifier.weight",
                  "base_model.model.classifier.bias"), ((2, 3), (3, 2), (3,)))

@@ -49,7 +49,7 @@ def style_zoo():
 
 
 def test_style_zoo_shards(style_zoo):
-    from raypdiff.zoo import check, task_arrays
+    from raypdiff.zoo.store import check, task_arrays
 
     cfg, tmp = style_zoo
     meta = check(tmp / "zoo")
@@ -65,7 +65,7 @@ def test_style_zoo_shards(style_zoo):
 
 
 def test_style_zoo_vector_loads_exactly_in_diffusers(style_zoo, tmp_path):
-    from raypdiff.zoo import task_arrays
+    from raypdiff.zoo.store import task_arrays
 
     cfg, tmp = style_zoo
     vec = task_arrays(tmp / "zoo")["edges"]["vector"][-1]
@@ -85,7 +85,7 @@ def test_style_zoo_vector_loads_exactly_in_diffusers(style_zoo, tmp_path):
     (["vision.base_dir=/nonexistent/base"], "no vision base pipeline in /nonexistent/base/pipeline"),
     (["lora.target_modules=[query]"], "the unet has no module 'query'")])
 def test_style_zoo_bad_input(style_zoo, over, match):
-    from raypdiff.zoo import prepare
+    from raypdiff.zoo.collect import prepare
 
     _, tmp = style_zoo
     base = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'bad'}"]

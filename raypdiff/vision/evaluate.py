@@ -165,7 +165,7 @@ def best_capture(a: dict) -> np.ndarray:
 def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
     """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
     from raypdiff.train import train_fold_generator
-    from raypdiff.zoo import select_tasks
+    from raypdiff.zoo.derive import select_tasks
 
     train = [s for s in styles if s not in cfg.style_eval.heldout_styles]
     gen_dir = out / "heldout_generator"
@@ -238,7 +238,7 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
 
 def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
     """The zoo's meta and the generator, once both are known to fit style_eval and each other."""
-    from raypdiff.zoo import check
+    from raypdiff.zoo.store import check
 
     e = cfg.style_eval
     meta = check(zoo_dir)
@@ -263,7 +263,7 @@ def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Path, prog
     where the base and the zoo came from."""
     from raypdiff.domains import domain_for
     from raypdiff.vision.domain import load_styled
-    from raypdiff.zoo import task_arrays
+    from raypdiff.zoo.store import task_arrays
 
     e = cfg.style_eval
     t0 = time.time()
