@@ -33,9 +33,10 @@ def run(args, workers: int, tmp: Path) -> dict:
     res = {"workers": workers, "wall_seconds": wall,
            "train_seconds": json.loads((out / "train_summary.json").read_text())["train_seconds"]}
     for phase in ("ae", "diffusion"):
-        logged = [h for h in history if h["phase"] == phase]
-        res[f"{phase}_final_loss"] = logged[-1][f"{phase}_loss"]
-        res[f"{phase}_first_loss"] = logged[0][f"{phase}_loss"]
+        logged = [h[f"{phase}_loss"] for h in history if h["phase"] == phase]
+        res[f"{phase}_first_loss"], res[f"{phase}_final_loss"] = logged[0], logged[-1]
+        # the mean of the last three logged losses: one logged loss is one batch's, too noisy to compare runs by
+        res[f"{phase}_tail_loss"] = sum(logged[-3:]) / len(logged[-3:])
     return res
 
 
@@ -60,10 +61,12 @@ def main() -> None:
              f"`python bench/ddp.py` — {args.config}, {args.steps} steps per phase, the same global batch (each of 2 "
              f"workers draws half of it from its shard), {args.cpus_per_worker:g} CPU per worker. `train seconds` "
              "includes preparing the zoo and conditions and starting the workers.", "",
-             "| workers | train seconds | AE loss first → last | diffusion loss first → last |", "|---|---|---|---|"]
+             "| workers | train seconds | AE loss first → last (mean of the last 3 logged) | diffusion loss first → last "
+             "(mean of the last 3 logged) |", "|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['workers']} | {r['train_seconds']:.0f} | {r['ae_first_loss']:.4f} → {r['ae_final_loss']:.4f} "
-                     f"| {r['diffusion_first_loss']:.4f} → {r['diffusion_final_loss']:.4f} |")
+                     f"({r['ae_tail_loss']:.4f}) | {r['diffusion_first_loss']:.4f} → {r['diffusion_final_loss']:.4f} "
+                     f"({r['diffusion_tail_loss']:.4f}) |")
     lines += ["", f"Speed-up of 2 workers over 1: {res['speedup']:.2f}x."]
     (out / "ddp.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

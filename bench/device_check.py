@@ -303,9 +303,14 @@ def main() -> int:
     p.add_argument("--out", default=str(RESULTS), help="folder for device.json and device.md (default bench/results)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="auto (default): cuda where torch sees one; cpu: skip the GPU parts even with one")
+    p.add_argument("--domains", default="text,style",
+                   help="which stages: text, style or text,style (default: both)")
     p.add_argument("--stage-timeout", type=float, default=300,
                    help="seconds one CLI call may take before its stage fails (default 300)")
     args = p.parse_args()
+    domains = args.domains.split(",")
+    if not domains or set(domains) - {"text", "style"} or len(set(domains)) < len(domains):
+        p.error(f"--domains {args.domains}: give text, style or text,style")
 
     import torch
 
@@ -354,14 +359,17 @@ def main() -> int:
         (out / "device.md").write_text(markdown(r))
 
     c.save = save
-    text_stages(c)
-    t1 = time.time()
-    r["style_skipped"] = style_setup(c)
-    r["style_setup_seconds"] = round(time.time() - t1, 2)
-    if r["style_skipped"] is None:
-        style_stages(c)
-    else:
-        print(f"style stages skipped: {r['style_skipped']}", flush=True)
+    r["domains"] = domains
+    if "text" in domains:
+        text_stages(c)
+    if "style" in domains:
+        t1 = time.time()
+        r["style_skipped"] = style_setup(c)
+        r["style_setup_seconds"] = round(time.time() - t1, 2)
+        if r["style_skipped"] is None:
+            style_stages(c)
+        else:
+            print(f"style stages skipped: {r['style_skipped']}", flush=True)
     r.update(finished=True, ok=all(s["ok"] for s in c.stages) and r["style_skipped"] is None)
     save()
     print(f"{'every stage passed' if r['ok'] else 'FAILED'} in {r['wall_seconds']:.0f} s; "

@@ -89,6 +89,17 @@ def tiny_generator(tiny_zoo, data_dir) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_state():
+    """A tiny generator's training state, in process (no Ray): (config, state, prep) as train.fit leaves them."""
+    from test_generator_units import make_prep, run_fit, tiny_cfg, tiny_data
+
+    cfg = tiny_cfg(ae_steps=3, diff_steps=3)
+    _, norm, data, bank = tiny_data()
+    state, _, _ = run_fit(cfg, data)
+    return cfg, state, make_prep(norm, bank)
+
+
+@pytest.fixture(scope="session")
 def fmnist_test():
     """Fashion-MNIST's 10,000 test images and labels (skipped where the Debian package is not installed)."""
     from raypdiff.config import ConfigError

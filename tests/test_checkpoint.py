@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from test_generator_units import COND, make_prep, run_fit, tiny_cfg, tiny_data
+from test_generator_units import COND
 
 from raypdiff import checkpoint, cli
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
-
-
-@pytest.fixture(scope="module")
-def trained():
-    cfg = tiny_cfg(ae_steps=3, diff_steps=3)
-    _, norm, data, bank = tiny_data()
-    state, _, _ = run_fit(cfg, data)
-    return cfg, state, make_prep(norm, bank)
 
 
 def legacy_payload(cfg, state, prep) -> dict:
@@ -42,8 +34,8 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_round_trip_keeps_every_tensor_and_field(trained, tmp_path):
-    cfg, state, prep = trained
+def test_round_trip_keeps_every_tensor_and_field(tiny_state, tmp_path):
+    cfg, state, prep = tiny_state
     saved = checkpoint.from_training(cfg, state, prep)
     path = checkpoint.save(tmp_path / checkpoint.GENERATOR_FILE, saved)
     back = checkpoint.load(tmp_path)  # the folder or the file
@@ -62,8 +54,8 @@ def test_round_trip_keeps_every_tensor_and_field(trained, tmp_path):
     assert json.loads(meta["raypdiff"])["task_names"] == ["a", "b"]
 
 
-def test_migrated_generator_samples_as_before(trained, tmp_path):
-    cfg, state, prep = trained
+def test_migrated_generator_samples_as_before(tiny_state, tmp_path):
+    cfg, state, prep = tiny_state
     torch.save(legacy_payload(cfg, state, prep), tmp_path / checkpoint.LEGACY_FILE)
     with pytest.raises(ConfigError, match="raypdiff migrate"):
         Generator(tmp_path)  # a pickled generator is never loaded
@@ -95,7 +87,7 @@ def test_a_malicious_pickle_is_refused_in_one_line(tmp_path, capsys, where):
     assert not (tmp_path / "gen" / checkpoint.GENERATOR_FILE).exists()
 
 
-def test_a_newer_checkpoint_version_is_one_line(trained, tmp_path):
+def test_a_newer_checkpoint_version_is_one_line(tiny_state, tmp_path):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / checkpoint.GENERATOR_FILE),
@@ -113,9 +105,9 @@ def test_a_damaged_header_is_one_line(tmp_path):
         checkpoint.load(tmp_path)
 
 
-def test_a_numpy_1_pickle_migrates(trained, tmp_path):
+def test_a_numpy_1_pickle_migrates(tiny_state, tmp_path):
     """numpy 1.x names its array rebuilder numpy.core.multiarray, numpy 2.x numpy._core.multiarray: both migrate."""
-    cfg, state, prep = trained
+    cfg, state, prep = tiny_state
     torch.save(legacy_payload(cfg, state, prep), tmp_path / checkpoint.LEGACY_FILE)
     raw = (tmp_path / checkpoint.LEGACY_FILE).read_bytes()
     import zipfile

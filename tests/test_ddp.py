@@ -1,21 +1,13 @@
 """Generator training on more than one DDP worker: the batch split and shard weighting on a real 2-process gloo group
-(uneven shards give the full zoo's gradient and latent statistics), and `raypdiff train` with trainer.num_workers=2
-on Ray Train against one worker."""
+(uneven shards give the full zoo's gradient and latent statistics). `raypdiff train` with trainer.num_workers=2 on Ray
+Train against one worker: tests/test_bench_scripts.py::test_ddp (bench/ddp.py)."""
 from __future__ import annotations
-
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import REPO, private_ray_env
+from helpers import REPO
 
-from raypdiff import checkpoint
 from raypdiff.train import Shards
 
 SIZES = [3, 8]  # uneven shards: 11 rows in all
@@ -42,6 +34,9 @@ def _worker(rank: int, init: str, out: str) -> None:
     ((model(mine) ** 2).mean() * shards.weight).backward()  # = loss_fn on this shard; DDP averages over workers
     torch.save({"grad": model.module.weight.grad.T.clone(), "mean": shards.mean(mine), "total": shards.total,
                 "batches": [shards.batch(b) for b in (1, 2, 7, 128)]}, f"{out}.{rank}")
+    # both ranks past every collective before either tears gloo down: a rank that destroys its group while the other
+    # still talks to it aborts ("terminate called without an active exception"), as CI saw once
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
@@ -67,41 +62,6 @@ def test_one_worker_shards_are_the_identity():
     assert (s.rank, s.world, s.total, s.weight, s.batch(5)) == (0, 1, 7, 1.0, 5)
     x = torch.arange(14.0).reshape(7, 2)
     torch.testing.assert_close(s.mean(x), x.mean(0))
-
-
-def train(tiny_zoo: Path, data_dir: Path, tmp: Path, workers: int) -> dict:
-    out = tmp / f"gen{workers}"
-    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "train", "-q", "-c", "configs/tiny_gen.yaml",
-                        "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"trainer.output_dir={out}",
-                        f"trainer.num_workers={workers}", "tracking.enabled=false", "autoencoder.steps=300",
-                        "diffusion.steps=300", "trainer.checkpoint_every=100"],
-                       cwd=REPO, env=private_ray_env(tmp / f"ray{workers}"), capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    history = checkpoint.load(out).history
-    summary = json.loads((out / "train_summary.json").read_text())
-    return {"history": history, "seconds": summary["train_seconds"]}
-
-
-def tail_loss(history: list, phase: str) -> float:
-    """Mean of the phase's logged losses over its last 150 steps (every 50th step is logged)."""
-    key = f"{phase}_loss"
-    last = [h for h in history if h["phase"] == phase][-3:]
-    return sum(h[key] for h in last) / len(last)
-
-
-def test_two_train_workers_reach_the_loss_of_one(tiny_zoo, data_dir):
-    """trainer.num_workers=2 splits each global batch over 2 DDP workers; its losses at the end of each phase are
-    within a third of one worker's (different draws, same expected gradient)."""
-    tmp = Path(tempfile.mkdtemp(prefix="rpd", dir="/tmp"))
-    try:
-        one, two = train(tiny_zoo, data_dir, tmp, 1), train(tiny_zoo, data_dir, tmp, 2)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for phase in ("ae", "diffusion"):
-        a, b = tail_loss(one["history"], phase), tail_loss(two["history"], phase)
-        assert abs(b - a) <= a / 3, f"{phase}: 1 worker {a:.4f}, 2 workers {b:.4f}"
-        assert b < [h for h in two["history"] if h["phase"] == phase][0][f"{phase}_loss"]  # it learned
 
 
 @pytest.mark.parametrize("override,match", [

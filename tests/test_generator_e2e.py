@@ -1,9 +1,10 @@
-"""End to end on real data: a tiny zoo and a tiny generator built once with the `raypdiff` CLI (collect, then
-train on Ray Train with MLflow tracking into a temp SQLite store), then `generate` (zoo task and free
-description), `evaluate`, and every bad input of those verbs → exit 2 with one `raypdiff: error:` line.
+"""End to end on real data: the session's tiny zoo and tiny generator (tests/conftest.py: `raypdiff collect`, then
+`train` on Ray Train with MLflow tracking into a temp SQLite store), then `generate` (zoo task and free
+description), `evaluate`, `train` again, and every bad input of those verbs → exit 2 with one
+`raypdiff: error:` line. `raypdiff pipeline` end to end: tests/test_bench_scripts.py::test_demo (bench/demo.py).
 
-The two Ray commands run as subprocesses with a private RAY_TMPDIR (never another Ray on the machine);
-generate/evaluate run in-process through `raypdiff.cli.main`.
+Ray commands run as subprocesses with a private RAY_TMPDIR (never another Ray on the machine); generate/evaluate run
+in-process through `raypdiff.cli.main`.
 """
 from __future__ import annotations
 
@@ -41,17 +42,13 @@ def run_cli(args: list[str], tmp: Path, name: str, timeout: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(data_dir):
-    """configs/tiny_gen.yaml: zoo (2 tasks × 3 captures) → generator; yields the paths."""
+def built(tiny_zoo, tiny_generator, data_dir):
+    """The session's configs/tiny_gen.yaml generator (registered in its own MLflow store) on the tiny zoo (2 tasks ×
+    3 captures), and a scratch folder; yields the paths. Tests that would change the zoo copy it first."""
     tmp = Path(tempfile.mkdtemp(prefix="rpe", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
-    zoo, gen = tmp / "zoo", tmp / "gen"
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
-    common = ["-c", str(CONFIG), f"data.root={Path(data_dir).resolve()}", f"collect.output_dir={zoo}"]
     try:
-        run_cli(["collect", "-q", *common, "tracking.enabled=false"], tmp, "collect", timeout=900)
-        run_cli(["train", "-q", *common, f"trainer.output_dir={gen}", f"tracking.uri={uri}"], tmp, "train",
-                timeout=900)
-        yield {"tmp": tmp, "zoo": zoo, "gen": gen, "uri": uri, "data": data_dir}
+        yield {"tmp": tmp, "zoo": tiny_zoo, "gen": tiny_generator["dir"], "uri": tiny_generator["uri"],
+               "data": data_dir}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -447,34 +444,3 @@ def test_train_again_into_the_same_folder(built):
     assert same(weights[0], weights[1])
     assert not same(weights[0], weights[2]), "trainer.seed=1 resumed the seed-0 run instead of training"
     assert len(list(gen.glob("ray/generator-*"))) == 2
-
-
-@pytest.mark.timeout(600)
-def test_pipeline_on_the_collected_zoo(built):
-    """`raypdiff pipeline`: collect (the zoo is complete: nothing to do) → train → generate → evaluate."""
-    tmp = built["tmp"]
-    gen, adapters = tmp / "pipe_gen", tmp / "pipe_adapters"
-    run_cli(["pipeline", "-q", "-c", str(CONFIG), f"data.root={Path(built['data']).resolve()}",
-             f"collect.output_dir={built['zoo']}", f"trainer.output_dir={gen}", f"generate.output_dir={adapters}",
-             f"tracking.uri=sqlite:///{tmp / 'pipe_mlflow.db'}"], tmp, "pipeline", timeout=550)
-    assert (gen / checkpoint.GENERATOR_FILE).is_file()
-    for task, num_labels in TASKS.items():
-        manifest = json.loads((adapters / task / "manifest.json").read_text())
-        assert manifest["task"] == task and len(manifest["adapters"]) == 2
-    report = json.loads((adapters / "report" / "report.json").read_text())
-    assert set(report["tasks"]) == set(TASKS)
-    assert (adapters / "report" / "report.md").is_file() and (adapters / "report" / "report.png").is_file()
-
-    # tracking is on: one MLflow run for the evaluation, with the report's flat test figures and its files
-    import mlflow
-
-    from raypdiff.evaluate import flat_metrics
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'pipe_mlflow.db'}")
-    runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-            if r.info.run_name == "evaluate"]
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    want = flat_metrics(report)
-    assert {f"{t}.generated.mean" for t in TASKS} <= set(want)
-    assert runs[0].data.metrics == pytest.approx(want)
-    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"report.json", "report.md", "report.png"}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from conftest import BUCKET, SECRET
-from test_checkpoint import trained  # noqa: F401 (a module fixture: a tiny generator's training state)
 
 from raypdiff import checkpoint, storage, tracking
 from raypdiff.config import Config, ConfigError
@@ -180,8 +179,8 @@ def test_derived_zoos_on_a_bucket(where):
 
 # ---- the generator checkpoint ----
 
-def test_checkpoint_round_trip_on_a_bucket(trained, s3):  # noqa: F811
-    cfg, state, prep = trained
+def test_checkpoint_round_trip_on_a_bucket(tiny_state, s3):
+    cfg, state, prep = tiny_state
     saved = checkpoint.from_training(cfg, state, prep)
     folder = Location.of(f"s3://{BUCKET}/gen")
     checkpoint.save(folder / checkpoint.GENERATOR_FILE, saved)

@@ -93,12 +93,12 @@ def _terminated(sweep_dir: Path, name: str) -> bool:
 
 
 def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
-    """Three trials one at a time; the driver is SIGKILLed once the first has finished; the same command then
-    completes the sweep without re-running it, MLflow holds one parent and three nested runs, the tables are full."""
+    """Two trials one at a time; the driver is SIGKILLed once the first has finished; the same command then
+    completes the sweep without re-running it, MLflow holds one parent and two nested runs, the tables are full."""
     tmp = Path(tempfile.mkdtemp(prefix="rpw", dir="/tmp"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     args = ["sweep", "-q", "-c", "configs/tiny_sweep.yaml", "--zoo", str(tiny_zoo), f"data.root={data_dir}",
-            f"sweep.output_dir={tmp / 'sweep'}", "sweep.axes={normalize: [batch, none, task]}", f"tracking.uri={uri}"]
+            f"sweep.output_dir={tmp / 'sweep'}", "sweep.axes={normalize: [batch, task]}", f"tracking.uri={uri}"]
     first_report = tmp / "sweep" / "trials" / "default,seed=0" / "report" / "report.json"
     try:
         proc = RaypdiffProcess(args, tmp / "ray", tmp / "first.log")
@@ -124,10 +124,10 @@ def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
             again.close()
         assert first_report.stat().st_mtime_ns == stamp  # the finished trial was not run again
         s = json.loads(summary_file.read_text())
-        assert s["trials"] == 3 and s["finished"] == 3 and not s["failed"]
-        assert set(s["axes"]["normalize"]) == {"batch", "none", "task"} and s["defaults"]["normalize"] == "batch"
+        assert s["trials"] == 2 and s["finished"] == 2 and not s["failed"]
+        assert set(s["axes"]["normalize"]) == {"batch", "task"} and s["defaults"]["normalize"] == "batch"
         assert s["zoo_test"].keys() == {"SST-2", "STS-B"} and not s["stopped"]
-        for v in ("batch", "none", "task"):
+        for v in ("batch", "task"):
             row = s["axes"]["normalize"][v]
             assert set(row["tasks"]) == {"SST-2", "STS-B"}
             for t in row["tasks"].values():
@@ -138,7 +138,7 @@ def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
 
         parents, nested = _nested_runs(uri)
         assert len(parents) == 1 and sorted(r.info.run_name for r in nested) == \
-            ["default,seed=0", "normalize=none", "normalize=task"]
+            ["default,seed=0", "normalize=task"]
         assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
         assert all("val" in r.data.metrics and "SST-2.test" in r.data.metrics for r in nested)
         assert "sweep.md" in {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import RaypdiffProcess, data_root
+from helpers import RaypdiffProcess
 
 from raypdiff import checkpoint
 from raypdiff.checkpoint import GENERATOR_FILE
@@ -38,20 +38,16 @@ def registered_checkpoint(gen: Path) -> dict | None:
 
 
 @pytest.mark.timeout(600)
-def test_worker_killed_mid_training_resumes_from_checkpoint(data_dir):
+def test_worker_killed_mid_training_resumes_from_checkpoint(tiny_zoo, data_dir):
     tmp = Path(tempfile.mkdtemp(prefix="rptf", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
-    zoo, gen = tmp / "zoo", tmp / "gen"
-    common = ["-q", "-c", "configs/tiny_gen.yaml", "tasks=[SST-2]", f"data.root={data_root()}",
-              f"collect.output_dir={zoo}", "tracking.enabled=false"]
+    gen = tmp / "gen"
     runs = []
     try:
-        collect = RaypdiffProcess(["collect", *common], tmp / "ray", tmp / "collect.log")
-        runs.append(collect)
-        assert collect.proc.wait(timeout=300) == 0, f"collect failed:\n{collect.tail()}"
-
-        train = RaypdiffProcess(["train", *common, f"trainer.output_dir={gen}", f"autoencoder.steps={AE_STEPS}",
-                                 f"diffusion.steps={DIFF_STEPS}", f"trainer.checkpoint_every={EVERY}",
-                                 "trainer.max_failures=2"], tmp / "ray", tmp / "train.log")
+        train = RaypdiffProcess(["train", "-q", "-c", "configs/tiny_gen.yaml", "--zoo", str(tiny_zoo),
+                                 f"data.root={data_dir}", "tracking.enabled=false", f"trainer.output_dir={gen}",
+                                 f"autoencoder.steps={AE_STEPS}", f"diffusion.steps={DIFF_STEPS}",
+                                 f"trainer.checkpoint_every={EVERY}", "trainer.max_failures=2"],
+                                tmp / "ray", tmp / "train.log")
         runs.append(train)
         victim, deadline = None, time.time() + 300
         while time.time() < deadline and train.proc.poll() is None:
