@@ -174,10 +174,12 @@ def cmd_evaluate(args) -> int:
     if args.config is not None or args.overrides:
         from raypdiff import tracking
         from raypdiff.evaluate import flat_metrics
+        from raypdiff.storage import local_copy
 
         cfg = load_config(args.config, args.overrides)
         if cfg.tracking.enabled:
-            tracking.log_evaluation(cfg, Path(args.out), flat_metrics(report))
+            with local_copy(args.out) as report_dir:  # MLflow logs local files
+                tracking.log_evaluation(cfg, report_dir, flat_metrics(report))
     return 0
 
 
