@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from raypdiff.config import ConfigError, load_config
 
@@ -149,6 +148,7 @@ def cmd_vision_base(args) -> int:
 
 
 def cmd_vision_eval(args) -> int:
+    from raypdiff.storage import Location
     from raypdiff.vision.evaluate import run
 
     cfg = load_config(args.config, args.overrides)
@@ -156,7 +156,7 @@ def cmd_vision_eval(args) -> int:
                  args.generator or cfg.trainer.output_dir, progress=not args.quiet)
     t = report["targets"]
     print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
-          f"{Path(cfg.style_eval.output_dir) / 'vision.md'}")
+          f"{Location.of(cfg.style_eval.output_dir) / 'vision.md'}")
     print(f"  generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
           f"{t['seen_styles']}; Fréchet distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; "
           f"held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,6 +168,17 @@ def test_cached_copy_is_fetched_once_per_version(where, monkeypatch, tmp_path):
     second = storage.cached_copy(where / "pipeline")
     assert second != first and (second / "unet" / "w.bin").read_bytes() == b"22"
     assert sorted(p.name for p in (tmp_path / "tmp" / "raypdiff-cache").iterdir()) == sorted([first.name, second.name])
+
+
+def test_the_vision_base_pipeline_is_read_from_a_bucket(where):
+    from raypdiff.vision.domain import pipeline_source
+
+    cfg = Config.from_dict({"domain": "vision", "condition": {"encoder": "onehot"},
+                            "vision": {"base_dir": str(where / "base")}})
+    with pytest.raises(ConfigError, match=f"no vision base pipeline in {where / 'base' / 'pipeline'}: build it"):
+        pipeline_source(cfg)
+    (where / "base" / "pipeline" / "model_index.json").write_text("{}")
+    assert (Path(pipeline_source(cfg)) / "model_index.json").read_text() == "{}"
 
 
 # ---- the zoo's shard store ----
