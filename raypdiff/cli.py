@@ -184,12 +184,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from raypdiff.storage import local_path
+    from raypdiff.storage import Location
     from raypdiff.sweep import sweep
 
     cfg = load_config(args.config, args.overrides)
     summary = sweep(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
-    out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
+    out = Location.of(cfg.sweep.output_dir, "sweep.output_dir")
     print((out / "sweep.md").read_text())
     print(f"sweep: {summary['finished']} of {summary['trials']} trials in {summary['wall_seconds']:.0f}s; "
           f"tables: {out / 'sweep.md'}")

@@ -29,13 +29,8 @@ def is_uri(where: Where) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def local_path(where: Union[str, Path], setting: str) -> Path:
-    """The absolute path of a setting that takes a path only (a disk every node mounts); a URI is refused in one
-    line that names the settings that take one."""
-    where = str(where)
-    if is_uri(where):
-        raise ConfigError(f"{setting}: takes a path, not a URI ({where}); URIs work for collect.output_dir, "
-                          f"trainer.output_dir, generate.output_dir, serve.store_dir and tracking.artifact_location")
+def _path(where: str) -> Path:
+    """The absolute path of a local path or file:// URI."""
     return Path(where[len("file://"):] if where.startswith("file://") else where).expanduser().resolve()
 
 
@@ -66,7 +61,7 @@ class Location:
             return where
         s, named = str(where), f"{setting}: " if setting else ""
         if not is_uri(s):
-            return cls(pafs.LocalFileSystem(), str(local_path(s, setting)))
+            return cls(pafs.LocalFileSystem(), str(_path(s)))
         parts = urlsplit(s)
         if parts.username or parts.password or parts.query:  # never echoed: it may hold a secret
             raise ConfigError(f"{named}{parts.scheme}:// URIs take no user, password or query; credentials and "
