@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from raypdiff.config import ConfigError, load_config
 
@@ -149,6 +148,7 @@ def cmd_vision_base(args) -> int:
 
 
 def cmd_vision_eval(args) -> int:
+    from raypdiff.storage import Location
     from raypdiff.vision.evaluate import run
 
     cfg = load_config(args.config, args.overrides)
@@ -156,7 +156,7 @@ def cmd_vision_eval(args) -> int:
                  args.generator or cfg.trainer.output_dir, progress=not args.quiet)
     t = report["targets"]
     print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
-          f"{Path(cfg.style_eval.output_dir) / 'vision.md'}")
+          f"{Location.of(cfg.style_eval.output_dir) / 'vision.md'}")
     print(f"  generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
           f"{t['seen_styles']}; Fréchet distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; "
           f"held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}")
@@ -174,20 +174,22 @@ def cmd_evaluate(args) -> int:
     if args.config is not None or args.overrides:
         from raypdiff import tracking
         from raypdiff.evaluate import flat_metrics
+        from raypdiff.storage import local_copy
 
         cfg = load_config(args.config, args.overrides)
         if cfg.tracking.enabled:
-            tracking.log_evaluation(cfg, Path(args.out), flat_metrics(report))
+            with local_copy(args.out) as report_dir:  # MLflow logs local files
+                tracking.log_evaluation(cfg, report_dir, flat_metrics(report))
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from raypdiff.storage import local_path
+    from raypdiff.storage import Location
     from raypdiff.sweep import sweep
 
     cfg = load_config(args.config, args.overrides)
     summary = sweep(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
-    out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
+    out = Location.of(cfg.sweep.output_dir, "sweep.output_dir")
     print((out / "sweep.md").read_text())
     print(f"sweep: {summary['finished']} of {summary['trials']} trials in {summary['wall_seconds']:.0f}s; "
           f"tables: {out / 'sweep.md'}")

@@ -16,7 +16,7 @@ from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
 from raypdiff.reports import cell, table
 from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
-from raypdiff.storage import local_path
+from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import TaskSpec
 
 TARGET_POINTS = 0.005  # the targets: within half a point of the zoo
@@ -126,11 +126,11 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
     gen, names, meta, data, arrays = _load(gen_path, tasks, zoo)
     sampling = {"guidance": gen.cfg.diffusion.guidance if guidance is None else guidance,
                 "sampler": sampler or gen.cfg.diffusion.sampler, "quality": gen.resolve_quality(quality), "seed": seed}
-    out = local_path(out_dir, "--out")
-    out.mkdir(parents=True, exist_ok=True)  # before the scoring: an unusable --out fails at once, not minutes later
+    out = writable(out_dir, "--out")  # before the scoring: an unusable --out fails at once, not minutes later
     report = held_out(gen, names, meta, data, arrays, sampling, num=num, recon_num=recon_num,
                       matrix_num=min(matrix_num, num), subset_rows=subset_rows, bootstrap=bootstrap, workers=workers)
-    write(report, out)
+    with local_folder(out, last=("report.json",)) as local:  # a bucket's report.json names a whole report
+        write(report, local)
     return report
 
 
@@ -303,9 +303,7 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
                      "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta["tasks"][t]["majority"]},
             "val": {"generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
                     "zoo_mean": float(a["value"].mean())}}
-    out = local_path(out_dir, "--out")
-    out.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out / "report.json", report)
+    reports.write_json(Location.of(out_dir, "--out") / "report.json", report)
     return report
 
 

@@ -8,6 +8,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from raypdiff.storage import Location
+
 
 def write(out: Path, stem: str, report: dict, markdown: Callable[[dict], str],
           plot: Optional[Callable[[dict, Path], object]] = None) -> list[Path]:
@@ -21,7 +23,7 @@ def write(out: Path, stem: str, report: dict, markdown: Callable[[dict], str],
     return paths
 
 
-def write_json(path: Path, report: dict) -> None:
+def write_json(path: Path | Location, report: dict) -> None:
     path.write_text(json.dumps(report, indent=1))
 
 

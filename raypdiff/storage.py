@@ -3,6 +3,8 @@ system. Credentials come from the environment (AWS_*, GOOGLE_APPLICATION_CREDENT
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,13 +29,8 @@ def is_uri(where: Where) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def local_path(where: Union[str, Path], setting: str) -> Path:
-    """The absolute path of a setting that takes a path only (a disk every node mounts); a URI is refused in one
-    line that names the settings that take one."""
-    where = str(where)
-    if is_uri(where):
-        raise ConfigError(f"{setting}: takes a path, not a URI ({where}); URIs work for collect.output_dir, "
-                          f"trainer.output_dir, generate.output_dir, serve.store_dir and tracking.artifact_location")
+def _path(where: str) -> Path:
+    """The absolute path of a local path or file:// URI."""
     return Path(where[len("file://"):] if where.startswith("file://") else where).expanduser().resolve()
 
 
@@ -64,7 +61,7 @@ class Location:
             return where
         s, named = str(where), f"{setting}: " if setting else ""
         if not is_uri(s):
-            return cls(pafs.LocalFileSystem(), str(local_path(s, setting)))
+            return cls(pafs.LocalFileSystem(), str(_path(s)))
         parts = urlsplit(s)
         if parts.username or parts.password or parts.query:  # never echoed: it may hold a secret
             raise ConfigError(f"{named}{parts.scheme}:// URIs take no user, password or query; credentials and "
@@ -255,16 +252,56 @@ def local_copy(where: Where) -> Iterator[Path]:
 
 
 @contextmanager
-def local_folder(where: Where, last: tuple[str, ...] = ()) -> Iterator[Path]:
+def local_folder(where: Where, last: tuple[str, ...] = (), setting: str = "",
+                 fetch: tuple[str, ...] = ()) -> Iterator[Path]:
     """A local folder to write into that ends up at `where`: the folder itself when local, else a temporary one
-    uploaded when the block ends without an error (the files named in `last` after the others)."""
-    loc = Location.of(where)
+    uploaded when the block ends without an error (the files named in `last` after the others, so a reader who
+    looks for them never finds a part of the rest). `fetch`: files of `where` that a resumed run reads back (they
+    are copied into the temporary folder first, and uploaded again with it)."""
+    loc = Location.of(where, setting)
     if loc.is_local:  # created by whoever writes into it: a refused request leaves no folder
         yield loc.local()
         return
     tmp = Path(tempfile.mkdtemp(prefix="raypdiff-"))
     try:
+        for name in fetch:
+            if (loc / name).is_file():
+                (loc / name).download(tmp / name)
         yield tmp
         loc.upload(tmp, last)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def writable(where: Where, setting: str) -> Location:
+    """`where` as a Location, refused in one line naming the setting when nothing can be written there (checked
+    before hours of work, not after)."""
+    loc = Location.of(where, setting)
+    why = loc.unwritable()
+    if why:
+        raise ConfigError(f"{setting}: {loc} is not writable ({why})")
+    return loc
+
+
+def cached_copy(where: Where, setting: str = "") -> Path:
+    """A local path holding the folder `where`, for one read many times (a diffusers pipeline that every collect
+    task loads): the folder itself when local, else a download kept in this machine's temporary folder under a name
+    made of the URI and its files' names and times, so each node fetches it once and again only once it changed."""
+    loc = Location.of(where, setting)
+    if loc.is_local:
+        return loc.local()
+    key = hashlib.sha256(json.dumps([str(loc), sorted(loc.tree())]).encode()).hexdigest()[:16]
+    copy = Path(tempfile.gettempdir()) / "raypdiff-cache" / f"{loc.name}-{key}"
+    if copy.is_dir():
+        return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    part = Path(tempfile.mkdtemp(prefix=f".{copy.name}.", dir=copy.parent))
+    try:
+        loc.download(part)
+        part.rename(copy)  # whole or not at all; another process that won the race made the same copy
+    except OSError:
+        if not copy.is_dir():
+            raise
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    return copy

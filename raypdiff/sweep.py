@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,7 @@ from ray.tune import Callback
 from raypdiff import plots, reports
 from raypdiff.config import Config, apply_overrides
 from raypdiff.reports import cell, table
-from raypdiff.storage import Location, local_path
+from raypdiff.storage import Location, local_copy, local_folder, writable
 
 EXPERIMENT = "sweep"  # the Tune experiment's folder under sweep.output_dir/tune
 
@@ -93,7 +94,7 @@ def run_trial(config: dict, table: dict) -> None:
 
     trial = table[config["trial"]]
     cfg = Config.from_dict(trial["cfg"])
-    out = Path(trial["dir"])
+    out = Location.of(trial["dir"])
     cfg.trainer.output_dir = str(out / "generator")
     summary = train_generator(cfg, trial["zoo"], progress=False, callbacks=[TuneReportCallback()])
     report = evaluate_generated(summary["generator"], str(out / "report"), num=cfg.sweep.num, workers=1,
@@ -133,8 +134,7 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator
     captures = meta["capture"]["num"] * len(meta["capture"]["seeds"])
     trials = plan(cfg, captures)
-    out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable(cfg.sweep.output_dir, "sweep.output_dir")
     full, zoos = str(Location.of(zoo_dir)), {}
     for t in trials:  # subsamples first: a bad captures value fails before any trial starts
         n = t["settings"].get("captures", captures)
@@ -151,10 +151,11 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     # started.
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, table=table), {"CPU": 0, "memory": 2 ** 20})
     space = {"trial": ray.tune.grid_search([t["name"] for t in trials])}
-    path = out / "tune" / EXPERIMENT
+    # Tune keeps its state on sweep.output_dir's own storage (a bucket or a disk), where a re-run finds it
+    path = (out / "tune" / EXPERIMENT).path
     t0 = time.time()
-    if Tuner.can_restore(str(path)):
-        tuner = Tuner.restore(str(path), trainable, resume_errored=True, param_space=space)
+    if Tuner.can_restore(path, storage_filesystem=out.fs):
+        tuner = Tuner.restore(path, trainable, resume_errored=True, param_space=space, storage_filesystem=out.fs)
     else:
         scheduler = None
         if cfg.sweep.asha:
@@ -163,16 +164,18 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
             scheduler = ASHAScheduler(metric="loss", mode="min", grace_period=cfg.sweep.asha_grace)
         tuner = Tuner(trainable, param_space=space,
                       tune_config=TuneConfig(max_concurrent_trials=concurrent, scheduler=scheduler),
-                      run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(out / "tune"),
+                      run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=(out / "tune").path,
+                                                    storage_filesystem=out.fs,
                                                     callbacks=[logger] if logger else None,
                                                     verbose=1 if progress else 0))
     grid = tuner.fit()
     rows = {r.config["trial"]: {"metrics": r.metrics or {}, "error": None if r.error is None else
                                 str(r.error).strip().splitlines()[-1][:300]} for r in grid}
     summary = summarize(cfg, trials, rows, time.time() - t0)
-    files = reports.write(out, "sweep", summary, markdown, plot)
-    if logger is not None:
-        logger.finish(rows, summary, files)
+    with local_folder(out, last=("sweep.json",)) as local:  # sweep.json: the whole set of tables is there
+        files = reports.write(local, "sweep", summary, markdown, plot)
+        if logger is not None:
+            logger.finish(rows, summary, files)
     return summary
 
 
@@ -180,7 +183,7 @@ class TrialLogger(Callback):
     """MLflow from the Tune side (the driver is the store's one writer): a nested run per finished trial, as it
     finishes; `finish` logs any a killed driver missed, and the tables on the parent run."""
 
-    def __init__(self, cfg: Config, out: Path, trials: list[dict]):
+    def __init__(self, cfg: Config, out: Location, trials: list[dict]):
         from raypdiff import tracking
 
         self.cfg, self.out, self.trials = cfg, out, {t["name"]: t for t in trials}
@@ -193,12 +196,13 @@ class TrialLogger(Callback):
         from raypdiff import tracking
 
         t = self.trials[name]
-        report = Path(self.out) / "trials" / name / "report"
-        tracking.log_trial(self.cfg, self.parent, name, {**{f"axis.{a}": v for a, v in t["settings"].items()},
-                                                         "trainer.seed": t["seed"]},
-                           {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and
-                            not isinstance(v, bool) and (k in ("val", "average_test", "train_seconds") or "." in k)},
-                           [report / "report.json"])
+        report = self.out / "trials" / name / "report" / "report.json"
+        params = {**{f"axis.{a}": v for a, v in t["settings"].items()}, "trainer.seed": t["seed"]}
+        figures = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and
+                   not isinstance(v, bool) and (k in ("val", "average_test", "train_seconds") or "." in k)}
+        # a trial ASHA stopped has no report; MLflow logs local files
+        with local_copy(report) if report.is_file() else nullcontext() as local:
+            tracking.log_trial(self.cfg, self.parent, name, params, figures, [local] if local else [])
 
     def finish(self, rows: dict, summary: dict, artifacts: list[Path]) -> None:
         from raypdiff import tracking

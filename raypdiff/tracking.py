@@ -7,7 +7,7 @@ from pathlib import Path
 
 from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
-from raypdiff.storage import is_uri, local_path
+from raypdiff.storage import Location, is_uri
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -16,7 +16,8 @@ def tracking_uri(cfg: Config) -> str:
     if is_uri(cfg.collect.output_dir):  # no disk beside a bucket, and a job's working folder does not last
         raise ConfigError(f"tracking.uri: set it (an MLflow server, or sqlite:////abs/path/mlflow.db) when "
                           f"collect.output_dir is a URI ({cfg.collect.output_dir}), or tracking.enabled=false")
-    db = local_path(cfg.collect.output_dir, "collect.output_dir").parent / "mlflow.db"  # beside the zoo's folder
+    zoo = Location.of(cfg.collect.output_dir, "collect.output_dir").local()
+    db = zoo.parent / "mlflow.db"  # beside the zoo's folder
     return f"sqlite:///{db}"  # db is absolute, so this reads sqlite:////abs/path
 
 
@@ -105,7 +106,7 @@ def log_report(cfg: Config, run_name: str, metrics: dict[str, float], artifacts:
         return run.info.run_id
 
 
-def sweep_parent(cfg: Config, out: Path) -> str:
+def sweep_parent(cfg: Config, out: Location) -> str:
     """The sweep's parent run: the one recorded in out/mlflow_parent.json when resuming, else a new one with the
     config as params."""
     import mlflow

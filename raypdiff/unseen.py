@@ -20,9 +20,10 @@ from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.reports import cell, flip_rates, share, table
 from raypdiff.stats import Bootstrap, metric_rows
-from raypdiff.storage import local_path
+from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 
+PICTURES = ("pictures.json", "map.png", "path.png")  # made once, from one fold's generator
 # oracle_pick_by_val: the generated adapter picked on the held-out task's val rows, which its user does not have
 METHODS = ("majority", "prototype", "nearest_task", "finetune", "generated", "oracle_pick_by_val",
            "generated_finetune", "oracle")
@@ -154,7 +155,7 @@ def folds_for(cfg: Config, specs: list[TaskSpec]):
     return kfold(specs, h.folds, h.seed) if h.scheme == "kfold" else family_folds(specs)
 
 
-def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], fold, out: Path,
+def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], fold, out: Location,
              progress: bool = True) -> dict:
     """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks.
     meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
@@ -205,12 +206,11 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     require_text(meta.get("domain", "text"), "holdout", zoo_dir)
     arrays = functools.cache(lambda: task_arrays(zoo_dir, test=True))  # the whole zoo: read once, if needed
     specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
-    out = local_path(cfg.holdout.output_dir, "holdout.output_dir") / cfg.holdout.scheme
+    out = writable(cfg.holdout.output_dir, "holdout.output_dir") / cfg.holdout.scheme
     folds, results = folds_for(cfg, specs), []
-    for fold in folds:
+    for fold in folds:  # each fold's generator and fold.json go straight to out: a re-run continues from them
         path = out / fold.name / "fold.json"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             result = run_fold(cfg, zoo_dir, meta, arrays, fold, path.parent, progress)
             reports.write_json(path, result)
         results.append(json.loads(path.read_text()))
@@ -218,33 +218,36 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
             raise ConfigError(f"{path} holds out other tasks than this config's {fold.name} (another holdout.seed, "
                               f"holdout.folds or zoo?); use a new holdout.output_dir")
     report = summarize(results, cfg.holdout.scheme)
-    pics = out / "pictures.json"
-    if not pics.is_file() and report["task_count"]:  # from a fold holding out a twin pair if any: its path is the flip
-        i = next((i for i, r in enumerate(results) if r["twins"]), next(i for i, r in enumerate(results) if r["tasks"]))
-        reports.write_json(pics, pictures(cfg, meta, arrays(), folds[i], results[i], out))
-    report["pictures"] = json.loads(pics.read_text()) if pics.is_file() else None
-    reports.write(out, "holdout", report, markdown, plot if report["task_count"] else None)
-    if cfg.tracking.enabled:
-        from raypdiff import tracking
+    with local_folder(out, last=("holdout.json",), fetch=PICTURES) as local:
+        pics = local / "pictures.json"
+        # from a fold holding out a twin pair if any: its path is the flip
+        if not pics.is_file() and report["task_count"]:
+            i = next((i for i, r in enumerate(results) if r["twins"]),
+                     next(i for i, r in enumerate(results) if r["tasks"]))
+            reports.write_json(pics, pictures(cfg, meta, arrays(), folds[i], results[i], out / folds[i].name, local))
+        report["pictures"] = json.loads(pics.read_text()) if pics.is_file() else None
+        reports.write(local, "holdout", report, markdown, plot if report["task_count"] else None)
+        if cfg.tracking.enabled:
+            from raypdiff import tracking
 
-        metrics = {f"average.{m}": v for m, v in report["average"].items()}
-        tracking.log_report(cfg, f"holdout-{cfg.holdout.scheme}", metrics,
-                            [f for f in (out / n for n in ("holdout.json", "holdout.md", "holdout.png", "map.png",
-                                                           "path.png")) if f.is_file()])
+            metrics = {f"average.{m}": v for m, v in report["average"].items()}
+            files = [local / n for n in ("holdout.json", "holdout.md", "holdout.png", "map.png", "path.png")]
+            tracking.log_report(cfg, f"holdout-{cfg.holdout.scheme}", metrics, [f for f in files if f.is_file()])
     return report
 
 
-def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, out: Path) -> dict:
+def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, fold_dir: Location, out: Path) -> dict:
     """From one fold's generator: the latent map (its zoo tasks, and adapters generated for every task,
     held-out ones from their description and examples) and a condition path between two tasks with the same head
-    (a held-out task and its twin when there is one, else its nearest zoo task), scored on both tasks' test rows."""
+    (a held-out task and its twin when there is one, else its nearest zoo task), scored on both tasks' test rows.
+    fold_dir: the fold's folder (its generator); out: the local folder the pictures go to."""
     from raypdiff.conditions import draw_examples, example_rows
     from raypdiff.generate import Generator
     from raypdiff.latents import interpolate, latent_map, plot_map, plot_path
     from raypdiff.domains import load_splits
 
     h = cfg.holdout
-    gen = Generator(out / fold.name / "generator")
+    gen = Generator(fold_dir / "generator")
     scored = list(result["tasks"])
     specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in scored}
     data = load_splits(meta, scored)

@@ -3,6 +3,8 @@ generator checkpoint and MLflow artifacts, each run against a real S3 API server
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +110,74 @@ def test_local_copy_and_local_folder_round_trip(where, tmp_path):
     assert objects(where / "adapters") == ["adapter_000/adapter_config.json"]
     with storage.local_copy(where / "adapters") as local:
         assert (local / "adapter_000" / "adapter_config.json").read_text() == "{}"
+
+
+def test_local_folder_uploads_the_named_files_last_and_nothing_on_an_error(where, monkeypatch):
+    written = []
+    write = Location.write_bytes
+    monkeypatch.setattr(Location, "write_bytes", lambda self, data: (written.append(self.name), write(self, data)))
+    with storage.local_folder(where / "r", last=("report.json",), setting="--out") as out:
+        out.mkdir(parents=True, exist_ok=True)  # as its callers do (writable): for a disk, the folder itself
+        for name in ("report.json", "report.md", "report.png"):
+            (out / name).write_text(name)
+        assert objects(where / "r") == ([] if not where.is_local else ["report.json", "report.md", "report.png"])
+    assert objects(where / "r") == ["report.json", "report.md", "report.png"]
+    assert written[-1:] == ([] if where.is_local else ["report.json"])  # a reader of report.json sees a whole report
+    with pytest.raises(RuntimeError), storage.local_folder(where / "failed", setting="--out") as out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("half")
+        raise RuntimeError("the scoring failed")
+    assert objects(where / "failed") == ([] if not where.is_local else ["report.md"])
+
+
+def test_local_folder_fetches_what_a_resumed_run_reads_back(where):
+    (where / "r" / "pictures.json").write_text("{}")
+    with storage.local_folder(where / "r", fetch=("pictures.json", "map.png")) as out:
+        assert (out / "pictures.json").read_text() == "{}" and not (out / "map.png").exists()
+        (out / "holdout.json").write_text("{}")
+    assert objects(where / "r") == ["holdout.json", "pictures.json"]
+
+
+def test_writable_names_the_setting(where, tmp_path):
+    assert storage.writable(where / "sweep", "sweep.output_dir") == where / "sweep"
+    (tmp_path / "file").write_text("")
+    bad = "s3://no-such-bucket-here/sweep" if not where.is_local else str(tmp_path / "file" / "sweep")
+    with pytest.raises(ConfigError, match=r"^sweep.output_dir: \S+ is not writable \(.+\)$"):
+        storage.writable(bad, "sweep.output_dir")
+    with pytest.raises(ConfigError, match="^--out: s3:///r: a URI needs a bucket"):
+        with storage.local_folder("s3:///r", setting="--out"):
+            pass
+
+
+def test_cached_copy_is_fetched_once_per_version(where, monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (where / "pipeline" / "unet" / "w.bin").write_bytes(b"1")
+    first = storage.cached_copy(where / "pipeline", "vision.base_dir")
+    assert (first / "unet" / "w.bin").read_bytes() == b"1"
+    if where.is_local:
+        assert first == where.local() / "pipeline"
+        return
+    monkeypatch.setattr(Location, "download", lambda *a: pytest.fail("fetched again"))
+    assert storage.cached_copy(where / "pipeline") == first
+    monkeypatch.undo()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    time.sleep(1.1)  # S3 keeps modification times to the second
+    (where / "pipeline" / "unet" / "w.bin").write_bytes(b"22")  # a retrained base: fetched again
+    second = storage.cached_copy(where / "pipeline")
+    assert second != first and (second / "unet" / "w.bin").read_bytes() == b"22"
+    assert sorted(p.name for p in (tmp_path / "tmp" / "raypdiff-cache").iterdir()) == sorted([first.name, second.name])
+
+
+def test_the_vision_base_pipeline_is_read_from_a_bucket(where):
+    from raypdiff.vision.domain import pipeline_source
+
+    cfg = Config.from_dict({"domain": "vision", "condition": {"encoder": "onehot"},
+                            "vision": {"base_dir": str(where / "base")}})
+    with pytest.raises(ConfigError, match=f"no vision base pipeline in {where / 'base' / 'pipeline'}: build it"):
+        pipeline_source(cfg)
+    (where / "base" / "pipeline" / "model_index.json").write_text("{}")
+    assert (Path(pipeline_source(cfg)) / "model_index.json").read_text() == "{}"
 
 
 # ---- the zoo's shard store ----

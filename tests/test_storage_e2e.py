@@ -1,6 +1,7 @@
 """The README's commands, every output on a bucket of a real S3 API server (moto) on loopback, each `python -m
 raypdiff.cli` on a private Ray with credentials in its environment only; in order: collect killed and resumed, train
-killed and resumed from the bucket's checkpoints, generate and serve from the bucket, the secret in no saved file."""
+killed and resumed from the bucket's checkpoints, generate, serve and evaluate from the bucket, the secret in no saved
+file."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from raypdiff.zoo.store import SHARDS, check, read_meta
 pytestmark = pytest.mark.full
 
 BUCKET, SECRET = "raypdiff-e2e", "e2e-s3cret-never-saved-9c1d"
-Z, G, A = f"s3://{BUCKET}/zoo", f"s3://{BUCKET}/gen", f"s3://{BUCKET}/adapters"
+Z, G, A, E = f"s3://{BUCKET}/zoo", f"s3://{BUCKET}/gen", f"s3://{BUCKET}/adapters", f"s3://{BUCKET}/eval"
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_train_on_a_bucket_resumes_after_the_driver_is_killed(bucket):
 
 
 @pytest.mark.timeout(600)
-def test_generate_and_serve_from_the_bucket_and_no_secret_is_saved(bucket):
+def test_generate_serve_and_evaluate_on_the_bucket_and_no_secret_is_saved(bucket):
     gen = run(bucket, "generate", ["generate", "--generator", G, "--task", "SST-2", "--num", "2", "--out", A])
     try:
         assert gen.proc.wait(timeout=300) == 0, gen.tail()
@@ -144,6 +145,17 @@ def test_generate_and_serve_from_the_bucket_and_no_secret_is_saved(bucket):
         assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
     finally:
         stop_server(proc)
+    # evaluate --out on the bucket: the report uploaded whole (report.json last), MLflow given its files
+    args = ["evaluate", "--generator", G, "--out", E, "--tasks", "SST-2", "--num", "2", "--matrix-num", "1",
+            "--bootstrap", "50", "--subset-rows", "10", "--workers", "1", *bucket["common"][1:]]
+    ev = run(bucket, "evaluate", args)
+    try:
+        assert ev.proc.wait(timeout=300) == 0, ev.tail()
+    finally:
+        ev.close()
+    assert sorted(k.rpartition("/")[2] for k in keys("eval")) == ["report.json", "report.md", "report.png"]
+    assert list(json.loads((Location.of(E) / "report.json").read_text())["tasks"]) == ["SST-2"]
+    assert any(k.endswith("/report.json") for k in keys("mlartifacts")), "no report in MLflow's bucket"
     # the secret is in the environment only: not in any object of the bucket, nor any file the runs wrote
     saved = keys("")
     assert len(saved) > 10

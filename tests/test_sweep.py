@@ -204,32 +204,41 @@ def test_subsample_shares_captures_over_seeds(tiny_zoo, tmp_path, per_task, shar
 
 
 
-def test_sweep_with_asha_accounts_for_every_trial(tiny_zoo, data_dir, tmp_path):
+def test_sweep_with_asha_accounts_for_every_trial(tiny_zoo, data_dir, s3):
     """ASHA (sweep.asha) reads the training loss of every report, the last one included: the sweep finishes, the
     first trial (alone at its rung) runs to its evaluation, and every trial is either in the tables or listed as
-    stopped early, having trained for fewer reports than the finished ones."""
+    stopped early, having trained for fewer reports than the finished ones. sweep.output_dir is a bucket: Tune's
+    state, the trials and the tables all land there."""
     import subprocess
     import sys
 
+    from conftest import BUCKET
     from helpers import private_ray_env
 
+    from raypdiff.storage import Location
+
+    out = Location.of(f"s3://{BUCKET}/sweep")
     ray_tmp = Path(tempfile.mkdtemp(prefix="rpa", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     try:
         r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "sweep", "-q", "-c", "configs/tiny_sweep.yaml",
-                            "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"sweep.output_dir={tmp_path / 's'}",
+                            "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"sweep.output_dir={out}",
                             "sweep.axes={latent: [8, 2, 16]}", "sweep.asha=true", "sweep.asha_grace=1",
                             "tracking.enabled=false"], cwd=REPO, capture_output=True, text=True, timeout=600,
                            env=private_ray_env(ray_tmp))
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert f"tables: {out}/sweep.md" in r.stdout
+    s = json.loads((out / "sweep.json").read_text())
     finished = set(s["axes"]["latent"])
     assert "8" in finished and not s["failed"]
     assert len(finished) + len(s["stopped"]) == s["trials"] == 3
+    assert (out / "trials" / "default,seed=0" / "report" / "report.json").is_file()
     iterations = {}
-    for f in (tmp_path / "s" / "tune").rglob("result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    for f, _ in (out / "tune").tree():
+        if not f.endswith("/result.json"):
+            continue
+        rows = [json.loads(line) for line in (out / "tune" / f).read_text().splitlines() if line.strip()]
         iterations[rows[-1]["config"]["trial"]] = rows[-1]["training_iteration"]
     for name in s["stopped"]:
         assert iterations[name] < iterations["default,seed=0"]

@@ -1,6 +1,6 @@
 """Unseen tasks: the head relabeling and prototype baselines as tables, zoo task selection, and `raypdiff holdout`
 end to end on a tiny suite (real local Ray, real generators): no fold's generator sees its held-out tasks or their
-twins, every method is scored with an interval, and a re-run reuses finished folds."""
+twins, every method is scored with an interval, and a re-run reuses finished folds (read back from a bucket)."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUCKET
 from helpers import REPO, private_ray_env
 
 from raypdiff import checkpoint
 from raypdiff.config import ConditionConfig, ConfigError
 from raypdiff.conditions import make_encoder
 from raypdiff.lora import Layout
+from raypdiff.storage import Location
 from raypdiff.tasks import Split, TaskSpec
 from raypdiff.unseen import METHODS, map_head, prototype
 from raypdiff.zoo.derive import select_tasks
@@ -79,27 +81,29 @@ def test_select_tasks(tiny_zoo, tmp_path):
 
 
 @pytest.mark.full
-def test_holdout_end_to_end(data_dir):
+def test_holdout_end_to_end(data_dir, s3):
+    """holdout.output_dir on a bucket: the folds' generators, the report and the re-run's resumption from it."""
     tmp = Path(tempfile.mkdtemp(prefix="rph", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    out = Location.of(f"s3://{BUCKET}/holdout") / "kfold"
     try:
         uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
         common = ["-c", "configs/tiny_holdout.yaml", f"data.root={data_dir}", f"tracking.uri={uri}"]
-        env = private_ray_env(tmp / "ray")
+        env = private_ray_env(tmp / "ray")  # with the S3 server's address and credentials
         r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", *common,
                             f"collect.output_dir={tmp / 'zoo'}"], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         cmd = [sys.executable, "-m", "raypdiff.cli", "holdout", "--zoo", str(tmp / "zoo"), "-q", *common,
-               f"holdout.output_dir={tmp / 'out'}"]
+               f"holdout.output_dir=s3://{BUCKET}/holdout"]
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "4 held-out tasks (kfold), skipped 1" in r.stdout
-        report = json.loads((tmp / "out" / "kfold" / "holdout.json").read_text())
+        report = json.loads((out / "holdout.json").read_text())
         assert report["skipped"] == {"STS-B": "no training task has 1 output(s): no head to generate"}
         held = [t for f in report["folds"] for t in f["heldout"]]
         assert sorted(held) == ["CR", "MPQA", "SST-2", "SST-2-swapped", "STS-B"]  # each task held out once
         for fold in report["folds"]:
-            names = checkpoint.load(tmp / "out" / "kfold" / fold["fold"] / "generator").task_names
+            names = checkpoint.load(out / fold["fold"] / "generator").task_names
             assert not set(names) & set(fold["heldout"])  # never trained on what it is scored on
             assert {"SST-2", "SST-2-swapped"} <= set(fold["heldout"]) or not {"SST-2", "SST-2-swapped"} & set(
                 fold["heldout"])  # twins held out together
@@ -118,13 +122,12 @@ def test_holdout_end_to_end(data_dir):
         assert set(report["sensitivity"]) == {"k=0", "k=2", "random_labels"}
         assert report["flip"]["tasks"] == 4 and list(report["flip"]["twins"]) == ["SST-2-swapped | SST-2"]
         assert 0 <= report["flip"]["twins_mean"] <= 1
-        out = tmp / "out" / "kfold"
         path = report["pictures"]["path"]
         assert (path["from"], path["to"]) == ("SST-2-swapped", "SST-2")  # the held-out twin pair
         assert all(len(v) == len(path["alphas"]) for v in path["scores"].values())
         assert report["pictures"]["map"]["points"] > 0
         for name in ("holdout.md", "holdout.png", "map.png", "path.png"):
-            assert (out / name).stat().st_size > 0, name
+            assert (out / name).stat()[0] > 0, name
         assert "| SST-2 | " in (out / "holdout.md").read_text()
         import mlflow
 
@@ -136,10 +139,13 @@ def test_holdout_end_to_end(data_dir):
             run.info.run_id)}
         # fold generators are tracked, not registered: the registry's model stays the one `raypdiff train` made
         assert mlflow.MlflowClient().search_registered_models() == []
-        # a re-run reads the finished folds back: no training, the same report
+        # a re-run reads the finished folds back from the bucket: no training, the same report
+        generators = {p: t for p, t in out.tree() if "/generator/" in p}
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert json.loads((tmp / "out" / "kfold" / "holdout.json").read_text()) == report
+        assert json.loads((out / "holdout.json").read_text()) == report
+        assert {p: t for p, t in out.tree() if "/generator/" in p} == generators
+        assert not [p for p, _ in out.tree() if p.endswith(".tmp")]
         # another partition into the same folder is refused, not merged with the saved folds
         r = subprocess.run([*cmd, "holdout.folds=3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2

@@ -106,9 +106,9 @@ def test_bad_vision_config(change, match):
 
 
 @pytest.mark.full
-def test_vision_base_on_ray_train(tmp_path):
-    """`raypdiff vision-base` on a real local Ray: a Train run that checkpoints, a pipeline folder that loads, and
-    base.json with the samples' class accuracy."""
+def test_vision_base_on_ray_train(s3):
+    """`raypdiff vision-base` on a real local Ray, vision.base_dir on a bucket: a Train run that checkpoints there, a
+    pipeline folder that loads, and base.json with the samples' class accuracy."""
     import json
     import shutil
     import subprocess
@@ -116,26 +116,30 @@ def test_vision_base_on_ray_train(tmp_path):
     import tempfile
     from pathlib import Path
 
+    from conftest import BUCKET
     from helpers import REPO, private_ray_env
+
+    from raypdiff.storage import Location, cached_copy
 
     if not Path(fashion.DEBIAN_DIR).is_dir():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     tmp = Path(tempfile.mkdtemp(prefix="rpv", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    base = Location.of(f"s3://{BUCKET}/base")
     try:
         cmd = [sys.executable, "-m", "raypdiff.cli", "vision-base", "-q", "-c", "configs/tiny_vision.yaml",
-               f"vision.base_dir={tmp / 'base'}"]
+               f"vision.base_dir={base}"]
         r = subprocess.run(cmd, cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert "class accuracy of its samples" in r.stdout
-        summary = json.loads((tmp / "base" / "base.json").read_text())
+        assert f"pipeline: {base}/pipeline  class accuracy of its samples" in r.stdout
+        summary = json.loads((base / "base.json").read_text())
         assert 0 <= summary["class_acc"] <= 1 and summary["steps"] == 4 and summary["train_seconds"] > 0
         # the guidance scale is picked among vision.guidance_choices by class accuracy (on other noise)
         by_scale = summary["class_acc_by_guidance"]
         assert set(by_scale) == {"1.0", "2.0", "3.0", "5.0"} and by_scale[str(summary["guidance_scale"])] == max(
             by_scale.values())
-        pipe = FashionPipeline.from_pretrained(tmp / "base" / "pipeline")
+        pipe = FashionPipeline.from_pretrained(cached_copy(base / "pipeline"))
         assert pipe(["a bag"], 3, torch.Generator().manual_seed(0)).shape == (1, 32, 32)
-        checkpoints = list((tmp / "base" / "ray").rglob("state.pt"))
+        checkpoints = [p for p, _ in (base / "ray").tree() if p.endswith("/state.pt")]
         assert 1 <= len(checkpoints) <= 2  # every 2 steps, 2 kept
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

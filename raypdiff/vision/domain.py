@@ -12,7 +12,7 @@ import numpy as np
 from raypdiff.config import Config, ConfigError
 from raypdiff.domains.base import (Run, UserInput, adapter_folders, sampling_facts, score_captures,
                                    write_manifest)
-from raypdiff.storage import local_path
+from raypdiff.storage import Location, cached_copy
 from raypdiff.vision.styles import StyleSpec, apply, resolve_styles
 
 METRIC = "denoise"  # minus the mean noise-prediction MSE on the split's styled images: higher is better
@@ -33,11 +33,11 @@ def pipeline_source(cfg: Config) -> str:
     if cfg.vision.pipeline:
         local = Path(cfg.vision.pipeline).expanduser()
         return str(local.resolve()) if local.is_dir() else cfg.vision.pipeline  # a folder, else a hub name
-    path = local_path(cfg.vision.base_dir, "vision.base_dir") / "pipeline"
+    path = Location.of(cfg.vision.base_dir, "vision.base_dir") / "pipeline"
     if not (path / "model_index.json").is_file():
         raise ConfigError(f"no vision base pipeline in {path}: build it with `raypdiff vision-base` (same "
                           f"vision.base_dir), or name a diffusers pipeline in vision.pipeline")
-    return str(path)
+    return str(cached_copy(path))  # diffusers reads local folders; a bucket's is fetched once per node
 
 
 def image_encoder(c):

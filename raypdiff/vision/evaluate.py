@@ -19,7 +19,7 @@ from raypdiff.config import Config, ConfigError
 from raypdiff.generate import Generator
 from raypdiff.reports import cell, table
 from raypdiff.stats import interval
-from raypdiff.storage import Location, local_path
+from raypdiff.storage import Location, local_folder, writable
 from raypdiff.vision.domain import image_condition
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
@@ -162,7 +162,7 @@ def best_capture(a: dict) -> np.ndarray:
     return a["vector"][[int(np.argmax(a["value"]))]]
 
 
-def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Path, progress: bool):
+def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Location, progress: bool):
     """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
     from raypdiff.train import train_fold_generator
     from raypdiff.zoo.derive import select_tasks
@@ -225,14 +225,14 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     styles again with a generator trained without them. Writes <style_eval.output_dir>/vision.{json,md,png} and the
     grids (`score`, then `write`)."""
     meta, gen = _check(cfg, zoo_dir, gen_path)
-    out = local_path(cfg.style_eval.output_dir, "style_eval.output_dir")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable(cfg.style_eval.output_dir, "style_eval.output_dir")
     report, samples = score(cfg, zoo_dir, meta, gen, out, progress)
-    files = write(report, samples, out)
-    if cfg.tracking.enabled:
-        from raypdiff import tracking
+    with local_folder(out, last=("vision.json",)) as local:  # vision.json: the whole report is there
+        files = write(report, samples, local)
+        if cfg.tracking.enabled:
+            from raypdiff import tracking
 
-        tracking.log_report(cfg, "vision-eval", flat_metrics(report), files)
+            tracking.log_report(cfg, "vision-eval", flat_metrics(report), files)
     return report
 
 
@@ -257,7 +257,8 @@ def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
     return meta, gen
 
 
-def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Path, progress: bool) -> tuple[dict, Samples]:
+def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Location,
+          progress: bool) -> tuple[dict, Samples]:
     """The report as a plain dict (vision.json) and the samples its grids show: each style's methods, and with
     style_eval.heldout_styles those styles by a generator trained without them (kept in out); the interpolation;
     where the base and the zoo came from."""
@@ -314,7 +315,7 @@ def _provenance(cfg: Config, zoo_dir: str, meta: dict, arrays: dict) -> dict:
     """base: the zoo's named pipeline, or vision-base's summary of the base it made (None for one it did not make);
     zoo: its styles, captures and collect time."""
     pipeline = _zoo_vision(meta)["pipeline"]
-    made = local_path(cfg.vision.base_dir, "vision.base_dir") / "base.json"
+    made = Location.of(cfg.vision.base_dir, "vision.base_dir") / "base.json"
     timing = Location.of(zoo_dir) / "collect_seconds.json"
     if pipeline:
         base = {"pipeline": pipeline}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from raypdiff.config import Config, ConfigError
-from raypdiff.storage import local_path
+from raypdiff.storage import Location, local_folder, writable
 
 STATE = "state.pt"
 # vision settings that do not change the base's training (how it is sampled and judged, the style LoRAs' model and
@@ -63,11 +63,7 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
 
     v = cfg.vision
     fashion.load("test", v.data_dir)  # a missing dataset is one line here, not a worker's traceback
-    out = local_path(v.base_dir, "vision.base_dir")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"vision.base_dir: {out} is not writable ({e.strerror})") from None
+    out = writable(v.base_dir, "vision.base_dir")
     t0 = time.time()
     connect(cfg.collect.ray_address, progress)
     trained = {k: x for k, x in cfg.to_dict()["vision"].items() if k not in NOT_TRAINING}
@@ -76,7 +72,8 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
         base_loop, train_loop_config={"cfg": cfg.to_dict()},
         scaling_config=ScalingConfig(num_workers=1, use_gpu=cfg.trainer.use_gpu,
                                      resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(out / "ray"),
+        # checkpoints go to base_dir's own storage (a bucket or a disk), where a re-run finds them
+        run_config=RunConfig(name=name, storage_path=(out / "ray").path, storage_filesystem=out.fs,
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     result = trainer.fit()
@@ -87,7 +84,6 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     pipe = new_pipeline(v)
     pipe.unet.load_state_dict(state["unet"])
     pipe.unet.eval()
-    pipe.save_pretrained(out / "pipeline")
     train_s = time.time() - t0
     (xtr, ytr), (xte, yte) = fashion.load("train", v.data_dir), fashion.load("test", v.data_dir)
     judge = classify.train(xtr, ytr, len(fashion.CLASSES), steps=v.judge_steps, seed=v.seed)
@@ -105,9 +101,11 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
                "judge_test_acc": float((classify.predict(judge, xte) == yte).mean()),
                "train_seconds": train_s, "steps": v.base_steps, "final_loss": float(np.mean(state["losses"][-50:])),
                "pipeline": str(out / "pipeline")}
-    torch.save(judge.state_dict(), out / "class_cnn.pt")
-    np.save(out / "samples.npy", samples)
-    (out / "base.json").write_text(json.dumps(summary, indent=1))
+    with local_folder(out, last=("base.json",)) as local:  # base.json: a whole pipeline is there
+        pipe.save_pretrained(local / "pipeline")
+        torch.save(judge.state_dict(), local / "class_cnn.pt")
+        np.save(local / "samples.npy", samples)
+        (local / "base.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -119,5 +117,5 @@ def guidance(cfg: Config) -> float:
     if cfg.vision.pipeline:
         raise ConfigError(f"vision.guidance_scale: set it for vision.pipeline={cfg.vision.pipeline} (7.5 is usual for "
                           f"Stable Diffusion, 4.5 for PixArt-α)")
-    made = local_path(cfg.vision.base_dir, "vision.base_dir") / "base.json"
+    made = Location.of(cfg.vision.base_dir, "vision.base_dir") / "base.json"
     return float(json.loads(made.read_text()).get("guidance_scale", 1.0)) if made.is_file() else 1.0
