@@ -130,8 +130,8 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     from raypdiff.zoo.store import check
 
     meta = check(zoo_dir)
-    require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator
-    captures = meta["capture"]["num"] * len(meta["capture"]["seeds"])
+    require_text(meta.domain, "sweep", zoo_dir)  # before any trial trains a generator
+    captures = meta.capture.num * len(meta.capture.seeds)
     trials = plan(cfg, captures)
     out = local_path(cfg.sweep.output_dir, "sweep.output_dir")
     out.mkdir(parents=True, exist_ok=True)
