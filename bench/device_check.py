@@ -142,6 +142,8 @@ class Check:
 
 
 def text_stages(c: Check) -> None:
+    from raypdiff.zoo.store import read_meta
+
     w, common = c.work, c.common
 
     def collect(gpu):
@@ -150,8 +152,7 @@ def text_stages(c: Check) -> None:
         c.cli("text_collect", ["collect", "-q", "-c", "configs/tiny.yaml", *common, f"collect.output_dir={zoo}",
                                *(["collect.num_gpus=0.5"] if gpu else [])])
         c.made["zoo"] = zoo
-        meta = json.loads((zoo / "meta.json").read_text())
-        return {"zoo": str(zoo), "tasks": list(meta["tasks"])}
+        return {"zoo": str(zoo), "tasks": list(read_meta(zoo).tasks)}
 
     def train(gpu):
         gen = w / ("gen" if gpu else "gen_cpu")
@@ -208,6 +209,8 @@ def style_setup(c: Check) -> str | None:
 
 
 def style_stages(c: Check) -> None:
+    from raypdiff.zoo.store import read_meta
+
     w = c.work
     common = [*c.common, f"vision.pipeline={w / 'sd'}", "vision.image_size=32", "vision.guidance_scale=2.0",
               *([f"vision.data_dir={Path(c.args.fashion_dir).resolve()}"] if c.args.fashion_dir else [])]
@@ -215,8 +218,7 @@ def style_stages(c: Check) -> None:
     def collect(gpu):
         c.cli("style_collect", ["collect", "-q", "-c", "configs/tiny_vision.yaml", *common,
                                 f"collect.output_dir={w / 'style_zoo'}"])
-        return {"zoo": str(w / "style_zoo"), "styles": list(json.loads((w / "style_zoo" / "meta.json").read_text())
-                                                             ["tasks"])}
+        return {"zoo": str(w / "style_zoo"), "styles": list(read_meta(w / "style_zoo").tasks)}
 
     def train(gpu):
         gen = w / ("style_gen" if gpu else "style_gen_cpu")

@@ -30,7 +30,7 @@ from raypdiff.evaluate import evaluate, markdown
 from raypdiff.generate import Generator
 from raypdiff.train import train_generator
 from raypdiff.domains import load_splits
-from raypdiff.zoo.store import read_meta
+from raypdiff.zoo.store import ZooMeta, read_meta
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,17 +49,17 @@ def time_generation(gen: Generator, task: str, train_split, sampling: dict, repe
     return statistics.median(times[1:])
 
 
-def time_finetune(meta: dict, task: str, train_split) -> tuple[float, int]:
+def time_finetune(meta: ZooMeta, task: str, train_split) -> tuple[float, int]:
     """Seconds for one whole fine-tuning run of `task` with the zoo's schedule (tokenization included), and its
     steps."""
     from raypdiff import lora
     from raypdiff.config import Config
     from raypdiff.tasks import TaskSpec
 
-    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"], "train": meta["train"],
-                            "capture": meta["capture"]})
+    cfg = Config.from_dict({"model": meta.base_model, "lora": meta.lora, "train": meta.train,
+                            "capture": meta.capture.to_dict()})
     tok = lora.load_tokenizer(cfg.model)
-    model = lora.build(cfg.model, cfg.lora, TaskSpec(**meta["tasks"][task]["spec"]), 0, meta["tasks"][task]["label_mean"])
+    model = lora.build(cfg.model, cfg.lora, TaskSpec(**meta.tasks[task].spec), 0, meta.tasks[task].label_mean)
     schedule = cfg.train.for_task(task)
     t0 = time.perf_counter()
     lora.finetune(model, tok, train_split, schedule, schedule.steps, cfg.model.max_length, 0, cfg.model.dtype, set(),
@@ -67,22 +67,22 @@ def time_finetune(meta: dict, task: str, train_split) -> tuple[float, int]:
     return time.perf_counter() - t0, schedule.steps
 
 
-def to_zoo_best(gen: Generator, meta: dict, data, task: str, num: int, report: dict, sampling: dict) -> dict:
+def to_zoo_best(gen: Generator, meta: ZooMeta, data, task: str, num: int, report: dict, sampling: dict) -> dict:
     """Generate num, score them on val, pick the best: seconds taken, and its test score."""
     from raypdiff.scoring import Scorer
     from raypdiff.tasks import score
 
-    info = meta["tasks"][task]
-    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                    {task: (info["spec"], info["layout"], {"val": data.val, "test": data.test})})
+    info = meta.tasks[task]
+    scorer = Scorer(meta.base_model, meta.lora, meta.eval["batch_size"],
+                    {task: (info.spec, info.layout, {"val": data.val, "test": data.test})})
     scorer.predict(task, "val", gen.vectors(gen.conditions(task, 1, sampling.get("quality")), task))  # warm-up
     t0 = time.perf_counter()
     vecs = gen.vectors(gen.conditions(task, num, sampling.get("quality")), task, 1, sampling["guidance"],
                        sampling["sampler"])
-    val = [score(info["metric"], p, data.val.labels) for p in scorer.predict(task, "val", vecs)]
+    val = [score(info.metric, p, data.val.labels) for p in scorer.predict(task, "val", vecs)]
     seconds = time.perf_counter() - t0
     best = int(np.argmax(val))
-    test = score(info["metric"], scorer.predict(task, "test", vecs[best:best + 1])[0], data.test.labels)
+    test = score(info.metric, scorer.predict(task, "test", vecs[best:best + 1])[0], data.test.labels)
     zoo_best = report["tasks"][task]["test"]["zoo"]["best_by_val"]
     return {"task": task, "n": num, "seconds": seconds, "val": val[best], "test": test,
             "zoo_best_by_val_test": zoo_best, "reached": test >= zoo_best}

@@ -28,21 +28,21 @@ def main() -> None:
     meta = read_meta(args.zoo)
     data = load_splits(meta, [args.task])[args.task]
     vecs = task_arrays(args.zoo)[args.task]["vector"][:args.num]
-    info = meta["tasks"][args.task]
-    tasks = {args.task: (info["spec"], info["layout"], {"test": data.test})}
+    info = meta.tasks[args.task]
+    tasks = {args.task: (info.spec, info.layout, {"test": data.test})}
     threads = torch.get_num_threads()
-    scorer = Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"], tasks)
+    scorer = Scorer(meta.base_model, meta.lora, meta.eval["batch_size"], tasks)
     scorer.predict(args.task, "test", vecs[:1])  # model load and tokenization, as the pool's warm-up below
     t0 = time.perf_counter()
     plain = scorer.predict(args.task, "test", vecs)
     plain_s = time.perf_counter() - t0
-    pool = ScorerPool(meta["base_model"], meta["lora"], meta["eval"]["batch_size"], tasks)
+    pool = ScorerPool(meta.base_model, meta.lora, meta.eval["batch_size"], tasks)
     pool.predict([(args.task, "test", vecs[:len(pool.actors)])])
     t0 = time.perf_counter()
     (pooled,) = pool.predict([(args.task, "test", vecs)])
     pool_s = time.perf_counter() - t0
     pool.close()
-    result = {"task": args.task, "rows": len(data.test), "adapters": len(vecs), "dtype": meta["base_model"]["dtype"],
+    result = {"task": args.task, "rows": len(data.test), "adapters": len(vecs), "dtype": meta.base_model["dtype"],
               "in_process": {"threads": threads, "seconds": plain_s, "adapters_per_s": len(vecs) / plain_s},
               "pool": {"actors": len(pool.actors), "threads_each": 1, "seconds": pool_s,
                        "adapters_per_s": len(vecs) / pool_s},

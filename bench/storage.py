@@ -22,7 +22,7 @@ from raypdiff.config import load_config
 from raypdiff.storage import Location
 from raypdiff.train import train_generator
 from raypdiff.zoo.collect import collect
-from raypdiff.zoo.store import SHARDS, check, load_table, shard_name, write_shard
+from raypdiff.zoo.store import SHARDS, Capture, TaskInfo, ZooMeta, check, load_table, shard_name, write_shard
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -58,9 +58,11 @@ def shard_io(where: Location, shards: int, rows: int, params: int) -> dict:
         write_shard(where / SHARDS / shard_name("bench", s), "bench", s, "accuracy", steps, values, vectors,
                     [None] * rows, [None] * rows)
     write_s = time.perf_counter() - t0
-    meta = {"complete": True, "capture": {"num": rows, "seeds": list(range(shards))},
-            "tasks": {"bench": {"splits": {}, "layout": [["w", [params]]], "metric": "accuracy", "majority": None}}}
-    (where / "meta.json").write_text(json.dumps(meta))
+    task = TaskInfo(spec={}, metric="accuracy", num_labels=2, splits={}, label_mean=None, majority=None,
+                    layout=[["w", [params]]])
+    meta = ZooMeta(complete=True, base_model={}, lora={}, capture=Capture(rows, 1, list(range(shards))), train={},
+                   eval={}, tasks={"bench": task}, versions={})
+    (where / "meta.json").write_text(json.dumps(meta.to_dict()))
     t0 = time.perf_counter()
     table = load_table(where)
     read_s = time.perf_counter() - t0

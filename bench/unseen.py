@@ -14,6 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raypdiff.zoo.store import ZooMeta  # main imports raypdiff once torch's threads are set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +69,7 @@ def main() -> None:
         scfg = load_config(ROOT / args.config, [*overrides, f"holdout.scheme={scheme}"])
         from raypdiff.tasks import TaskSpec
 
-        specs = [TaskSpec(**i["spec"]) for i in meta["tasks"].values()]
+        specs = [TaskSpec(**i.spec) for i in meta.tasks.values()]
         folds, results = folds_for(scfg, specs), []
         t0 = time.time()
         for fold in folds:
@@ -88,16 +92,17 @@ def main() -> None:
         write(reports, meta, zoo, Path(args.out))
 
 
-def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, setfit_ks, args, seconds: float) -> dict:
+def report(cfg, meta: ZooMeta, scheme: str, results: list[dict], work: Path, ks, setfit_ks, args,
+           seconds: float) -> dict:
     from raypdiff.domains import load_splits
     from raypdiff.transfer import load_preds, per_family, summarize
 
     tasks = {t: r for f in results for t, r in f["tasks"].items()}
     data = load_splits(meta, list(tasks))
     labels = {t: data[t].test.labels for t in tasks}
-    metrics = {t: meta["tasks"][t]["spec"]["metric"] for t in tasks}
+    metrics = {t: meta.tasks[t].spec["metric"] for t in tasks}
     preds = {t: load_preds(work / f["fold"], t) for f in results for t in f["tasks"]}
-    families = {t: meta["tasks"][t]["spec"]["family"] for t in tasks}
+    families = {t: meta.tasks[t].spec["family"] for t in tasks}
     k8 = "8" if 8 in ks else str(max(ks))
     # tasks scored before their thread count was recorded: the --threads given to the report
     threads = sorted({r.get("threads", args.threads or 0) for r in tasks.values()} - {0}) or ["?"]
@@ -138,12 +143,12 @@ def report(cfg, meta: dict, scheme: str, results: list[dict], work: Path, ks, se
             "tasks": tasks}
 
 
-def write(reports: dict, meta: dict, zoo: str, out: Path) -> None:
+def write(reports: dict, meta: ZooMeta, zoo: str, out: Path) -> None:
     from raypdiff.transfer import METHODS, markdown, plot
 
     out.mkdir(parents=True, exist_ok=True)
     timing = Path(zoo) / "collect_seconds.json"
-    suite = {"tasks": len(meta["tasks"]), "captures_per_run": meta["capture"]["num"], "seeds": meta["capture"]["seeds"],
+    suite = {"tasks": len(meta.tasks), "captures_per_run": meta.capture.num, "seeds": meta.capture.seeds,
              "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
     # per scheme and k: each method's macro-F1 average over tasks under its own name, and the flip rates
     result = {"suite": suite, **{s: {"k": {k: {m: b["macro_f1"][m] for m in METHODS if m in b["macro_f1"]}

@@ -75,21 +75,19 @@ def cmd_tasks(args) -> int:
 
 def cmd_export(args) -> int:
     from raypdiff import lora
-    from raypdiff.config import Config
     from raypdiff.tasks import TaskSpec
     from raypdiff.zoo.store import get_vector, read_meta
 
     from raypdiff.domains import require_text
 
     meta = read_meta(args.zoo)
-    require_text(meta.get("domain", "text"), "export", args.zoo)
-    if args.task not in meta["tasks"]:
-        raise ConfigError(f"unknown task {args.task!r} in this zoo (tasks: {', '.join(meta['tasks'])})")
-    info = meta["tasks"][args.task]
-    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    require_text(meta.domain, "export", args.zoo)
+    if args.task not in meta.tasks:
+        raise ConfigError(f"unknown task {args.task!r} in this zoo (tasks: {', '.join(meta.tasks)})")
+    cfg = meta.base_config()
     vector = get_vector(args.zoo, args.task, args.seed, args.step)
-    model = lora.build(cfg.model, cfg.lora, TaskSpec(**info["spec"]))
-    out = lora.write_adapter(model, vector, lora.Layout.from_json(info["layout"]), args.out, cfg.model.base)
+    model = lora.build(cfg.model, cfg.lora, TaskSpec(**meta.tasks[args.task].spec))
+    out = lora.write_adapter(model, vector, meta.layout(args.task), args.out, cfg.model.base)
     print(f"wrote PEFT adapter for {args.task} seed {args.seed} step {args.step} to {out}")
     return 0
 

@@ -545,6 +545,11 @@ class Config:
             d = {**d, "train": train}
         return _build(cls, d, "")
 
+    @classmethod
+    def for_base(cls, model: dict, lora: dict, dtype: Optional[str] = None) -> "Config":
+        """The base model and LoRA settings a zoo or generator recorded, as a Config; `dtype` overrides the model's."""
+        return cls.from_dict({"model": model if dtype is None else {**model, "dtype": dtype}, "lora": lora})
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

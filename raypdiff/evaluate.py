@@ -18,6 +18,7 @@ from raypdiff.reports import cell, table
 from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import TaskSpec
+from raypdiff.zoo.store import TaskInfo, ZooMeta
 
 TARGET_POINTS = 0.005  # the issue's targets: within half a point of the zoo
 
@@ -73,12 +74,12 @@ class Plan:
             self.keys.append(key)
             self.jobs.append((task, split, np.asarray(vectors, np.float32)))
 
-    def score(self, meta: dict, splits: dict, workers: Optional[int]) -> dict:
+    def score(self, meta: ZooMeta, splits: dict, workers: Optional[int]) -> dict:
         """Score every job on a scorer pool over the tasks' named splits; key → (n, R) predictions."""
         from raypdiff.scoring import ScorerPool
 
-        pool = ScorerPool(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                          {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], s) for t, s in splits.items()},
+        pool = ScorerPool(meta.base_model, meta.lora, meta.eval["batch_size"],
+                          {t: (meta.tasks[t].spec, meta.tasks[t].layout, s) for t, s in splits.items()},
                           workers=workers)
         try:
             with tqdm(total=sum(len(v) for _, _, v in self.jobs), desc="score adapters", unit="adapter") as bar:
@@ -139,7 +140,7 @@ def write(report: dict, out: Path) -> list[Path]:
     return reports.write(out, "report", report, markdown, plot)
 
 
-def held_out(gen: Generator, names: list[str], meta: dict, data: dict, arrays: dict, sampling: dict, num: int,
+def held_out(gen: Generator, names: list[str], meta: ZooMeta, data: dict, arrays: dict, sampling: dict, num: int,
              recon_num: int, matrix_num: int, subset_rows: int, bootstrap: int, workers: Optional[int]) -> dict:
     """The report as a plain dict (report.json): every adapter sampled and scored on the scorer pool, then each
     task's figures, its novelty and the condition × task matrix. sampling: guidance, sampler, quality, seed."""
@@ -154,7 +155,7 @@ def held_out(gen: Generator, names: list[str], meta: dict, data: dict, arrays: d
     own = {t: preds["gen", t, "test"][:matrix_num][:, subset[t]] for t in names}  # the matrix's diagonal
     report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
                                    "test": len(data[t].test)} for t in names},
-                    "tasks": {t: _figures(t, gen.spec(t), meta["tasks"][t], arrays[t], preds, data[t].val.labels,
+                    "tasks": {t: _figures(t, gen.spec(t), meta.tasks[t], arrays[t], preds, data[t].val.labels,
                                           boots[t]) for t in names},
                     "novelty": {t: _novelty(t, kept[t], arrays[t], preds, subset[t], gen.spec(t).is_regression)
                                 for t in names},
@@ -165,14 +166,13 @@ def held_out(gen: Generator, names: list[str], meta: dict, data: dict, arrays: d
     return report
 
 
-def _sample(gen: Generator, names: list[str], meta: dict, arrays: dict, sampling: dict, num: int, recon_num: int,
+def _sample(gen: Generator, names: list[str], meta: ZooMeta, arrays: dict, sampling: dict, num: int, recon_num: int,
             matrix_num: int, fits: dict) -> tuple[Plan, dict, list[float]]:
     """Sample every task's adapters and queue every scoring job: the plan, per task what the figures read back
     (novelty distances, capture pairs, the zoo rows scored), and seconds per generated adapter."""
     from raypdiff import lora
-    from raypdiff.config import Config
 
-    base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    base = meta.base_config()
     guidance, sampler, quality, seed = (sampling[k] for k in ("guidance", "sampler", "quality", "seed"))
     # Condition c's draws serve as c's generated adapters and, de-normalized with another task's statistics, as c's
     # row of the condition matrix: a row then differs from the diagonal only through the condition.
@@ -186,9 +186,9 @@ def _sample(gen: Generator, names: list[str], meta: dict, arrays: dict, sampling
         pick = np.linspace(0, len(a["vector"]) - 1, min(recon_num, len(a["vector"]))).round().astype(int)
         recon = gen.reconstruct(t, a["vector"][pick])
         dist = novelty_distances(vecs, a["vector"], recon, a["vector"][pick])
-        init = lora.build(base.model, base.lora, gen.spec(t), int(a["seed"].min()), meta["tasks"][t]["label_mean"])
+        init = lora.build(base.model, base.lora, gen.spec(t), int(a["seed"].min()), meta.tasks[t].label_mean)
         nearest = sorted(set(dist["nearest"].tolist()) - set(a["test_pred"]))
-        pairs = {"neighbours": zoo_pairs(a, meta["capture"]["stride"]), "50_steps_apart": zoo_pairs(a, 50)}
+        pairs = {"neighbours": zoo_pairs(a, meta.capture.stride), "50_steps_apart": zoo_pairs(a, 50)}
         untested = sorted({j for ps in pairs.values() for _, j in ps} - set(a["test_pred"]))
         kept[t] = {"dist": dist, "pairs": pairs, "zoo_rows": nearest + untested}
         for split in ("val", "test"):
@@ -203,7 +203,8 @@ def _sample(gen: Generator, names: list[str], meta: dict, arrays: dict, sampling
     return plan, kept, gen_seconds
 
 
-def _figures(t: str, spec: TaskSpec, info: dict, a: dict, preds: dict, val_labels: np.ndarray, boot: Bootstrap) -> dict:
+def _figures(t: str, spec: TaskSpec, info: TaskInfo, a: dict, preds: dict, val_labels: np.ndarray,
+             boot: Bootstrap) -> dict:
     """One task's test figures (zoo, baselines, reconstructed and generated adapters, paired differences) and val
     figures. info: the task's zoo meta; a: its zoo arrays."""
     tested = sorted(a["test_pred"])  # the stated sample scored at collect time (every test_every-th + best)
@@ -223,7 +224,7 @@ def _figures(t: str, spec: TaskSpec, info: dict, a: dict, preds: dict, val_label
                     "best_by_val_ci": interval(boot.draws(a["test_pred"][best])),
                     "last": boot.point(np.stack([a["test_pred"][i] for i in last]))},
             "weight_average": boot.point(wa), "weight_average_ci": interval(boot.draws(wa)),
-            "majority": info["majority"],
+            "majority": info.majority,
             "base_init": boot.point(preds["init", t]),
             "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "n": len(r_test),
                       "scores": metric_rows(spec.metric, r_test, boot.labels).tolist()},
@@ -300,7 +301,7 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
             "metric": spec.metric,
             "test": {"generated": {**boot.mean(g_test), "best_by_val": boot.point(g_test[int(np.argmax(g_val))]),
                                    "n": len(g_test), "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
-                     "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta["tasks"][t]["majority"]},
+                     "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta.tasks[t].majority},
             "val": {"generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
                     "zoo_mean": float(a["value"].mean())}}
     reports.write_json(Location.of(out_dir, "--out") / "report.json", report)

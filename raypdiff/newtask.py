@@ -205,7 +205,7 @@ def candidates(which: Bodies, gen, builder: Builder, spec: TaskSpec, examples: l
 
 
 def builder_for(gen) -> Builder:
-    c = Config.from_dict({"model": gen.ckpt.base_model, "lora": gen.ckpt.lora})
+    c = Config.for_base(gen.ckpt.base_model, gen.ckpt.lora)
     return Builder(c.model, c.lora)
 
 

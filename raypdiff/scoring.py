@@ -17,7 +17,7 @@ class Scorer:
         """tasks: name → (spec dict, layout json, {"val": Split, "test": Split})."""
         from raypdiff.config import Config
 
-        cfg = Config.from_dict({"model": base_model, "lora": lora_cfg})
+        cfg = Config.for_base(base_model, lora_cfg)
         self.model_cfg, self.lora_cfg, self.batch_size, self.tasks = cfg.model, cfg.lora, batch_size, tasks
         self._models: dict = {}
         self._batches: dict = {}

@@ -131,8 +131,8 @@ def sweep(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     from raypdiff.zoo.store import check
 
     meta = check(zoo_dir)
-    require_text(meta.get("domain", "text"), "sweep", zoo_dir)  # before any trial trains a generator
-    captures = meta["capture"]["num"] * len(meta["capture"]["seeds"])
+    require_text(meta.domain, "sweep", zoo_dir)  # before any trial trains a generator
+    captures = meta.capture.num * len(meta.capture.seeds)
     trials = plan(cfg, captures)
     out = writable(cfg.sweep.output_dir, "sweep.output_dir")
     full, zoos = str(Location.of(zoo_dir)), {}

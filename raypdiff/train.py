@@ -167,15 +167,15 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
     from raypdiff.zoo.store import check, task_arrays
 
     meta = check(zoo_dir)
-    names = list(meta["tasks"])
+    names = list(meta.tasks)
     arrays = task_arrays(zoo_dir)
     vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
-    cond = domain_for(meta.get("domain", "text")).conditions(cfg, meta)
-    return {"domain": meta.get("domain", "text"), "normalizer": normalizer.state_dict(), "bank": cond["bank"],
+    cond = domain_for(meta.domain).conditions(cfg, meta)
+    return {"domain": meta.domain, "normalizer": normalizer.state_dict(), "bank": cond["bank"],
             "task_names": names,
-            "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta["tasks"],
-            "zoo": str(Location.of(zoo_dir)), "base_model": meta["base_model"], "lora": meta["lora"],
+            "num_params": max(v.shape[1] for v in vectors.values()), "tasks": meta.to_dict()["tasks"],
+            "zoo": str(Location.of(zoo_dir)), "base_model": meta.base_model, "lora": meta.lora,
             "examples": cond["examples"], "num_rows": sum(len(v) for v in vectors.values()),
             "base_fingerprint": cond["base_fingerprint"], "task_values": {t: a["value"] for t, a in arrays.items()}}
 

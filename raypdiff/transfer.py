@@ -19,6 +19,7 @@ from raypdiff.newtask import Builder, Built, generated_bodies, tuned
 from raypdiff.reports import cell, flip_rates, format_ci, share, table
 from raypdiff.stats import Bootstrap, mean_ci
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
+from raypdiff.zoo.store import ZooMeta
 
 # every method's head reads its body's mean-pooled, L2-normalized features; "auto" is the product's route (the base
 # body or the best generated one, by leave-one-out); multitask: one body trained on every training task of the fold;
@@ -31,12 +32,10 @@ TUNED = ("finetune", "base+head+tune", "generated+head+tune")
 MULTITASK_FILE = "multitask.safetensors"
 
 
-def best_bodies(builder: Builder, meta: dict, arrays: dict, tasks: list[str]) -> dict[str, np.ndarray]:
+def best_bodies(builder: Builder, meta: ZooMeta, arrays: dict, tasks: list[str]) -> dict[str, np.ndarray]:
     """Each task's best-by-val zoo capture as a body (its LoRA matrices; the head dropped)."""
-    from raypdiff.lora import Layout
-
     return {t: builder.body_of(arrays[t]["vector"][int(np.argmax(arrays[t]["value"]))],
-                               Layout.from_json(meta["tasks"][t]["layout"])) for t in tasks}
+                               meta.layout(t)) for t in tasks}
 
 
 def support(spec: TaskSpec, train: Split, k: int, rng: np.random.Generator) -> list:
@@ -252,7 +251,8 @@ def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, m
     return out
 
 
-def prepare_fold(cfg, zoo_dir: str, meta: dict, fold, out: Path, multitask_steps: int, progress: bool = True) -> None:
+def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_steps: int,
+                 progress: bool = True) -> None:
     """What a fold's tasks are scored with, each kept under out: its generator (trained on the fold's training tasks
     only) and, with multitask_steps > 0, the multi-task body trained on the same tasks."""
     from safetensors.numpy import save_file
@@ -269,7 +269,7 @@ def prepare_fold(cfg, zoo_dir: str, meta: dict, fold, out: Path, multitask_steps
     if multitask_steps and not (out / MULTITASK_FILE).is_file():
         t0 = time.time()
         data = load_splits(meta, list(fold.train))
-        tasks = {t: (TaskSpec(**meta["tasks"][t]["spec"]), data[t].train) for t in fold.train}
+        tasks = {t: (TaskSpec(**meta.tasks[t].spec), data[t].train) for t in fold.train}
         body = train_body(Builder(cfg.model, cfg.lora), tasks, multitask_steps, cfg.train.batch_size, cfg.train.lr,
                           cfg.holdout.seed)
         save_file({"body": body}, str(out / MULTITASK_FILE), metadata={
@@ -312,7 +312,7 @@ def lacks_tuned(path: Path, tune_ks: list[int]) -> list[int]:
     return [k for k in tune_ks if str(k) in scored and not all(m in scored[str(k)]["methods"] for m in TUNED)]
 
 
-def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: list[int], draws: int,
+def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks: list[int], draws: int,
              setfit_ks: list[int], num: int, multitask_steps: int, train: bool = True, progress: bool = True,
              reverse: bool = False, tune_ks: tuple[int, ...] = ()) -> dict:
     """One fold: its generator and multi-task body (prepare_fold; train=False waits for another process to make
@@ -344,7 +344,7 @@ def run_fold(cfg, zoo_dir: str, meta: dict, arrays: dict, fold, out: Path, ks: l
     gen.encoder  # loaded once, before any method is timed
     own = best_bodies(builder, meta, arrays, [t for t in fold.heldout if t in arrays])
     data = load_splits(meta, list(fold.heldout))
-    specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in fold.heldout}
+    specs = {t: TaskSpec(**meta.tasks[t].spec) for t in fold.heldout}
     tasks_dir = out / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for t in reversed(fold.heldout) if reverse else fold.heldout:

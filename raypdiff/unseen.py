@@ -22,6 +22,7 @@ from raypdiff.reports import cell, flip_rates, share, table
 from raypdiff.stats import Bootstrap, metric_rows
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
+from raypdiff.zoo.store import ZooMeta
 
 PICTURES = ("pictures.json", "map.png", "path.png")  # made once, from one fold's generator
 # oracle_pick_by_val: the generated adapter picked on the held-out task's val rows, which its user does not have
@@ -61,13 +62,13 @@ def prototype(encoder, spec: TaskSpec, examples: list, rows: Split) -> np.ndarra
     return sims.argmax(1)
 
 
-def finetune(cfg: Config, meta: dict, spec: TaskSpec, layout, examples: list, start: Optional[np.ndarray],
+def finetune(cfg: Config, meta: ZooMeta, spec: TaskSpec, layout, examples: list, start: Optional[np.ndarray],
              seed: int) -> np.ndarray:
     """LoRA fine-tuned on the k examples alone for holdout.finetune_steps, from a fresh adapter or from `start`,
     on the zoo's base model and LoRA settings."""
     from raypdiff import lora
 
-    h, base = cfg.holdout, Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    h, base = cfg.holdout, meta.base_config()
     labels = np.asarray([y for _, y in examples], np.float32 if spec.is_regression else np.int64)
     model = lora.build(base.model, base.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
     if start is not None:
@@ -79,13 +80,13 @@ def finetune(cfg: Config, meta: dict, spec: TaskSpec, layout, examples: list, st
     return lora.flatten(model)
 
 
-def _scorer(meta: dict, splits: dict[str, dict[str, Split]]):
+def _scorer(meta: ZooMeta, splits: dict[str, dict[str, Split]]):
     """A plain scorer over the zoo's tasks' named splits (in the driver: on 2 CPUs one process with 2 threads
     scores as fast as the Ray actor pool, bench/results/scoring.md)."""
     from raypdiff.scoring import Scorer
 
-    return Scorer(meta["base_model"], meta["lora"], meta["eval"]["batch_size"],
-                  {t: (meta["tasks"][t]["spec"], meta["tasks"][t]["layout"], s) for t, s in splits.items()})
+    return Scorer(meta.base_model, meta.lora, meta.eval["batch_size"],
+                  {t: (meta.tasks[t].spec, meta.tasks[t].layout, s) for t, s in splits.items()})
 
 
 def _rng(seed: int, task: str, *more: int) -> np.random.Generator:
@@ -93,15 +94,15 @@ def _rng(seed: int, task: str, *more: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(task.encode()), *(m + 2 for m in more)])
 
 
-def score_task(gen, cfg: Config, meta: dict, arrays: dict, spec: TaskSpec, data: TaskData) -> tuple[dict, np.ndarray]:
+def score_task(gen, cfg: Config, meta: ZooMeta, arrays: dict, spec: TaskSpec,
+               data: TaskData) -> tuple[dict, np.ndarray]:
     """Every method on one held-out task's test rows (mean and 95% interval), condition sensitivity, and the
     generated adapters' test predictions (for the twin flip check)."""
     from raypdiff.conditions import draw_examples, example_rows
-    from raypdiff.lora import Layout
 
     h, t = cfg.holdout, spec.name
     examples = draw_examples(data.train, h.examples, _rng(h.seed, t))
-    layout = Layout.from_json(meta["tasks"][t]["layout"])
+    layout = meta.layout(t)
     scorer = _scorer(meta, {t: {"val": data.val, "test": data.test}})
     boot = Bootstrap(spec.metric, data.test.labels, h.bootstrap, h.seed)
 
@@ -155,7 +156,7 @@ def folds_for(cfg: Config, specs: list[TaskSpec]):
     return kfold(specs, h.folds, h.seed) if h.scheme == "kfold" else family_folds(specs)
 
 
-def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], fold, out: Location,
+def run_fold(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: Callable[[], dict], fold, out: Location,
              progress: bool = True) -> dict:
     """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks.
     meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
@@ -164,9 +165,9 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     from raypdiff.domains import load_splits
     from raypdiff.zoo.derive import select_tasks
 
-    heads = {meta["tasks"][x]["num_labels"] for x in fold.train}  # a generated head takes a training task's shape
-    skipped = {t: f"no training task has {meta['tasks'][t]['num_labels']} output(s): no head to generate"
-               for t in fold.heldout if meta["tasks"][t]["num_labels"] not in heads}
+    heads = {meta.tasks[x].num_labels for x in fold.train}  # a generated head takes a training task's shape
+    skipped = {t: f"no training task has {meta.tasks[t].num_labels} output(s): no head to generate"
+               for t in fold.heldout if meta.tasks[t].num_labels not in heads}
     scored = [t for t in fold.heldout if t not in skipped]
     result = {"fold": fold.name, "heldout": list(fold.heldout), "train_tasks": len(fold.train), "train_seconds": 0.0,
               "score_seconds": 0.0, "tasks": {}, "twins": {}, "skipped": skipped}
@@ -186,11 +187,11 @@ def run_fold(cfg: Config, zoo_dir: str, meta: dict, arrays: Callable[[], dict], 
     for t in scored:
         if progress:
             print(f"{fold.name}: scoring held-out task {t}", file=sys.stderr)
-        result["tasks"][t], preds[t] = score_task(gen, cfg, meta, arrays(), TaskSpec(**meta["tasks"][t]["spec"]), data[t])
+        result["tasks"][t], preds[t] = score_task(gen, cfg, meta, arrays(), TaskSpec(**meta.tasks[t].spec), data[t])
     for t in scored:  # twins are held out together and read the same test rows; label i of one is n-1-i of the other
-        twin = meta["tasks"][t]["spec"].get("twin_of")
+        twin = meta.tasks[t].spec.get("twin_of")
         if twin in preds:
-            n = meta["tasks"][t]["num_labels"]
+            n = meta.tasks[t].num_labels
             result["twins"][f"{t} | {twin}"] = float((preds[t] == n - 1 - preds[twin]).mean())
     result["score_seconds"] = time.time() - t0
     return result
@@ -203,9 +204,9 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     from raypdiff.domains import require_text
 
     meta = check(zoo_dir)
-    require_text(meta.get("domain", "text"), "holdout", zoo_dir)
+    require_text(meta.domain, "holdout", zoo_dir)
     arrays = functools.cache(lambda: task_arrays(zoo_dir, test=True))  # the whole zoo: read once, if needed
-    specs = [TaskSpec(**info["spec"]) for info in meta["tasks"].values()]
+    specs = [TaskSpec(**info.spec) for info in meta.tasks.values()]
     out = writable(cfg.holdout.output_dir, "holdout.output_dir") / cfg.holdout.scheme
     folds, results = folds_for(cfg, specs), []
     for fold in folds:  # each fold's generator and fold.json go straight to out: a re-run continues from them
@@ -236,7 +237,7 @@ def run(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
     return report
 
 
-def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, fold_dir: Location, out: Path) -> dict:
+def pictures(cfg: Config, meta: ZooMeta, arrays: dict, fold, result: dict, fold_dir: Location, out: Path) -> dict:
     """From one fold's generator: the latent map (its zoo tasks, and adapters generated for every task,
     held-out ones from their description and examples) and a condition path between two tasks with the same head
     (a held-out task and its twin when there is one, else its nearest zoo task), scored on both tasks' test rows.
@@ -249,7 +250,7 @@ def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, fold_dir
     h = cfg.holdout
     gen = Generator(fold_dir / "generator")
     scored = list(result["tasks"])
-    specs = {t: TaskSpec(**meta["tasks"][t]["spec"]) for t in scored}
+    specs = {t: TaskSpec(**meta.tasks[t].spec) for t in scored}
     data = load_splits(meta, scored)
     conds = {t: gen.conditions(t, h.num) for t in gen.task_names}
     for t, spec in specs.items():
@@ -263,7 +264,7 @@ def pictures(cfg: Config, meta: dict, arrays: dict, fold, result: dict, fold_dir
     vecs = interpolate(gen, conds[a][0], conds[b][0], result["tasks"][a]["nearest_zoo_task"], alphas, h.seed)
     both = load_splits(meta, [a, b])
     scorer = _scorer(meta, {t: {"test": both[t].test} for t in (a, b)})
-    scores = {t: metric_rows(meta["tasks"][t]["metric"], scorer.predict(t, "test", vecs), both[t].test.labels).tolist()
+    scores = {t: metric_rows(meta.tasks[t].metric, scorer.predict(t, "test", vecs), both[t].test.labels).tolist()
               for t in (a, b)}
     plot_path(alphas, scores, a, b, out / "path.png")
     return {"fold": fold.name, "map": {"points": len(m["task"]), "png": "map.png"},

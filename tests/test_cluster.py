@@ -210,8 +210,8 @@ def check_zoo(zoo: Path, tasks: dict[str, list[int]], seeds: list[int]) -> None:
     from raypdiff.zoo.store import load_table, read_meta, shard_name
 
     meta = read_meta(zoo)  # raises if the zoo is incomplete
-    assert meta["complete"] is True
-    assert sorted(meta["tasks"]) == sorted(tasks)
+    assert meta.complete is True
+    assert sorted(meta.tasks) == sorted(tasks)
     shards = sorted(p.name for p in (zoo / "shards").iterdir())
     assert shards == sorted(shard_name(t, s) for t in tasks for s in seeds), shards  # no leftover temp files
     t = load_table(zoo)
@@ -219,8 +219,8 @@ def check_zoo(zoo: Path, tasks: dict[str, list[int]], seeds: list[int]) -> None:
     keys = list(zip(t["task"].to_pylist(), t["seed"].to_pylist(), t["step"].to_pylist()))
     assert len(set(keys)) == len(keys), "duplicate (task, seed, step) rows"
     assert sorted(keys) == sorted((task, s, step) for task, steps in tasks.items() for s in seeds for step in steps)
-    for name, info in meta["tasks"].items():
-        size = sum(math.prod(shape) for _, shape in info["layout"])
+    for name, info in meta.tasks.items():
+        size = sum(math.prod(shape) for _, shape in info.layout)
         rows = [v for task, v in zip(t["task"].to_pylist(), t["vector"].to_pylist()) if task == name]
         assert rows and all(len(v) == size for v in rows), f"{name}: vectors are not {size} long"
         assert all(math.isfinite(x) for v in rows for x in v[:50])

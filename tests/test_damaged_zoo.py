@@ -160,9 +160,9 @@ def test_collect_repairs_damaged_shards(tiny_zoo):
         assert f"{shards / 'RTE__seed0.parquet'}: not a (task, seed) of this config" in r.stderr
 
         meta = check(copy)  # raises unless every listed shard is whole, finite and of the right layout
-        assert meta["complete"] is True
+        assert meta.complete is True
         for task in ("SST-2", "STS-B"):
-            size = lora.Layout.from_json(meta["tasks"][task]["layout"]).size
+            size = lora.Layout.from_json(meta.tasks[task].layout).size
             assert shard_problem(shards / shard_name(task, 0), task, 0, size, 3) is None
         t = load_table(copy).to_pandas()
         assert sorted(zip(t.task, t.step)) == [(task, s) for task in ("SST-2", "STS-B") for s in (4, 5, 6)]

@@ -48,13 +48,13 @@ def check_zoo(zoo: Path) -> None:
     from raypdiff.zoo.store import load_table, read_meta, shard_name
 
     meta = read_meta(zoo)  # raises unless the collection finished
-    assert meta["complete"] is True and list(meta["tasks"]) == [TASK]
+    assert meta.complete is True and list(meta.tasks) == [TASK]
     assert sorted(p.name for p in (zoo / "shards").iterdir()) == [shard_name(TASK, 0)]  # no stray temp files
     t = load_table(zoo)
     keys = list(zip(t["task"].to_pylist(), t["seed"].to_pylist(), t["step"].to_pylist()))
     assert len(keys) == len(set(keys)), "duplicate (task, seed, step) rows"
     assert sorted(keys) == [(TASK, 0, s) for s in EXPECTED_STEPS]
-    size = sum(math.prod(shape) for _, shape in meta["tasks"][TASK]["layout"])
+    size = sum(math.prod(shape) for _, shape in meta.tasks[TASK].layout)
     assert all(len(v) == size for v in t["vector"].to_pylist())
     assert all(math.isfinite(v) for v in t["value"].to_pylist())
 

@@ -250,11 +250,11 @@ def test_tiny_zoo_is_complete(tiny_zoo):
     from raypdiff.zoo.store import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
-    assert meta["complete"] is True and set(meta["tasks"]) == {"SST-2", "STS-B"}
+    assert meta.complete is True and set(meta.tasks) == {"SST-2", "STS-B"}
     t = load_table(tiny_zoo).to_pandas()
     assert len(t) == 6
     for task, n_train in (("SST-2", 20000), ("STS-B", 5749)):
-        splits = meta["tasks"][task]["splits"]
+        splits = meta.tasks[task].splits
         assert splits["train"] == {"file": "train", "rows": n_train - 16}
         assert splits["val"]["file"] == "train" and len(splits["val"]["rows"]) == 16
         assert splits["test"]["file"] == "dev" and len(splits["test"]["rows"]) == 24
@@ -269,7 +269,6 @@ def test_tiny_zoo_is_complete(tiny_zoo):
 @pytest.mark.parametrize("task,step", [("SST-2", 6), ("STS-B", 4)])
 def test_export_writes_loadable_adapter(tiny_zoo, tmp_path, tok, data_dir, task, step):
     from raypdiff import cli
-    from raypdiff.config import Config
     from raypdiff.tasks import TaskSpec
     from raypdiff.zoo.store import get_vector, read_meta
 
@@ -278,17 +277,17 @@ def test_export_writes_loadable_adapter(tiny_zoo, tmp_path, tok, data_dir, task,
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
 
     meta = read_meta(tiny_zoo)
-    info = meta["tasks"][task]
-    spec = TaskSpec(**info["spec"])
+    info = meta.tasks[task]
+    spec = TaskSpec(**info.spec)
     vec = get_vector(tiny_zoo, task, 0, step)
     loaded = load_like_a_user(out, spec.num_labels)
     np.testing.assert_array_equal(lora.flatten(loaded), vec)
 
     # the same logits as the library's own model holding the zoo vector
-    cfg = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+    cfg = meta.base_config()
     ref = lora.build(cfg.model, cfg.lora, spec)
-    lora.load_vector(ref, vec, lora.Layout.from_json(info["layout"]))
-    val = info["splits"]["val"]
+    lora.load_vector(ref, vec, meta.layout(task))
+    val = info.splits["val"]
     rows = load_split(spec, val["file"]).take(val["rows"][:4])
     assert (_logits(loaded, tok, rows) - _logits(ref, tok, rows)).abs().max().item() <= 1e-5
 
@@ -303,18 +302,18 @@ def test_export_score_matches_zoo(tiny_zoo, tmp_path, tok, task):
     from raypdiff.zoo.store import load_table, read_meta
 
     meta = read_meta(tiny_zoo)
-    info, ev = meta["tasks"][task], meta["eval"]
-    spec = TaskSpec(**info["spec"])
+    info, ev = meta.tasks[task], meta.eval
+    spec = TaskSpec(**info.spec)
     out = tmp_path / "exported"
     assert cli.main(["export", str(tiny_zoo), "--task", task, "--step", "6", "--out", str(out)]) == 0
     data = load_task(spec, ev["val_examples"], ev["test_examples"], ev["split_seed"])
-    assert data.splits == info["splits"]
+    assert data.splits == info.splits
     loaded = load_like_a_user(out, spec.num_labels)
     t = load_table(tiny_zoo).to_pandas()
     row = t[(t.task == task) & (t.step == 6)].iloc[0]
     for split, stored in ((data.val, row.value), (data.test, row.test_value)):
-        batches = lora.eval_batches(tok, split, meta["base_model"]["max_length"], ev["batch_size"])
-        got = lora.evaluate(loaded, batches, spec, split.labels, meta["base_model"]["dtype"])
+        batches = lora.eval_batches(tok, split, meta.base_model["max_length"], ev["batch_size"])
+        got = lora.evaluate(loaded, batches, spec, split.labels, meta.base_model["dtype"])
         # one row may flip at a decision boundary: the zoo scored through its own model object
         tol = 1e-4 if spec.is_regression else 1 / len(split) + 1e-9
         assert got == pytest.approx(float(stored), abs=tol)

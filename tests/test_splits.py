@@ -204,14 +204,14 @@ def test_prepare_ranks_on_val_and_draws_examples_from_train(tiny_zoo, repo_dir, 
     monkeypatch.setattr(conditions, "condition_bank", spy)
     prep = train.prepare(load_config(repo_dir / "configs" / "tiny_gen.yaml", []), str(tiny_zoo))
     meta = read_meta(tiny_zoo)
-    assert set(prep["task_values"]) == set(drawn_from) == set(meta["tasks"])
-    for task, info in meta["tasks"].items():
+    assert set(prep["task_values"]) == set(drawn_from) == set(meta.tasks)
+    for task, info in meta.tasks.items():
         shard = pq.read_table(tiny_zoo / "shards" / shard_name(task, 0))
         np.testing.assert_array_equal(prep["task_values"][task], shard["value"].to_numpy())
-        spec = TaskSpec(**info["spec"])
+        spec = TaskSpec(**info.spec)
         full = load_split(spec, "train")
-        held = set(info["splits"]["val"]["rows"])
-        assert len(drawn_from[task]) == info["splits"]["train"]["rows"] == len(full) - len(held)
+        held = set(info.splits["val"]["rows"])
+        assert len(drawn_from[task]) == info.splits["train"]["rows"] == len(full) - len(held)
         assert drawn_from[task].texts == [t for i, t in enumerate(full.texts) if i not in held]
         shown = [tuple(e["text"]) if isinstance(e["text"], list) else (e["text"],) for e in prep["examples"][task]]
         assert shown and set(shown) <= set(drawn_from[task].texts)  # the page's prefill: fine-tuning rows too

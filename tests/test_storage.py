@@ -14,8 +14,8 @@ from raypdiff import checkpoint, storage, tracking
 from raypdiff.config import Config, ConfigError
 from raypdiff.storage import Location
 from raypdiff.zoo.derive import select_tasks, subsample
-from raypdiff.zoo.store import (SHARDS, check, fingerprint, get_vector, load_table, shard_name, shard_problem,
-                                task_arrays, write_shard)
+from raypdiff.zoo.store import (SHARDS, Capture, TaskInfo, ZooMeta, check, fingerprint, get_vector, load_table,
+                                shard_name, shard_problem, task_arrays, write_shard)
 
 
 def objects(loc: Location) -> list[str]:
@@ -193,16 +193,17 @@ def make_zoo(where: Location) -> Location:
             write_shard(where / SHARDS / shard_name(t, s), t, s, "accuracy", [1, 2, 3],
                         list(rng.random(ROWS)), rng.standard_normal((ROWS, 6)).astype(np.float32),
                         [0.5, None, 0.6], [np.zeros(4, np.float32), None, np.ones(4, np.float32)])
-    meta = {"complete": True, "domain": "text", "capture": {"num": ROWS, "seeds": SEEDS},
-            "tasks": {t: {"splits": {}, "layout": LAYOUT, "metric": "accuracy", "majority": 0.5} for t in TASKS}}
-    (where / "meta.json").write_text(json.dumps(meta))
+    meta = ZooMeta(complete=True, base_model={}, lora={}, capture=Capture(ROWS, 1, SEEDS), train={}, eval={},
+                   tasks={t: TaskInfo(spec={}, metric="accuracy", num_labels=2, splits={}, label_mean=0.5, majority=0.5,
+                                      layout=LAYOUT) for t in TASKS}, versions={})
+    (where / "meta.json").write_text(json.dumps(meta.to_dict()))
     return where
 
 
 def test_zoo_reads_the_same_from_a_bucket_as_from_a_disk(where, tmp_path):
     local = make_zoo(Location.of(tmp_path / "ref"))
     there = make_zoo(where)
-    assert check(there)["tasks"] == check(local)["tasks"]
+    assert check(there).tasks == check(local).tasks
     a, b = task_arrays(there, test=True), task_arrays(local, test=True)
     for t in TASKS:
         np.testing.assert_array_equal(a[t]["vector"], b[t]["vector"])
@@ -229,7 +230,7 @@ def test_a_damaged_shard_is_named_with_its_uri(where):
 def test_a_leftover_temporary_is_not_a_shard(where):
     there = make_zoo(where)
     (there / SHARDS / ".a__seed0.parquet.1234abcd.tmp").write_bytes(b"half a shard from a killed writer")
-    assert check(there)["complete"] and len(load_table(there)) == len(TASKS) * len(SEEDS) * ROWS
+    assert check(there).complete and len(load_table(there)) == len(TASKS) * len(SEEDS) * ROWS
 
 
 def test_a_read_error_on_a_bucket_moves_nothing(s3):
@@ -240,7 +241,7 @@ def test_a_read_error_on_a_bucket_moves_nothing(s3):
 def test_derived_zoos_on_a_bucket(where):
     there = make_zoo(where / "full")
     picked = select_tasks(there, ["b"], where / "only_b")
-    assert list(check(picked)["tasks"]) == ["b"]
+    assert list(check(picked).tasks) == ["b"]
     assert objects(picked) == ["meta.json", "shards/b__seed0.parquet", "shards/b__seed1.parquet"]
     sub = subsample(there, 3, seed=1, out_dir=where / "sub")
     assert sum(len(v["vector"]) for v in task_arrays(sub).values()) == 3 * len(TASKS)

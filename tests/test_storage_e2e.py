@@ -76,14 +76,14 @@ def test_collect_to_a_bucket_resumes_after_a_worker_is_killed(bucket):
     finally:
         first.close()
     kept = {f.name: f.stat() for f in landed}
-    assert len(kept) == 1 and not read_meta(Z, allow_incomplete=True)["complete"]
+    assert len(kept) == 1 and not read_meta(Z, allow_incomplete=True).complete
     second = run(bucket, "collect2", args)
     try:
         assert second.proc.wait(timeout=300) == 0, second.tail()
     finally:
         second.close()
     meta = check(Z)  # every shard whole, the zoo complete
-    assert meta["complete"] and len(shards.files("*.parquet")) == 2
+    assert meta.complete and len(shards.files("*.parquet")) == 2
     assert {f.name: f.stat() for f in shards.files("*.parquet") if f.name in kept} == kept  # not collected again
     assert not [f for f in shards.files() if f.name.endswith(".tmp")]
 

@@ -73,7 +73,7 @@ def test_prototype_regression_stays_within_example_scores(minilm):
 def test_select_tasks(tiny_zoo, tmp_path):
     out = select_tasks(tiny_zoo, ["STS-B"], tmp_path / "sel")
     meta = read_meta(out)
-    assert list(meta["tasks"]) == ["STS-B"] and meta["selection"]["tasks"] == ["STS-B"]
+    assert list(meta.tasks) == ["STS-B"] and meta.derived["selection"]["tasks"] == ["STS-B"]
     assert [p.name for p in (out / "shards").files()] == ["STS-B__seed0.parquet"]
     assert select_tasks(tiny_zoo, ["STS-B"], tmp_path / "sel") == out  # reused
     with pytest.raises(ConfigError, match="task QNLI is not in the zoo"):

@@ -53,15 +53,15 @@ def test_style_zoo_shards(style_zoo):
 
     cfg, tmp = style_zoo
     meta = check(tmp / "zoo")
-    assert meta["domain"] == "vision" and list(meta["tasks"]) == ["inverted", "edges"]
-    assert len(meta["base_model"]["unet_sha256"]) == 64 and meta["base_model"]["vision"]["style_images"] == 64
+    assert meta.domain == "vision" and list(meta.tasks) == ["inverted", "edges"]
+    assert len(meta.base_model["unet_sha256"]) == 64 and meta.base_model["vision"]["style_images"] == 64
     arrays = task_arrays(tmp / "zoo", test=True)
     for name, a in arrays.items():
-        size = Layout.from_json(meta["tasks"][name]["layout"]).size
+        size = Layout.from_json(meta.tasks[name].layout).size
         assert a["vector"].shape == (3, size) and list(a["step"]) == [4, 5, 6]
         assert (a["value"] < 0).all()  # minus a denoising MSE
         assert sorted(a["test_pred"]) and all(p.shape == (32,) for p in a["test_pred"].values())
-    assert meta["tasks"]["edges"]["splits"]["val"] == {"file": "train", "rows": [60000 - 32, 60000]}
+    assert meta.tasks["edges"].splits["val"] == {"file": "train", "rows": [60000 - 32, 60000]}
 
 
 def test_style_zoo_vector_loads_exactly_in_diffusers(style_zoo, tmp_path):

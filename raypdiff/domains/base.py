@@ -90,7 +90,7 @@ class Domain(Protocol):
     def info(self, spec, data) -> dict: ...  # meta.json's per-task entry (spec, metric, splits, ...)
     def cost(self, cfg: Config, spec, data) -> float: ...  # relative run time: longest jobs start first
     def run(self, cfg: Config, spec, data, seed: int, bar) -> Run: ...
-    def conditions(self, cfg: Config, meta: dict) -> dict: ...  # the generator's condition bank for a zoo
+    def conditions(self, cfg: Config, meta) -> dict: ...  # the generator's condition bank for a zoo (its ZooMeta)
     def write_adapters(self, gen, task: str, vectors: np.ndarray, folders: list[Path]) -> list[str]: ...  # laid
     # out as `task`'s adapters: the folders the domain's tools load
     def for_user(self, gen, user: UserInput, out: Path, num: int, seed: int, guidance: Optional[float],

@@ -14,14 +14,15 @@ from raypdiff.domains.base import Run, UserInput, require_text, score_captures
 from raypdiff.tasks import TaskData, TaskSpec, load_task, majority_baseline, resolve_specs, score, spec_to_dict
 
 
-def load_splits(meta: dict, names: list[str]) -> dict:
-    """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time."""
-    require_text(meta.get("domain", "text"), "reading text splits", "this zoo")
-    ev, out = meta["eval"], {}
+def load_splits(meta, names: list[str]) -> dict:
+    """Each task's train / val / test splits, checked against the rows meta.json recorded at collect time. meta:
+    the zoo's ZooMeta (not imported here: raypdiff.zoo.store imports the domains)."""
+    require_text(meta.domain, "reading text splits", "this zoo")
+    ev, out = meta.eval, {}
     for t in names:
-        info = meta["tasks"][t]
-        data = load_task(TaskSpec(**info["spec"]), ev["val_examples"], ev["test_examples"], ev["split_seed"])
-        if data.splits != info["splits"]:
+        info = meta.tasks[t]
+        data = load_task(TaskSpec(**info.spec), ev["val_examples"], ev["test_examples"], ev["split_seed"])
+        if data.splits != info.splits:
             raise ConfigError(f"task {t}: its data files changed since the zoo was collected (the val/test rows "
                               f"differ from meta.json); collect the zoo again")
         out[t] = data
@@ -58,20 +59,20 @@ class TextDomain:
     def cost(self, cfg: Config, spec: TaskSpec, data: TaskData) -> float:
         return cfg.train.for_task(spec.name).steps * float(np.mean([len(" ".join(t)) for t in data.train.texts[:500]]))
 
-    def conditions(self, cfg: Config, meta: dict) -> dict:
-        """For the generator of a zoo (meta: its meta.json): "bank", task → (condition.num_sets, C) embeddings of
+    def conditions(self, cfg: Config, meta) -> dict:
+        """For the generator of a zoo (meta: its ZooMeta): "bank", task → (condition.num_sets, C) embeddings of
         the description with k examples drawn from the fine-tuning rows (val and test feed no training); "examples",
         a few rows per task for users to see; "base_fingerprint", the base model's weights."""
         from raypdiff.conditions import condition_bank, draw_examples, example_rows
 
-        names = list(meta["tasks"])
-        specs = [TaskSpec(**meta["tasks"][t]["spec"]) for t in names]
+        names = list(meta.tasks)
+        specs = [TaskSpec(**meta.tasks[t].spec) for t in names]
         data = load_splits(meta, names)
         bank = condition_bank(cfg.condition, specs, {t: d.train for t, d in data.items()})
         shown = np.random.default_rng(cfg.condition.seed)  # its own draws: the bank's stay as they were
         examples = {s.name: example_rows(s, draw_examples(data[s.name].train, max(cfg.condition.k, 4), shown))
                     for s in specs}
-        base = Config.from_dict({"model": meta["base_model"], "lora": meta["lora"]})
+        base = meta.base_config()
         return {"bank": bank, "examples": examples,
                 "base_fingerprint": lora.base_fingerprint(lora.build(base.model, base.lora, specs[0]))}
 
@@ -115,7 +116,7 @@ class AdapterWriter:
 
     def __init__(self, gen):
         self.gen = gen
-        self.cfg = Config.from_dict({"model": gen.ckpt.base_model, "lora": gen.ckpt.lora})
+        self.cfg = Config.for_base(gen.ckpt.base_model, gen.ckpt.lora)
         self._models: dict = {}
 
     def model_for(self, task: str):

@@ -155,7 +155,7 @@ class AdapterPredictor:
 
         from raypdiff import lora
 
-        cfg = Config.from_dict({"model": {**meta["base_model"], "dtype": "float32"}, "lora": meta["lora"]})
+        cfg = Config.for_base(meta["base_model"], meta["lora"], dtype="float32")
         key = ("encoder", cfg.model.base, str(meta["lora"]))
         if key not in self._models:
             s = cfg.lora
@@ -168,7 +168,7 @@ class AdapterPredictor:
     def _model(self, meta: dict):
         from raypdiff import lora
 
-        cfg = Config.from_dict({"model": {**meta["base_model"], "dtype": "float32"}, "lora": meta["lora"]})
+        cfg = Config.for_base(meta["base_model"], meta["lora"], dtype="float32")
         key = (cfg.model.base, str(meta["lora"]), meta["num_labels"], meta["regression"])
         if key not in self._models:
             spec = TaskSpec(name=meta["layout_task"], description="-", text_fields=meta["text_fields"],

@@ -110,14 +110,14 @@ class StyleDomain:
     def cost(self, cfg: Config, spec: StyleSpec, data: StyleData) -> float:
         return float(cfg.train.for_task(spec.name).steps)
 
-    def conditions(self, cfg: Config, meta: dict) -> dict:
-        """For the generator of a style zoo: "bank", style → (condition.num_sets, 1280) conditions, each the mean
-        MobileNetV2 feature of k images drawn from the style's train images; no examples to show; the base UNet's
-        hash."""
+    def conditions(self, cfg: Config, meta) -> dict:
+        """For the generator of a style zoo (meta: its ZooMeta): "bank", style → (condition.num_sets, 1280)
+        conditions, each the mean MobileNetV2 feature of k images drawn from the style's train images; no examples to
+        show; the base UNet's hash."""
         from raypdiff.conditions import onehot_bank
 
-        names = list(meta["tasks"])
-        fingerprint = {"examples": {}, "base_fingerprint": meta["base_model"]["unet_sha256"]}
+        names = list(meta.tasks)
+        fingerprint = {"examples": {}, "base_fingerprint": meta.base_model["unet_sha256"]}
         c = cfg.condition
         if c.encoder == "onehot":
             return {"bank": onehot_bank(c, names), **fingerprint}
@@ -125,11 +125,11 @@ class StyleDomain:
             raise ConfigError(f"condition.encoder={c.encoder} embeds text; a style zoo's conditions are images: "
                               f"set condition.encoder=mobilenet")
         encoder = image_encoder(c)
-        zoo_cfg = Config.from_dict({"vision": meta["base_model"]["vision"], "eval": meta["eval"]})
+        zoo_cfg = Config.from_dict({"vision": meta.base_model["vision"], "eval": meta.eval})
         rng = np.random.default_rng(c.seed)
         bank = {}
         for t in names:
-            x, _ = load_styled(zoo_cfg, self.spec(meta["tasks"][t]["spec"])).train
+            x, _ = load_styled(zoo_cfg, self.spec(meta.tasks[t].spec)).train
             bank[t] = encoder.condition([x[rng.choice(len(x), min(c.k, len(x)), replace=False)]
                                          for _ in range(c.num_sets)])
         return {"bank": bank, **fingerprint}

@@ -21,6 +21,7 @@ from raypdiff.reports import cell, table
 from raypdiff.stats import interval
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.vision.domain import image_condition
+from raypdiff.zoo.store import ZooMeta
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
 HELDOUT = ("base", "nearest_style", "generated", "generated_best", "zoo_best")  # zoo_best: the style's own (oracle)
@@ -242,9 +243,9 @@ def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
 
     e = cfg.style_eval
     meta = check(zoo_dir)
-    if meta.get("domain", "text") != "vision":
+    if meta.domain != "vision":
         raise ConfigError(f"{zoo_dir} is a text zoo: vision-eval scores style zoos (domain: vision)")
-    styles = list(meta["tasks"])
+    styles = list(meta.tasks)
     for name in [*e.heldout_styles, *e.interpolate]:
         if name not in styles:
             raise ConfigError(f"style_eval: style {name!r} is not in the zoo {zoo_dir} (styles: {', '.join(styles)})")
@@ -257,7 +258,7 @@ def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
     return meta, gen
 
 
-def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Location,
+def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Location,
           progress: bool) -> tuple[dict, Samples]:
     """The report as a plain dict (vision.json) and the samples its grids show: each style's methods, and with
     style_eval.heldout_styles those styles by a generator trained without them (kept in out); the interpolation;
@@ -268,11 +269,11 @@ def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Location,
 
     e = cfg.style_eval
     t0 = time.time()
-    styles = list(meta["tasks"])
-    specs = [domain_for("vision").spec(meta["tasks"][s]["spec"]) for s in styles]
+    styles = list(meta.tasks)
+    specs = [domain_for("vision").spec(meta.tasks[s].spec) for s in styles]
     c = cfg.to_dict()
     zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **_zoo_vision(meta)},
-                                "eval": meta["eval"]})  # the styled data exactly as the zoo was scored on it
+                                "eval": meta.eval})  # the styled data exactly as the zoo was scored on it
     data = {s.name: load_styled(zoo_cfg, s) for s in specs}
     judges, judge_acc = train_judges(zoo_cfg, specs, progress)
     arrays = task_arrays(zoo_dir)
@@ -306,12 +307,12 @@ def score(cfg: Config, zoo_dir: str, meta: dict, gen: Generator, out: Location,
     return report, Samples(methods.grids, strip)
 
 
-def _zoo_vision(meta: dict) -> dict:
+def _zoo_vision(meta: ZooMeta) -> dict:
     """The vision settings of the zoo's own model (pipeline None: the offline base)."""
-    return {"pipeline": None, **meta["base_model"]["vision"]}
+    return {"pipeline": None, **meta.base_model["vision"]}
 
 
-def _provenance(cfg: Config, zoo_dir: str, meta: dict, arrays: dict) -> dict:
+def _provenance(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: dict) -> dict:
     """base: the zoo's named pipeline, or vision-base's summary of the base it made (None for one it did not make);
     zoo: its styles, captures and collect time."""
     pipeline = _zoo_vision(meta)["pipeline"]
@@ -324,7 +325,7 @@ def _provenance(cfg: Config, zoo_dir: str, meta: dict, arrays: dict) -> dict:
             "class_acc", "guidance_scale", "class_acc_by_guidance", "train_seconds", "steps", "judge_test_acc")}
                 if made.is_file() else None)
     return {"base": base,
-            "zoo": {"styles": len(meta["tasks"]), "captures": int(sum(len(arrays[s]["value"]) for s in meta["tasks"])),
+            "zoo": {"styles": len(meta.tasks), "captures": int(sum(len(arrays[s]["value"]) for s in meta.tasks)),
                     "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}}
 
 

@@ -216,14 +216,14 @@ def metric_plot(zoo_dir: Where, out: Path) -> Path:
     """One histogram per task of its captures' val metric, the test majority baseline marked."""
     meta = read_meta(zoo_dir, allow_incomplete=True)
     t = load_table(zoo_dir, ["task", "value"]).to_pandas()
-    names = [n for n in meta["tasks"] if (t.task == n).any()]
+    names = [n for n in meta.tasks if (t.task == n).any()]
     with plots.figure(out, (3.2 * len(names), 2.8), dpi=90, ncols=len(names), squeeze=False) as (fig, axes):
         for ax, name in zip(axes[0], names):
-            info = meta["tasks"][name]
+            info = meta.tasks[name]
             ax.hist(t.loc[t.task == name, "value"], bins=20, color="tab:blue")
-            if info["majority"] is not None:  # style zoos have no majority class
-                ax.axvline(info["majority"], color="tab:red", ls="--", label="majority")
+            if info.majority is not None:  # style zoos have no majority class
+                ax.axvline(info.majority, color="tab:red", ls="--", label="majority")
             ax.set_title(name)
-            ax.set_xlabel(f"val {info['metric']}")
+            ax.set_xlabel(f"val {info.metric}")
         axes[0][0].legend(fontsize=7)
     return out
