@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from raypdiff import checkpoint
+from raypdiff import checkpoint, raytrain
 from raypdiff.autoencoder import ae_loss
 from raypdiff.checkpoint import build_networks
 from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
+from raypdiff.generate import Generator
 from raypdiff.normalize import Normalizer
 from raypdiff.storage import Location, local_copy
+from raypdiff.zoo.derive import select_tasks
 
 @dataclass
 class TrainData:
@@ -217,11 +217,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     ae, den = build_networks(cfg, prep["num_params"], data.bank.shape[-1])
     ae = ray.train.torch.prepare_model(ae, parallel_strategy_kwargs={"find_unused_parameters": True})
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
-    state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True, map_location=device)
+    state = raytrain.resumed_state(device)
     every = cfg.trainer.checkpoint_every
 
     def on_step(m: dict, snapshot) -> None:
@@ -229,13 +225,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         if m["step"] % every and not end:
             return
         snap = snapshot()
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ctx.get_world_rank() == 0:
-                torch.save(snap, Path(d) / "state.pt")
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": state is not None},
-                             checkpoint=checkpoint)
+        raytrain.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": state is not None},
+                        snap if ctx.get_world_rank() == 0 else None)
 
     fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank())
 
@@ -243,9 +234,6 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None) -> dict:
     """Train on Ray Train; writes <trainer.output_dir>/generator.safetensors; logs to MLflow. Returns a summary.
     callbacks: Ray Train callbacks (a sweep trial passes Tune's TuneReportCallback)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from raypdiff import tracking
     from raypdiff.cluster import connect
     from raypdiff.zoo.store import dataset
@@ -263,26 +251,14 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "prep": prep},
-        scaling_config=ScalingConfig(num_workers=cfg.trainer.num_workers, use_gpu=cfg.trainer.use_gpu,
-                                     resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
-        # Ray Train's checkpoints go to the same storage, through the same file system (a bucket or a disk)
-        run_config=RunConfig(name=run_name(cfg, zoo_dir), storage_path=(out / "ray").path, storage_filesystem=out.fs,
-                             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
-        # read before the workers start: with every CPU held by a Train worker no read task could run (2 workers
-        # on 2 CPUs never got their shards)
-        datasets={"zoo": dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"]).materialize()},
-    )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"generator training failed: {result.error}")
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")  # saved on a worker's GPU
+    # the zoo is read before the workers start: with every CPU held by a Train worker no read task could run (2
+    # workers on 2 CPUs never got their shards)
+    zoo = dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"]).materialize()
+    state, final = raytrain.run(train_loop_per_worker, {"cfg": cfg.to_dict(), "prep": prep}, cfg, out,
+                                run_name(cfg, zoo_dir), "generator training", cfg.trainer.num_workers, callbacks,
+                                {"zoo": zoo})
     path = checkpoint.save(out / checkpoint.GENERATOR_FILE, checkpoint.from_training(cfg, state, prep))
-    summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": result.metrics,
+    summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": final,
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     if cfg.tracking.enabled:
@@ -291,9 +267,20 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     return summary
 
 
-def train_fold_generator(cfg: Config, zoo_dir: str, out_dir: str | Path, progress: bool = True) -> dict:
-    """A generator made only to be evaluated (a hold-out fold's): trained into out_dir and tracked, but never
-    registered as the model that `serve` and `models:/` users load."""
-    d = cfg.to_dict()
-    return train_generator(Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(out_dir),
-                                                               "register_model": False}}), zoo_dir, progress)
+def fold_generator(cfg: Config, zoo_dir: str, tasks: list[str], out: Location, setting: str,
+                   progress: bool = True, prefix: str = "") -> Generator:
+    """The generator of a fold: trained on the zoo's `tasks` alone (a zoo derived into out/<prefix>zoo), so that the
+    others can be scored as tasks it never saw. Trained once into out/<prefix>generator (tracked, never registered as the model that
+    `serve` and `models:/` users load); a re-run reuses it, and one trained on other tasks is refused (setting: the
+    output setting to change then)."""
+    gen_dir = out / f"{prefix}generator"
+    if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
+        d = cfg.to_dict()
+        fold_cfg = Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(gen_dir),
+                                                      "register_model": False}})
+        train_generator(fold_cfg, str(select_tasks(zoo_dir, tasks, out / f"{prefix}zoo")), progress)
+    gen = Generator(gen_dir)
+    if gen.task_names != list(tasks):
+        raise ConfigError(f"{gen_dir} holds a generator trained on other tasks ({len(gen.task_names)}: "
+                          f"{', '.join(gen.task_names[:4])}...); use a new {setting}")
+    return gen

@@ -257,15 +257,11 @@ def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_st
     only) and, with multitask_steps > 0, the multi-task body trained on the same tasks."""
     from safetensors.numpy import save_file
 
-    from raypdiff.checkpoint import GENERATOR_FILE
     from raypdiff.domains import load_splits
     from raypdiff.multitask import train_body
-    from raypdiff.train import train_fold_generator
-    from raypdiff.zoo.derive import select_tasks
+    from raypdiff.train import fold_generator
 
-    if not (out / "generator" / GENERATOR_FILE).is_file():
-        train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), out / "generator",
-                             progress)
+    fold_generator(cfg, zoo_dir, list(fold.train), out, "the output folder", progress)
     if multitask_steps and not (out / MULTITASK_FILE).is_file():
         t0 = time.time()
         data = load_splits(meta, list(fold.train))

@@ -16,7 +16,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from raypdiff import plots, reports
-from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.reports import cell, flip_rates, share, table
 from raypdiff.stats import Bootstrap, metric_rows
@@ -160,10 +159,8 @@ def run_fold(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: Callable[[], dict
              progress: bool = True) -> dict:
     """Train the fold's generator on its training tasks (a re-run reuses it), then score its held-out tasks.
     meta: the zoo's checked meta.json; arrays(): its task_arrays with test predictions, read on first use."""
-    from raypdiff.generate import Generator
-    from raypdiff.train import train_fold_generator
     from raypdiff.domains import load_splits
-    from raypdiff.zoo.derive import select_tasks
+    from raypdiff.train import fold_generator
 
     heads = {meta.tasks[x].num_labels for x in fold.train}  # a generated head takes a training task's shape
     skipped = {t: f"no training task has {meta.tasks[t].num_labels} output(s): no head to generate"
@@ -173,14 +170,8 @@ def run_fold(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: Callable[[], dict
               "score_seconds": 0.0, "tasks": {}, "twins": {}, "skipped": skipped}
     if not scored:
         return result  # nothing to score: no generator to train
-    gen_dir = out / "generator"
-    if not (gen_dir / GENERATOR_FILE).is_file():
-        train_fold_generator(cfg, str(select_tasks(zoo_dir, list(fold.train), out / "zoo")), gen_dir, progress)
-    result["train_seconds"] = json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"]
-    gen = Generator(gen_dir)
-    if gen.task_names != list(fold.train):
-        raise ConfigError(f"{gen_dir} holds a generator of another fold (trained on {len(gen.task_names)} other "
-                          f"tasks); use a new holdout.output_dir")
+    gen = fold_generator(cfg, zoo_dir, list(fold.train), out, "holdout.output_dir", progress)
+    result["train_seconds"] = json.loads((out / "generator" / "train_summary.json").read_text())["train_seconds"]
     t0 = time.time()
     data = load_splits(meta, scored)
     preds = {}

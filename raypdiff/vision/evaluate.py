@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from raypdiff import plots, reports
-from raypdiff.checkpoint import GENERATOR_FILE
 from raypdiff.config import Config, ConfigError
 from raypdiff.generate import Generator
 from raypdiff.reports import cell, table
 from raypdiff.stats import interval
+from raypdiff.train import fold_generator
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.vision.domain import image_condition
 from raypdiff.zoo.store import ZooMeta
@@ -115,7 +115,7 @@ class Sampler:
         return -float(denoise_errors(self.pipe, self.cfg.vision, images, labels, seed=self.cfg.eval.split_seed).mean())
 
 
-class Scorer:
+class StyleScorer:
     """One style's scores of samples: the share the style judge calls that style, the Fréchet distance of their
     class-judge features to the style's real test images, and the share whose garment the class judge reads right.
     Intervals resample the prompt set (shared by every method: paired)."""
@@ -163,22 +163,6 @@ def best_capture(a: dict) -> np.ndarray:
     return a["vector"][[int(np.argmax(a["value"]))]]
 
 
-def heldout_generator(cfg: Config, zoo_dir: str, styles: list[str], out: Location, progress: bool):
-    """The generator trained without style_eval.heldout_styles (trained once, then reused)."""
-    from raypdiff.train import train_fold_generator
-    from raypdiff.zoo.derive import select_tasks
-
-    train = [s for s in styles if s not in cfg.style_eval.heldout_styles]
-    gen_dir = out / "heldout_generator"
-    if not (gen_dir / GENERATOR_FILE).is_file():
-        train_fold_generator(cfg, str(select_tasks(zoo_dir, train, out / "heldout_zoo")), gen_dir, progress)
-    gen = Generator(gen_dir)
-    if gen.task_names != train:
-        raise ConfigError(f"{gen_dir} holds a generator trained on other styles ({', '.join(gen.task_names)}); "
-                          f"use a new style_eval.output_dir")
-    return gen
-
-
 @dataclass
 class Samples:
     """What the grids show, kept out of the report's JSON (images, not figures): per "seen:<style>" or
@@ -210,7 +194,7 @@ class Methods:
     def score(self, style: str, methods: dict[str, Optional[np.ndarray]], key: str) -> dict:
         """methods: name → (n, P) adapter vectors (None: the base) → {name: scores}."""
         real = self.data[style].test[0]
-        sc, res = Scorer(self.judges, style, real, self.sampler.labels, self.bootstrap, self.seed), {}
+        sc, res = StyleScorer(self.judges, style, real, self.sampler.labels, self.bootstrap, self.seed), {}
         grid = self.grids.setdefault(f"{key}:{style}", {"real": real[:10]})
         for name, vectors in methods.items():
             if self.progress:
@@ -290,7 +274,8 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
             "generated_best": generated[[methods.best_of(generated, *d.val)]]}, "seen")
     if e.heldout_styles:
         rng = np.random.default_rng(e.seed)
-        hgen = heldout_generator(cfg, zoo_dir, styles, out, progress)
+        hgen = fold_generator(cfg, zoo_dir, [s for s in styles if s not in e.heldout_styles], out,
+                              "style_eval.output_dir", progress, prefix="heldout_")
         for s in e.heldout_styles:
             a, (x, y) = arrays[s], data[s].train
             pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give

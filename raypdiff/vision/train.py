@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from raypdiff import raytrain
 from raypdiff.config import Config, ConfigError
 from raypdiff.storage import Location, local_folder, writable
 
-STATE = "state.pt"
 # vision settings that do not change the base's training (how it is sampled and judged, the style LoRAs' model and
 # data), left out of its training run's name
 NOT_TRAINING = ("guidance_scale", "guidance_choices", "sample_steps", "judge_steps", "style_images", "pipeline")
@@ -22,8 +20,6 @@ NOT_TRAINING = ("guidance_scale", "guidance_choices", "sample_steps", "judge_ste
 
 def base_loop(loop_cfg: dict) -> None:
     """Runs on the Ray Train worker: the plain `fit` loop, reporting a checkpoint every trainer.checkpoint_every."""
-    import ray.train
-
     from raypdiff.vision import fashion
     from raypdiff.vision.base import new_pipeline
     from raypdiff.vision.t2i import fit
@@ -32,19 +28,12 @@ def base_loop(loop_cfg: dict) -> None:
     v = cfg.vision
     torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
     x, y = fashion.load("train", v.data_dir)
-    pipe, state = new_pipeline(v), None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE, weights_only=True)
+    pipe, state = new_pipeline(v), raytrain.resumed_state()
 
     def on_step(step: int, loss: float, snapshot) -> None:
         if step % cfg.trainer.checkpoint_every and step != v.base_steps:
             return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(snapshot(), Path(d) / STATE)
-            ray.train.report({"step": step, "loss": loss, "resumed": state is not None},
-                             checkpoint=ray.train.Checkpoint.from_directory(d))
+        raytrain.report({"step": step, "loss": loss, "resumed": state is not None}, snapshot())
 
     fit(pipe, v, x, y, v.base_steps, state, on_step)
 
@@ -54,9 +43,6 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     an interrupted one), write
     <vision.base_dir>/pipeline (a diffusers folder) and base.json: class accuracy of 10 samples per class, judged by
     a CNN trained on real Fashion-MNIST, and the training time."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from raypdiff.cluster import connect
     from raypdiff.vision import classify, fashion
     from raypdiff.vision.base import new_pipeline, prompts_for
@@ -68,19 +54,8 @@ def train_base(cfg: Config, progress: bool = True) -> dict:
     connect(cfg.collect.ray_address, progress)
     trained = {k: x for k, x in cfg.to_dict()["vision"].items() if k not in NOT_TRAINING}
     name = "vision-base-" + hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
-    trainer = TorchTrainer(
-        base_loop, train_loop_config={"cfg": cfg.to_dict()},
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=cfg.trainer.use_gpu,
-                                     resources_per_worker={"CPU": cfg.trainer.cpus_per_worker}),
-        # checkpoints go to base_dir's own storage (a bucket or a disk), where a re-run finds them
-        run_config=RunConfig(name=name, storage_path=(out / "ray").path, storage_filesystem=out.fs,
-                             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"vision base training failed: {result.error}")
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE, weights_only=True)
+    # checkpoints go to base_dir's own storage (a bucket or a disk), where a re-run finds them
+    state, _ = raytrain.run(base_loop, {"cfg": cfg.to_dict()}, cfg, out, name, "vision base training")
     pipe = new_pipeline(v)
     pipe.unet.load_state_dict(state["unet"])
     pipe.unet.eval()
