@@ -115,7 +115,11 @@ def locate(path: Where) -> Location:
 
 
 def load(path: Where) -> GeneratorCheckpoint:
-    p = locate(path)
+    return read(locate(path))
+
+
+def read(p: Location) -> GeneratorCheckpoint:
+    """The checkpoint file at p, as `locate` found it; never unpickles."""
     try:
         data = p.read_bytes()
         # safetensors: an 8-byte little-endian header length, then the JSON header holding __metadata__

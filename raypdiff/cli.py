@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from raypdiff.config import ConfigError, load_config
+from raypdiff.config import ConfigError, derive, load_config
 
 CONFIG_HELP = ("YAML config file (see configs/); every setting can also be given as a dotted override "
                "after the verb, e.g. train.steps=300 'tasks=[SST-2,RTE]' data.root=../shared/data")
@@ -195,33 +195,29 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import dataclasses
+    import os
 
+    from raypdiff import checkpoint
     from raypdiff.serve.adapters import resolve_generator
+    from raypdiff.serve.app import run
+    from raypdiff.storage import Location
 
     cfg = load_config(args.config, args.overrides)
     flags = {k: getattr(args, k) for k in ("generator", "host", "port", "replicas") if getattr(args, k) is not None}
-    serve_cfg = dataclasses.replace(cfg.serve, **flags)
-    serve_cfg.__post_init__()
+    serve_cfg = derive(cfg.serve, flags, "serve.")
     if serve_cfg.generator.startswith("models:/") and serve_cfg.tracking_uri is None:
-        import os
+        from raypdiff import tracking  # mlflow: imported only for a registered model
 
-        from raypdiff import tracking
-
-        serve_cfg.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri(cfg)
+        serve_cfg = derive(serve_cfg, {"tracking_uri": os.environ.get("MLFLOW_TRACKING_URI")
+                                       or tracking.tracking_uri(cfg)}, "serve.")
     path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri)
-    from raypdiff import checkpoint
-
     try:
         checkpoint.locate(path)  # one error line for a missing or pickled file, before Ray starts
     except ConfigError as e:
         raise ConfigError(f"--generator: {e}") from None
-    serve_cfg.generator = path  # replicas read the local copy or the URI; paths made absolute for Ray's workers
-    from raypdiff.storage import Location
-
-    serve_cfg.store_dir = str(Location.of(serve_cfg.store_dir, "serve.store_dir"))
-    from raypdiff.serve.app import run
-
+    # replicas read the local copy or the URI; paths made absolute for Ray's workers
+    serve_cfg = derive(serve_cfg, {"generator": path,
+                                   "store_dir": str(Location.of(serve_cfg.store_dir, "serve.store_dir"))}, "serve.")
     run(serve_cfg, cfg.collect.ray_address)
     return 0
 

@@ -11,7 +11,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,6 +30,9 @@ _Loader.add_implicit_resolver(
 
 def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
+
+
+C = TypeVar("C")  # a config dataclass: Config or one of its sections
 
 
 class ConfigError(ValueError):
@@ -115,7 +118,7 @@ class TrainConfig:
 
     def for_task(self, task: str) -> "TrainConfig":
         """This config with `task`'s overrides applied."""
-        return dataclasses.replace(self, **self.per_task.get(task, {}), per_task={})
+        return derive(self, {**self.per_task.get(task, {}), "per_task": {}}, "train.")
 
 
 @dataclass
@@ -610,22 +613,36 @@ def _build(cls, d: dict, prefix: str):
     return cls(**kwargs)
 
 
-def apply_overrides(d: dict, overrides: list[str]) -> dict:
-    """Apply `a.b=value` strings (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
+def derive(section: C, changes: dict[str, Any], where: str = "") -> C:
+    """A copy of a config, or of one of its sections, with `changes` applied and the whole validated again: the one
+    way a config is derived from another. Keys are dotted paths inside it ("trainer.output_dir" on a Config, "lr" on
+    its train section); a mapping value replaces the setting whole. where: the section's own path, for errors."""
+    d = dataclasses.asdict(section)  # unlike to_dict, keeps serve.api_key
+    for key, value in changes.items():
+        _set(d, key, value, f"{where}{key}")
+    return _build(type(section), d, where)
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=value` strings (values parsed as YAML) → [("a.b", value)], in the order given (a later one wins)."""
+    out = []
+    for item in items:
         _require("=" in item, f"override {item!r}: expected key=value, e.g. train.steps=100")
         key, raw = item.split("=", 1)
         try:
-            value = _yaml_load(raw) if raw != "" else None
+            out.append((key.strip(), _yaml_load(raw) if raw != "" else None))
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
-        node = d
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            _require(isinstance(node, dict), f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = value
-    return d
+    return out
+
+
+def _set(d: dict, key: str, value: Any, what: str) -> None:
+    """d[a][b] = value for key "a.b", making the sections on the way."""
+    node, parts = d, key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        _require(isinstance(node, dict), f"{what}: {p} is not a section")
+    node[parts[-1]] = value
 
 
 def load_config(path: Optional[str | Path] = None, overrides: list[str] | tuple = ()) -> Config:
@@ -640,5 +657,6 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | tuple 
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             raise ConfigError(f"--config {p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
         _require(isinstance(d, dict), f"--config {p}: expected a mapping at the top level")
-    apply_overrides(d, list(overrides))
+    for key, value in parse_overrides(list(overrides)):  # before validation: an override may mend the file
+        _set(d, key, value, f"override {key}")
     return Config.from_dict(d)

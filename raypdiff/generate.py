@@ -25,7 +25,7 @@ class Generator:
 
     def __init__(self, path: str | Path):
         self.path = checkpoint.locate(path)
-        self.ckpt = checkpoint.load(self.path)
+        self.ckpt = checkpoint.read(self.path)
         self.domain: str = self.ckpt.domain
         self.cfg = self.ckpt.cfg
         self.task_names: list[str] = self.ckpt.task_names

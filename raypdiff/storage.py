@@ -82,9 +82,7 @@ class Location:
 
     def __fspath__(self) -> str:
         """Local locations pass wherever a path does; a URI does not."""
-        if not self.is_local:
-            raise TypeError(f"{self} is a URI, not a local path")
-        return self.path
+        return str(self.local())
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Location) and str(self) == str(other)

@@ -13,7 +13,7 @@ import numpy as np
 from ray.tune import Callback
 
 from raypdiff import plots, reports
-from raypdiff.config import Config, apply_overrides
+from raypdiff.config import Config, derive, parse_overrides
 from raypdiff.reports import cell, table
 from raypdiff.storage import Location, local_copy, local_folder, writable
 
@@ -75,10 +75,8 @@ def plan(cfg: Config, zoo_captures: int) -> list[dict]:
 
 def trial_config(cfg: Config, trial: dict) -> Config:
     """The trial's full config: the sweep's, its axis settings applied, its own output folders and seed."""
-    d = cfg.to_dict()
     extra = [o for axis, v in trial["settings"].items() for o in overrides(cfg, axis, v)]
-    apply_overrides(d, extra + [f"trainer.seed={trial['seed']}", "tracking.enabled=false"])
-    return Config.from_dict(d)
+    return derive(cfg, {**dict(parse_overrides(extra)), "trainer.seed": trial["seed"], "tracking.enabled": False})
 
 
 # ---- one trial (runs inside Tune) ----
@@ -93,9 +91,8 @@ def run_trial(config: dict, table: dict) -> None:
     from raypdiff.train import train_generator
 
     trial = table[config["trial"]]
-    cfg = Config.from_dict(trial["cfg"])
     out = Location.of(trial["dir"])
-    cfg.trainer.output_dir = str(out / "generator")
+    cfg = derive(Config.from_dict(trial["cfg"]), {"trainer.output_dir": str(out / "generator")})
     summary = train_generator(cfg, trial["zoo"], progress=False, callbacks=[TuneReportCallback()])
     report = evaluate_generated(summary["generator"], str(out / "report"), num=cfg.sweep.num, workers=1,
                                 zoo=trial["full_zoo"])

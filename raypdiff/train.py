@@ -16,7 +16,7 @@ from raypdiff import checkpoint, raytrain
 from raypdiff.autoencoder import ae_loss
 from raypdiff.checkpoint import build_networks
 from raypdiff.conditions import quality_ranks, with_quality
-from raypdiff.config import Config, ConfigError
+from raypdiff.config import Config, ConfigError, derive
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
 from raypdiff.generate import Generator
 from raypdiff.normalize import Normalizer
@@ -275,12 +275,11 @@ def fold_generator(cfg: Config, zoo_dir: str, tasks: list[str], out: Location, s
     output setting to change then)."""
     gen_dir = out / f"{prefix}generator"
     if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
-        d = cfg.to_dict()
-        fold_cfg = Config.from_dict({**d, "trainer": {**d["trainer"], "output_dir": str(gen_dir),
-                                                      "register_model": False}})
+        fold_cfg = derive(cfg, {"trainer.output_dir": str(gen_dir), "trainer.register_model": False})
         train_generator(fold_cfg, str(select_tasks(zoo_dir, tasks, out / f"{prefix}zoo")), progress)
     gen = Generator(gen_dir)
     if gen.task_names != list(tasks):
+        more = ", ..." if len(gen.task_names) > 4 else ""
         raise ConfigError(f"{gen_dir} holds a generator trained on other tasks ({len(gen.task_names)}: "
-                          f"{', '.join(gen.task_names[:4])}...); use a new {setting}")
+                          f"{', '.join(gen.task_names[:4])}{more}); use a new {setting}")
     return gen

@@ -261,7 +261,7 @@ def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_st
     from raypdiff.multitask import train_body
     from raypdiff.train import fold_generator
 
-    fold_generator(cfg, zoo_dir, list(fold.train), out, "the output folder", progress)
+    fold_generator(cfg, zoo_dir, list(fold.train), out, "output folder", progress)
     if multitask_steps and not (out / MULTITASK_FILE).is_file():
         t0 = time.time()
         data = load_splits(meta, list(fold.train))

@@ -3,7 +3,6 @@ makes adapters for each from its description and k labeled examples, scored on t
 classifier, the nearest zoo task's adapter, LoRA fine-tuned on the same k examples, and the in-zoo oracle."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -16,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from raypdiff import plots, reports
-from raypdiff.config import Config, ConfigError
+from raypdiff.config import Config, ConfigError, derive
 from raypdiff.reports import cell, flip_rates, share, table
 from raypdiff.stats import Bootstrap, metric_rows
 from raypdiff.storage import Location, local_folder, writable
@@ -72,8 +71,8 @@ def finetune(cfg: Config, meta: ZooMeta, spec: TaskSpec, layout, examples: list,
     model = lora.build(base.model, base.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
     if start is not None:
         lora.load_vector(model, start, layout)
-    train = dataclasses.replace(cfg.train, lr=h.finetune_lr, head_lr=None, warmup_steps=0, per_task={},
-                                batch_size=min(cfg.train.batch_size, len(examples)))
+    train = derive(cfg.train, {"lr": h.finetune_lr, "head_lr": None, "warmup_steps": 0, "per_task": {},
+                               "batch_size": min(cfg.train.batch_size, len(examples))}, "train.")
     lora.finetune(model, lora.load_tokenizer(base.model), Split([t for t, _ in examples], labels), train,
                   h.finetune_steps, base.model.max_length, seed, base.model.dtype, set(), lambda step, vec: None)
     return lora.flatten(model)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raypdiff.config import Config, ConfigError, apply_overrides, load_config
+from raypdiff.config import Config, ConfigError, derive, load_config, parse_overrides
 
 
 def test_defaults_are_valid():
@@ -113,14 +113,40 @@ def test_dotted_overrides(overrides, path, expected):
     assert _get(cfg, path) == expected
 
 
+def test_overrides_parse_as_yaml():
+    assert parse_overrides(["a.b.c=1", "a.b.d=[x, y]", "a.e=text", "a.f=", "a.b.c=2"]) == [
+        ("a.b.c", 1), ("a.b.d", ["x", "y"]), ("a.e", "text"), ("a.f", None), ("a.b.c", 2)]
+
+
+def test_overrides_apply_in_order():
+    over = ["train.per_task.CoLA.steps=1700", "train.per_task={}", "train.per_task.CoLA.steps=1800"]
+    assert load_config(None, over).train.per_task == {"CoLA": {"steps": 1800}}
+
+
 def test_override_creates_nested_sections():
-    d = apply_overrides({}, ["a.b.c=1", "a.b.d=[x, y]", "a.e=text"])
-    assert d == {"a": {"b": {"c": 1, "d": ["x", "y"]}, "e": "text"}}
+    cfg = load_config(None, ["train.per_task.MRPC.lr=0.01"])
+    assert cfg.train.per_task["MRPC"] == {"lr": 0.01} and cfg.train.for_task("MRPC").lr == 0.01
 
 
 def test_override_into_a_scalar_is_an_error():
-    with pytest.raises(ConfigError, match="train"):
-        apply_overrides({"train": 5}, ["train.steps=3"])
+    with pytest.raises(ConfigError, match="train.steps.x: steps is not a section"):
+        load_config(None, ["train.steps=3", "train.steps.x=1"])
+
+
+def test_derive_validates_the_whole_and_keeps_the_original():
+    cfg = load_config(None, ["serve.api_key=secret-key"])
+    new = derive(cfg, {"trainer.output_dir": "/tmp/g", "trainer.register_model": False})
+    assert (new.trainer.output_dir, new.trainer.register_model, new.serve.api_key) == ("/tmp/g", False, "secret-key")
+    assert cfg.trainer.output_dir != "/tmp/g"  # a copy
+    train = derive(cfg.train, {"lr": 0.5, "per_task": {}}, "train.")
+    assert type(train) is type(cfg.train) and train.lr == 0.5
+    for changes, error in [({"trainer.num_workers": "2"}, "trainer.num_workers: expected an integer"),
+                           ({"trainer.nope": 1}, "trainer.nope: unknown setting"),
+                           ({"train.lr": -1.0}, "train.lr: must be > 0")]:
+        with pytest.raises(ConfigError, match=error):
+            derive(cfg, changes)
+    with pytest.raises(ConfigError, match="train.lr: must be > 0"):
+        derive(cfg.train, {"lr": -1.0}, "train.")
 
 
 @pytest.mark.parametrize("item", ["train.steps", "train.steps=[1", "tasks=[SST-2"])

@@ -83,6 +83,22 @@ def test_store_evicts_least_recently_used(tmp_path):
     assert [store.exists(i) for i in ids] == [True, False, False, True, True] and len(store) == 3
 
 
+def test_store_forgets_stale_uses_past_its_bound(tmp_path, monkeypatch):
+    """A long-lived server's record of recent uses stays bounded: past USED_KEPT ids, those past their minute go."""
+    from raypdiff.serve import store as store_mod
+
+    monkeypatch.setattr(store_mod, "USED_KEPT", 4)
+    store = AdapterStore(tmp_path / "s", max_adapters=16)
+    ids = [f"{i:064x}" for i in range(6)]
+    for i in ids:
+        store.put(i, fill, {})
+    store._used = {i: time.monotonic() - 120 for i in ids[:4]}  # four uses two minutes old
+    store.meta(ids[4])
+    assert set(store._used) == {ids[4]}
+    store.meta(ids[5])
+    assert set(store._used) == {ids[4], ids[5]}
+
+
 def test_store_on_a_bucket_evicts_least_recently_used(s3):
     store = AdapterStore(f"s3://{BUCKET}/store-lru", max_adapters=2)
     ids = [f"{i:064x}" for i in range(4)]

@@ -103,6 +103,14 @@ def test_unwritable_says_why_for_a_missing_bucket(s3):
     assert Location.of(f"s3://{BUCKET}/probe").unwritable() is None
 
 
+def test_a_local_location_passes_as_a_path_and_a_uri_does_not(s3, tmp_path):
+    import os
+
+    assert os.fspath(Location.of(tmp_path / "x")) == str(tmp_path / "x") == str(Path(Location.of(tmp_path / "x")))
+    with pytest.raises(ConfigError, match=f"s3://{BUCKET}/x: needs a local path here, not a URI"):
+        os.fspath(Location.of(f"s3://{BUCKET}/x"))
+
+
 def test_local_copy_and_local_folder_round_trip(where, tmp_path):
     with storage.local_folder(where / "adapters") as out:
         (out / "adapter_000").mkdir(parents=True)

@@ -162,14 +162,19 @@ def test_domain_and_encoder_must_agree(cfg, match):
         Config.from_dict(cfg)
 
 
-def test_vision_eval(style_zoo, tmp_path):
-    """`raypdiff vision-eval` on the tiny zoo: every method scored with intervals, a generator trained without the
-    held-out style, grids and the interpolation strip written; a style not in the zoo is one error line."""
+def test_vision_eval(style_zoo, s3):
+    """`raypdiff vision-eval` on the tiny zoo, style_eval.output_dir on a bucket: every method scored with intervals,
+    a generator trained without the held-out style, grids and the interpolation strip written there; a style not in
+    the zoo is one error line."""
     import json
 
+    from conftest import BUCKET
+    from raypdiff.storage import Location
+
     cfg, tmp = style_zoo
+    out = Location.of(f"s3://{BUCKET}/vision-eval")
     over = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'zoo'}", f"trainer.output_dir={tmp / 'gen'}",
-            f"style_eval.output_dir={tmp_path / 'eval'}", "style_eval.per_class=2", "style_eval.num=2",
+            f"style_eval.output_dir={out}", "style_eval.per_class=2", "style_eval.num=2",
             "style_eval.zoo_captures=2", "style_eval.judge_images=64", "style_eval.judge_steps=20",
             "style_eval.bootstrap=5", "style_eval.interpolate_points=3"]
     cmd = [sys.executable, "-m", "raypdiff.cli", "vision-eval", "-q", "-c", str(CONFIG), *over]
@@ -177,7 +182,7 @@ def test_vision_eval(style_zoo, tmp_path):
     r = subprocess.run([*cmd, "style_eval.heldout_styles=[edges]"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "eval" / "vision.json").read_text())
+    report = json.loads((out / "vision.json").read_text())
     assert set(report["styles"]) == {"inverted", "edges"} and set(report["heldout_styles"]) == {"edges"}
     for kind, methods in (("styles", ["base", "zoo_mean", "zoo_best", "weight_average", "generated",
                                        "generated_best"]),
@@ -188,11 +193,11 @@ def test_vision_eval(style_zoo, tmp_path):
                     assert 0 <= res[m][k] <= 1 and res[m][f"{k}_ci"][0] <= res[m][k] + 1e-9 <= res[m][f"{k}_ci"][1] + 2e-9
                 assert res[m]["fd"] > 0
     assert report["heldout_styles"]["edges"]["nearest"] == "inverted"  # the only style its generator saw
-    assert json.loads((tmp_path / "eval" / "heldout_generator" / "train_summary.json").read_text())
+    assert json.loads((out / "heldout_generator" / "train_summary.json").read_text())
     assert [p["weight"] for p in report["interpolation"]] == [0.0, 0.5, 1.0]
     assert report["zoo"]["styles"] == 2 and report["zoo"]["captures"] == 6
     for name in ("vision.md", "vision.png", "interpolation.png", "grid_seen_inverted.png", "grid_heldout_edges.png"):
-        assert (tmp_path / "eval" / name).stat().st_size > 0
+        assert (out / name).is_file() and (out / name).stat()[0] > 0, name
     bad = subprocess.run([*cmd, "style_eval.heldout_styles=[sepia]"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

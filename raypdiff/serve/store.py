@@ -24,6 +24,7 @@ HEAD = "head.safetensors"  # a new task's head (raypdiff.newtask.HEAD_FILE), zip
 UNKNOWN = "unknown adapter id (never made here, or evicted from the store)"
 USED = ".used"  # <store>/.used/<id>: an empty file whose time is the adapter's last use
 USE_EVERY = 60.0  # seconds between two recorded uses of one adapter by one process
+USED_KEPT = 4096  # ids whose last recorded use one process remembers before it forgets the stale ones
 
 
 def adapter_id(vector: np.ndarray, layout_task: str, base: str) -> str:
@@ -98,9 +99,13 @@ class AdapterStore:
         """A use, as the time of an empty marker beside the adapters (the adapter's own files are never rewritten,
         so an eviction racing a use cannot leave half an adapter); at most once a minute per id and process, since
         on a bucket each is a request."""
-        if time.monotonic() - self._used.get(id_, -USE_EVERY) < USE_EVERY:
+        now = time.monotonic()
+        if now - self._used.get(id_, -USE_EVERY) < USE_EVERY:
             return
-        self._used[id_] = time.monotonic()
+        if len(self._used) >= USED_KEPT:  # a long-lived server sees many ids: forget those past their minute
+            # a copy first: other request threads add to the record meanwhile
+            self._used = {k: t for k, t in dict(self._used).items() if now - t < USE_EVERY}
+        self._used[id_] = now
         try:
             (self.root / USED / id_).write_bytes(b"")
         except OSError:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from raypdiff import plots, reports
-from raypdiff.config import Config, ConfigError
+from raypdiff.config import Config, ConfigError, derive
 from raypdiff.generate import Generator
 from raypdiff.reports import cell, table
 from raypdiff.stats import interval
@@ -255,9 +255,8 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
     t0 = time.time()
     styles = list(meta.tasks)
     specs = [domain_for("vision").spec(meta.tasks[s].spec) for s in styles]
-    c = cfg.to_dict()
-    zoo_cfg = Config.from_dict({**c, "vision": {**c["vision"], **_zoo_vision(meta)},
-                                "eval": meta.eval})  # the styled data exactly as the zoo was scored on it
+    # the styled data exactly as the zoo was scored on it
+    zoo_cfg = derive(cfg, {**{f"vision.{k}": x for k, x in _zoo_vision(meta).items()}, "eval": meta.eval})
     data = {s.name: load_styled(zoo_cfg, s) for s in specs}
     judges, judge_acc = train_judges(zoo_cfg, specs, progress)
     arrays = task_arrays(zoo_dir)

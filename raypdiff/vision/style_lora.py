@@ -2,14 +2,13 @@
 captures (the plain loop the style zoo runs), a cheap score per capture, and flat vector ↔ diffusers LoRA folder."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+from raypdiff.config import ConfigError, LoraSettings, VisionConfig, derive
 from raypdiff import lora
 from raypdiff.lora import Layout
 from raypdiff.vision.t2i import TextToImage, fit, lora_config, save_lora
@@ -64,5 +63,5 @@ def finetune(pipe, v: VisionConfig, images: np.ndarray, labels: np.ndarray, lr: 
         if step in capture_steps:
             on_capture(step, lora.flatten(denoiser))
 
-    return fit(pipe, dataclasses.replace(v, lr=lr, batch_size=batch_size, seed=seed), images, labels, steps,
+    return fit(pipe, derive(v, {"lr": lr, "batch_size": batch_size, "seed": seed}, "vision."), images, labels, steps,
                on_step=each)
