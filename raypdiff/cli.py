@@ -199,25 +199,26 @@ def cmd_serve(args) -> int:
 
     from raypdiff import checkpoint
     from raypdiff.serve.adapters import resolve_generator
-    from raypdiff.serve.app import run
     from raypdiff.storage import Location
 
     cfg = load_config(args.config, args.overrides)
     flags = {k: getattr(args, k) for k in ("generator", "host", "port", "replicas") if getattr(args, k) is not None}
     serve_cfg = derive(cfg.serve, flags, "serve.")
-    if serve_cfg.generator.startswith("models:/") and serve_cfg.tracking_uri is None:
+    uri = serve_cfg.tracking_uri
+    if serve_cfg.generator.startswith("models:/") and uri is None:
         from raypdiff import tracking  # mlflow: imported only for a registered model
 
-        serve_cfg = derive(serve_cfg, {"tracking_uri": os.environ.get("MLFLOW_TRACKING_URI")
-                                       or tracking.tracking_uri(cfg)}, "serve.")
-    path = resolve_generator(serve_cfg.generator, serve_cfg.tracking_uri)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri(cfg)
+    path = resolve_generator(serve_cfg.generator, uri)
     try:
         checkpoint.locate(path)  # one error line for a missing or pickled file, before Ray starts
     except ConfigError as e:
         raise ConfigError(f"--generator: {e}") from None
     # replicas read the local copy or the URI; paths made absolute for Ray's workers
-    serve_cfg = derive(serve_cfg, {"generator": path,
+    serve_cfg = derive(serve_cfg, {"generator": path, "tracking_uri": uri,
                                    "store_dir": str(Location.of(serve_cfg.store_dir, "serve.store_dir"))}, "serve.")
+    from raypdiff.serve.app import run  # Ray Serve and FastAPI: only once the input is known to be good
+
     run(serve_cfg, cfg.collect.ray_address)
     return 0
 

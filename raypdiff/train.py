@@ -270,9 +270,9 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
 def fold_generator(cfg: Config, zoo_dir: str, tasks: list[str], out: Location, setting: str,
                    progress: bool = True, prefix: str = "") -> Generator:
     """The generator of a fold: trained on the zoo's `tasks` alone (a zoo derived into out/<prefix>zoo), so that the
-    others can be scored as tasks it never saw. Trained once into out/<prefix>generator (tracked, never registered as the model that
-    `serve` and `models:/` users load); a re-run reuses it, and one trained on other tasks is refused (setting: the
-    output setting to change then)."""
+    others can be scored as tasks it never saw. Trained once into out/<prefix>generator (tracked, never registered
+    as the model that `serve` and `models:/` users load); a re-run reuses it, and one trained on other tasks is
+    refused (setting: the output setting to change then)."""
     gen_dir = out / f"{prefix}generator"
     if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
         fold_cfg = derive(cfg, {"trainer.output_dir": str(gen_dir), "trainer.register_model": False})
