@@ -1,9 +1,10 @@
 """Shared fixtures: the real data root (the repo's sibling `shared/data`, or RAYPDIFF_DATA_DIR; missing → skip,
-or fail under CI=true), and configs/tiny.yaml's zoo collected once per session on a private local Ray.
-Tiers: a test that uses a trained fixture or a Ray cluster is in the full tier (marker `full`), as are the files
+or fail under CI=true), and the tiny zoos and generator built once per run on a private local Ray, shared by
+pytest-xdist's workers (`-n 2`). Tiers: a test that uses a trained fixture or a Ray cluster is in the full tier (marker `full`), as are the files
 and tests marked so; the default run is the rest."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,10 +12,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import REPO, data_root, in_ci, missing_data, private_ray_env, s3_server
 
 
-FULL_FIXTURES = {"tiny_zoo", "tiny_generator", "local_ray", "ray_head", "style_zoo"}  # trained fixtures and Ray clusters
+FULL_FIXTURES = {"tiny_zoo", "holdout_zoo", "tiny_generator", "local_ray", "ray_head", "style_zoo"}  # trained fixtures and Ray clusters
+
+
+SPREAD = {"test_bench_scripts.py"}  # files of independent tests that xdist may spread over its workers one by one
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
@@ -22,6 +27,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if FULL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.full)
+        if item.path.name not in SPREAD:  # (`--dist loadgroup`) a file's module fixtures are built once, in order
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")
@@ -55,37 +62,65 @@ def repo_dir() -> Path:
     return REPO
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """`build(folder)` run once per test run, however many xdist workers ask: the first builds under a lock, the
+    others wait and reuse its folder; a build that failed is tried again by the next. pytest keeps the folder with its
+    run's temp files (the last three runs)."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def cli(args: list[str], what: str) -> None:
+    """`raypdiff <args>` on a private Ray (its temp files in a short /tmp folder: socket paths stay < 108 chars)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rpf", dir="/tmp"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", *args], cwd=REPO, env=private_ray_env(ray_tmp),
+                           capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, f"{what}: {r.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="session")
-def tiny_zoo(data_dir) -> Path:
+def tiny_zoo(data_dir, tmp_path_factory) -> Path:
     """configs/tiny.yaml's zoo (SST-2 and STS-B, seed 0, 3 captures each). Shared: tests that damage a zoo copy
     it first."""
-    tmp = Path(tempfile.mkdtemp(prefix="rpz", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
-    zoo = tmp / "zoo"
-    try:
-        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", "-c", "configs/tiny.yaml",
-                            f"data.root={data_dir}", f"collect.output_dir={zoo}", "tracking.enabled=false"],
-                           cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield zoo
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return built_once(tmp_path_factory, "tiny_zoo", lambda d: cli(
+        ["collect", "-q", "-c", "configs/tiny.yaml", f"data.root={data_dir}", f"collect.output_dir={d / 'zoo'}",
+         "tracking.enabled=false"], "tiny zoo")) / "zoo"
 
 
 @pytest.fixture(scope="session")
-def tiny_generator(tiny_zoo, data_dir) -> dict:
+def holdout_zoo(data_dir, tmp_path_factory) -> Path:
+    """configs/tiny_holdout.yaml's zoo (five small tasks, a twin pair and a regression task among them), for the
+    unseen-task runs. Shared, read only."""
+    return built_once(tmp_path_factory, "holdout_zoo", lambda d: cli(
+        ["collect", "-q", "-c", "configs/tiny_holdout.yaml", f"data.root={data_dir}",
+         f"collect.output_dir={d / 'zoo'}", "tracking.enabled=false"], "holdout zoo")) / "zoo"
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_zoo, data_dir, tmp_path_factory) -> dict:
     """configs/tiny_gen.yaml's generator trained on `tiny_zoo` and registered in its own MLflow store:
     {"dir", "uri" (the store), "model" (models:/ URI)}."""
-    tmp = Path(tempfile.mkdtemp(prefix="rpg", dir="/tmp"))
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
-    try:
-        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "train", "-q", "-c", "configs/tiny_gen.yaml",
-                            "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"trainer.output_dir={tmp / 'gen'}",
-                            f"tracking.uri={uri}"],
-                           cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield {"dir": tmp / "gen", "uri": uri, "model": "models:/raypdiff-generator/1"}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    def build(d: Path) -> None:
+        cli(["train", "-q", "-c", "configs/tiny_gen.yaml", "--zoo", str(tiny_zoo), f"data.root={data_dir}",
+             f"trainer.output_dir={d / 'gen'}", f"tracking.uri={store(d)}"], "tiny generator")
+
+    def store(d: Path) -> str:
+        return f"sqlite:///{d / 'mlflow.db'}"  # d is absolute → sqlite:////tmp/...
+
+    d = built_once(tmp_path_factory, "tiny_generator", build)
+    return {"dir": d / "gen", "uri": store(d), "model": "models:/raypdiff-generator/1"}
 
 
 @pytest.fixture(scope="session")

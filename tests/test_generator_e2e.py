@@ -428,19 +428,20 @@ def test_evaluate_bad_generator(built, tmp_path, capsys, kind):
 @pytest.mark.timeout(600)
 def test_train_again_into_the_same_folder(built):
     """Ray Train resumes whatever run it finds under the same storage name; `raypdiff train` names the run after
-    its settings and the zoo, so the same command reuses its finished run and other settings train afresh."""
+    its settings and the zoo, so the same command reuses its finished run (here, the session generator's, in a copy
+    of its folder) and other settings train afresh."""
     from raypdiff.config import load_config
     from raypdiff.train import run_name
 
     tmp = built["tmp"]
     gen = tmp / "again_gen"
+    shutil.copytree(built["gen"], gen)
+    before = checkpoint.load(gen).ae
     common = ["train", "-q", "-c", str(CONFIG), f"data.root={Path(built['data']).resolve()}",
               f"collect.output_dir={built['zoo']}", f"trainer.output_dir={gen}", "tracking.enabled=false"]
-    weights = []
-    for i in range(2):
-        run_cli(common, tmp, f"train_again_{i}", timeout=300)
-        weights.append(checkpoint.load(gen).ae)
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    run_cli(common, tmp, "train_again", timeout=300)
+    after = checkpoint.load(gen).ae
+    assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(list(gen.glob("ray/generator-*"))) == 1
     # what trains afresh instead: another setting or another zoo is another run (the same folder, another name)
     name = run_name(load_config(CONFIG, common[4:]), str(built["zoo"]))

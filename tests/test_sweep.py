@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import BUCKET
 from helpers import REPO, RaypdiffProcess
 
 from raypdiff.config import ConfigError, load_config
+from raypdiff.storage import Location
 from raypdiff.sweep import plan, trial_config
 
 
@@ -80,11 +82,13 @@ def _nested_runs(uri: str) -> tuple[list, list]:
     return parents, nested
 
 
-def _terminated(sweep_dir: Path, name: str) -> bool:
-    """Whether Tune's saved experiment state records trial `name` as finished."""
-    for f in (sweep_dir / "tune").glob("*/experiment_state-*.json"):
+def _terminated(tune: Location, name: str) -> bool:
+    """Whether Tune's saved experiment state (on the bucket) records trial `name` as finished."""
+    for f, _ in tune.tree():
+        if not Path(f).name.startswith("experiment_state-") or not f.endswith(".json"):
+            continue
         try:
-            trials = [json.loads(t[0]) for t in json.loads(f.read_text())["trial_data"]]
+            trials = [json.loads(t[0]) for t in json.loads((tune / f).read_text())["trial_data"]]
         except (ValueError, KeyError, OSError):  # being rewritten
             continue
         if any(t["config"]["trial"] == name and t["status"] == "TERMINATED" for t in trials):
@@ -92,55 +96,67 @@ def _terminated(sweep_dir: Path, name: str) -> bool:
     return False
 
 
-def test_sweep_end_to_end_killed_and_resumed(tiny_zoo, data_dir):
-    """Two trials one at a time; the driver is SIGKILLed once the first has finished; the same command then
-    completes the sweep without re-running it, MLflow holds one parent and two nested runs, the tables are full."""
-    tmp = Path(tempfile.mkdtemp(prefix="rpw", dir="/tmp"))
+def test_sweep_on_a_bucket_killed_and_resumed_with_asha(tiny_zoo, data_dir, s3):
+    """Two trials one at a time, sweep.output_dir on a bucket (Tune's state, the trials and the tables all land
+    there), ASHA on (sweep.asha, grace 1). The driver is SIGKILLed once the first trial has finished; the same command
+    then completes the sweep without re-running it. ASHA reads the training loss of every report, the last one
+    included: the first trial (alone at its rung) runs to its evaluation, and every trial is either in the tables or
+    listed as stopped early, having trained for fewer reports. MLflow holds one parent run and a nested run per
+    trial."""
+    tmp = Path(tempfile.mkdtemp(prefix="rpw", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    out = Location.of(f"s3://{BUCKET}/sweep")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     args = ["sweep", "-q", "-c", "configs/tiny_sweep.yaml", "--zoo", str(tiny_zoo), f"data.root={data_dir}",
-            f"sweep.output_dir={tmp / 'sweep'}", "sweep.axes={normalize: [batch, task]}", f"tracking.uri={uri}"]
-    first_report = tmp / "sweep" / "trials" / "default,seed=0" / "report" / "report.json"
+            f"sweep.output_dir={out}", "sweep.axes={latent: [8, 2]}", "sweep.asha=true", "sweep.asha_grace=1",
+            f"tracking.uri={uri}"]
+    first_report = out / "trials" / "default,seed=0" / "report" / "report.json"
     try:
         proc = RaypdiffProcess(args, tmp / "ray", tmp / "first.log")
         try:
             deadline = time.time() + 600
-            while not first_report.exists() and proc.proc.poll() is None and time.time() < deadline:
-                time.sleep(1)
-            assert first_report.exists(), proc.tail()
-            while not _terminated(tmp / "sweep", "default,seed=0") and proc.proc.poll() is None \
+            while not _terminated(out / "tune", "default,seed=0") and proc.proc.poll() is None \
                     and time.time() < deadline:
-                time.sleep(1)  # until Tune's saved state has the trial as finished: what a resume reads
-            assert _terminated(tmp / "sweep", "default,seed=0"), proc.tail()
+                time.sleep(2)  # until Tune's saved state has the trial as finished: what a resume reads
+            assert _terminated(out / "tune", "default,seed=0"), proc.tail()
         finally:
             proc.close()  # SIGKILL: the driver and every process below it
-        stamp = first_report.stat().st_mtime_ns
-        summary_file = tmp / "sweep" / "sweep.json"
-        assert not summary_file.exists()
+        assert first_report.is_file()
+        stamp = first_report.stat()
+        assert not (out / "sweep.json").exists()
 
         again = RaypdiffProcess(args, tmp / "ray2", tmp / "second.log")
         try:
             assert again.proc.wait(timeout=900) == 0, again.tail()
         finally:
             again.close()
-        assert first_report.stat().st_mtime_ns == stamp  # the finished trial was not run again
-        s = json.loads(summary_file.read_text())
-        assert s["trials"] == 2 and s["finished"] == 2 and not s["failed"]
-        assert set(s["axes"]["normalize"]) == {"batch", "task"} and s["defaults"]["normalize"] == "batch"
-        assert s["zoo_test"].keys() == {"SST-2", "STS-B"} and not s["stopped"]
-        for v in ("batch", "task"):
-            row = s["axes"]["normalize"][v]
+        assert f"tables: {out}/sweep.md" in again.log.read_text()
+        assert first_report.stat() == stamp  # the finished trial was not run again
+        s = json.loads((out / "sweep.json").read_text())
+        finished = set(s["axes"]["latent"])
+        assert "8" in finished and not s["failed"]
+        assert len(finished) + len(s["stopped"]) == s["trials"] == 2
+        assert s["zoo_test"].keys() == {"SST-2", "STS-B"}
+        for v in finished:
+            row = s["axes"]["latent"][v]
             assert set(row["tasks"]) == {"SST-2", "STS-B"}
             for t in row["tasks"].values():
                 assert t["test_ci"][0] <= t["test"] <= t["test_ci"][1] and -1 <= t["val"] <= 1
-        assert (tmp / "sweep" / "sweep.png").stat().st_size > 5000
-        assert "## normalize (default: batch)" in (tmp / "sweep" / "sweep.md").read_text()
+        iterations = {}
+        for f, _ in (out / "tune").tree():
+            if f.endswith("/result.json"):
+                rows = [json.loads(x) for x in (out / "tune" / f).read_text().splitlines() if x.strip()]
+                iterations[rows[-1]["config"]["trial"]] = rows[-1]["training_iteration"]
+        for name in s["stopped"]:
+            assert iterations[name] < iterations["default,seed=0"]
+        assert (out / "sweep.png").stat()[0] > 5000
+        assert "## latent (default: 8)" in (out / "sweep.md").read_text()
         import mlflow
 
         parents, nested = _nested_runs(uri)
-        assert len(parents) == 1 and sorted(r.info.run_name for r in nested) == \
-            ["default,seed=0", "normalize=task"]
+        assert len(parents) == 1 and sorted(r.info.run_name for r in nested) == ["default,seed=0", "latent=2"]
         assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
-        assert all("val" in r.data.metrics and "SST-2.test" in r.data.metrics for r in nested)
+        assert all("val" in r.data.metrics and "SST-2.test" in r.data.metrics for r in nested
+                   if r.info.run_name not in s["stopped"])
         assert "sweep.md" in {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,44 +217,3 @@ def test_subsample_shares_captures_over_seeds(tiny_zoo, tmp_path, per_task, shar
     for bad in (1, 7):
         with pytest.raises(ConfigError, match=f"captures={bad}: .* ask for 2 to 6$"):
             subsample(zoo, bad, 0, tmp_path / f"bad{bad}")
-
-
-
-def test_sweep_with_asha_accounts_for_every_trial(tiny_zoo, data_dir, s3):
-    """ASHA (sweep.asha) reads the training loss of every report, the last one included: the sweep finishes, the
-    first trial (alone at its rung) runs to its evaluation, and every trial is either in the tables or listed as
-    stopped early, having trained for fewer reports than the finished ones. sweep.output_dir is a bucket: Tune's
-    state, the trials and the tables all land there."""
-    import subprocess
-    import sys
-
-    from conftest import BUCKET
-    from helpers import private_ray_env
-
-    from raypdiff.storage import Location
-
-    out = Location.of(f"s3://{BUCKET}/sweep")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rpa", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
-    try:
-        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "sweep", "-q", "-c", "configs/tiny_sweep.yaml",
-                            "--zoo", str(tiny_zoo), f"data.root={data_dir}", f"sweep.output_dir={out}",
-                            "sweep.axes={latent: [8, 2]}", "sweep.asha=true", "sweep.asha_grace=1",
-                            "tracking.enabled=false"], cwd=REPO, capture_output=True, text=True, timeout=600,
-                           env=private_ray_env(ray_tmp))
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"tables: {out}/sweep.md" in r.stdout
-    s = json.loads((out / "sweep.json").read_text())
-    finished = set(s["axes"]["latent"])
-    assert "8" in finished and not s["failed"]
-    assert len(finished) + len(s["stopped"]) == s["trials"] == 2
-    assert (out / "trials" / "default,seed=0" / "report" / "report.json").is_file()
-    iterations = {}
-    for f, _ in (out / "tune").tree():
-        if not f.endswith("/result.json"):
-            continue
-        rows = [json.loads(line) for line in (out / "tune" / f).read_text().splitlines() if line.strip()]
-        iterations[rows[-1]["config"]["trial"]] = rows[-1]["training_iteration"]
-    for name in s["stopped"]:
-        assert iterations[name] < iterations["default,seed=0"]

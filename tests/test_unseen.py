@@ -81,7 +81,7 @@ def test_select_tasks(tiny_zoo, tmp_path):
 
 
 @pytest.mark.full
-def test_holdout_end_to_end(data_dir, s3):
+def test_holdout_end_to_end(holdout_zoo, data_dir, s3):
     """holdout.output_dir on a bucket: the folds' generators, the report and the re-run's resumption from it."""
     tmp = Path(tempfile.mkdtemp(prefix="rph", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     out = Location.of(f"s3://{BUCKET}/holdout") / "kfold"
@@ -89,11 +89,7 @@ def test_holdout_end_to_end(data_dir, s3):
         uri = f"sqlite:///{tmp / 'mlflow.db'}"  # tmp is absolute → sqlite:////tmp/...
         common = ["-c", "configs/tiny_holdout.yaml", f"data.root={data_dir}", f"tracking.uri={uri}"]
         env = private_ray_env(tmp / "ray")  # with the S3 server's address and credentials
-        r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "collect", "-q", *common,
-                            f"collect.output_dir={tmp / 'zoo'}"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-        cmd = [sys.executable, "-m", "raypdiff.cli", "holdout", "--zoo", str(tmp / "zoo"), "-q", *common,
+        cmd = [sys.executable, "-m", "raypdiff.cli", "holdout", "--zoo", str(holdout_zoo), "-q", *common,
                f"holdout.output_dir=s3://{BUCKET}/holdout"]
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
