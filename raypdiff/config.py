@@ -280,6 +280,30 @@ class DiffusionConfig:
 
 
 @dataclass
+class TaskLossConfig:
+    """The task-loss stage after denoising (steps 0: denoise only, the paper's method; raypdiff.episodes): episodes
+    that generate a body from a training task's condition and score a prototype head, built from k support examples
+    per label on that body's features, on query rows of the task's train split."""
+    steps: int = 0
+    k: int = 4  # support examples per label
+    query: int = 16  # query rows per episode
+    lr: float = 1e-4
+    scale: float = 10.0  # the cosine prototype head's logit scale
+    denoise_weight: float = 1.0  # the denoising loss kept beside the task loss: bodies stay near the zoo's
+    description_drop: float = 0.2  # share of episodes conditioned on a generic description instead of the task's
+
+    def __post_init__(self):
+        _require(self.steps >= 0, f"taskloss.steps: must be >= 0, got {self.steps}")
+        for name in ("k", "query"):
+            _require(getattr(self, name) >= 1, f"taskloss.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "scale"):
+            _require(getattr(self, name) > 0, f"taskloss.{name}: must be > 0, got {getattr(self, name)}")
+        _require(self.denoise_weight >= 0, f"taskloss.denoise_weight: must be >= 0, got {self.denoise_weight}")
+        _require(0 <= self.description_drop <= 1,
+                 f"taskloss.description_drop: must be in [0, 1], got {self.description_drop}")
+
+
+@dataclass
 class TrainerConfig:
     output_dir: str = "runs/generator"
     num_workers: int = 1  # Ray Train workers (DDP)
@@ -503,6 +527,7 @@ class Config:
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    taskloss: TaskLossConfig = field(default_factory=TaskLossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -517,6 +542,10 @@ class Config:
                  "condition.encoder=mobilenet embeds style images: it needs domain: vision")
         _require(self.domain == "text" or self.condition.encoder in ("mobilenet", "onehot"),
                  f"condition.encoder={self.condition.encoder} embeds text; domain: vision needs mobilenet (or onehot)")
+        _require(self.domain == "text" or self.taskloss.steps == 0,
+                 "taskloss.steps: the task-loss stage scores text classification heads; domain: vision has none")
+        _require(self.condition.encoder != "onehot" or self.taskloss.steps == 0,
+                 "taskloss.steps: episodes condition on a task's description and examples, not a one-hot id")
         names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
         _require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
         for section in ("autoencoder", "diffusion"):

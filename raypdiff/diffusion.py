@@ -27,13 +27,13 @@ def training_loss(model, x0: torch.Tensor, cond: torch.Tensor, scheduler, cond_d
     return torch.nn.functional.mse_loss(model(x_t, t, cond, drop), noise)
 
 
-@torch.no_grad()
 def sample(model, cond: torch.Tensor, cfg: DiffusionConfig, generator: torch.Generator | None = None,
            guidance: float | torch.Tensor | None = None, sampler: str | None = None, steps: int | None = None,
            noise: torch.Tensor | None = None) -> torch.Tensor:
     """cond: (B, C) → (B, Z) latents. Classifier-free guidance: eps_u + g * (eps_c - eps_u), g a scale or a (B, 1)
     tensor of them. `noise`: the (B, Z) starting latents (default: drawn from `generator`); DDIM is deterministic
-    given them, so rows batched from different requests come out as each would alone."""
+    given them, so rows batched from different requests come out as each would alone. Differentiable (the task-loss
+    stage trains through it); callers that only sample run it under torch.no_grad()."""
     g = cfg.guidance if guidance is None else guidance
     scheduler = make_scheduler(cfg, sampler)
     is_ddim = (sampler or cfg.sampler) == "ddim"

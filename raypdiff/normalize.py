@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
 from raypdiff.config import ConfigError
 
@@ -64,6 +65,14 @@ class Normalizer:
             return z.astype(np.float32)
         mean, std = self._stats(task, z.shape[-1])
         return (z * (std + self.eps) + mean).astype(np.float32)
+
+    def invert_tensor(self, task: str, z: torch.Tensor) -> torch.Tensor:
+        """`invert` on a torch tensor, keeping its gradient."""
+        if self.mode == "none":
+            return z
+        mean, std = self._stats(task, z.shape[-1])
+        std, mean = (torch.from_numpy(np.asarray(a, np.float32)).to(z.device) for a in (std + self.eps, mean))
+        return z * std + mean
 
     def state_dict(self) -> dict:
         return {"mode": self.mode, "eps": self.eps,

@@ -18,9 +18,11 @@ from raypdiff.checkpoint import build_networks
 from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError, derive
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
+from raypdiff.episodes import Episodes
 from raypdiff.generate import Generator
 from raypdiff.normalize import Normalizer
 from raypdiff.storage import Location, local_copy
+from raypdiff.tasks import TaskSpec
 from raypdiff.zoo.derive import select_tasks
 
 @dataclass
@@ -85,25 +87,52 @@ class Shards:
         return _all_sum(x.sum(0, dtype=torch.float64)).float() / self.total
 
 
+def _average_grads(module: torch.nn.Module) -> None:
+    """DDP's gradient average, for a step whose forward passes ran outside DDP (a sampling loop calls the
+    denoiser several times before one backward)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        for p in module.parameters():
+            if p.grad is not None:
+                p.grad.copy_(_all_sum(p.grad).to(p.grad.device) / world)
+
+
 def _optimize(opt, loss: torch.Tensor, weight: float, phase: str, step: int, total: int, history: list,
-              after) -> None:
-    """One optimizer step on weight·loss; every 50th step (and the last) goes into the loss history (unweighted)."""
+              after, sync: Optional[torch.nn.Module] = None, parts: Optional[dict] = None) -> None:
+    """One optimizer step on weight·loss (sync: a module whose gradients are averaged over the workers first); every
+    50th step (and the last) goes into the loss history (unweighted, with the loss's named `parts`)."""
     opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
+    if sync is not None:
+        _average_grads(sync)
     opt.step()
-    m = {"phase": phase, "step": step, f"{phase}_loss": loss.item()}
+    m = {"phase": phase, "step": step, f"{phase}_loss": loss.item(), **(parts or {})}
     if step % 50 == 0 or step == total:
         history.append(m)
     after(m)
 
 
+PHASES = ("ae", "diffusion", "task", "done")
+
+
+def last_step(cfg: Config) -> tuple[str, int]:
+    """The phase and step at which `fit` ends."""
+    return ("task", cfg.taskloss.steps) if cfg.taskloss.steps else ("diffusion", cfg.diffusion.steps)
+
+
 def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module, state: Optional[dict] = None,
-        on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0) -> dict:
-    """Train the AE, then the denoiser on standardized latents. `state` resumes a checkpoint; on_step gets
-    (metrics, snapshot_fn) after every step and decides whether to checkpoint. Returns the final state."""
+        on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0,
+        episodes: Optional[Episodes] = None) -> dict:
+    """Train the AE, then the denoiser on standardized latents, then (taskloss.steps > 0) the denoiser through the
+    task loss of `episodes` (a raypdiff.episodes.Episodes) beside its denoising loss. `state` resumes a checkpoint;
+    on_step gets (metrics, snapshot_fn) after every step and decides whether to checkpoint. Returns the final
+    state."""
+    if cfg.taskloss.steps and episodes is None:
+        raise ConfigError("taskloss.steps: the task-loss stage needs episodes")
     gen = torch.Generator().manual_seed(seed)
     ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder.lr, weight_decay=0.0)
     den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion.lr, weight_decay=0.0)
+    task_opt = torch.optim.AdamW(_unwrap(den).parameters(), lr=cfg.taskloss.lr, weight_decay=0.0)
     ema = EMA(_unwrap(den), cfg.diffusion.ema_decay)
     scheduler = make_scheduler(cfg.diffusion, "ddpm")
     history: list = []
@@ -114,17 +143,20 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         ae_opt.load_state_dict(state["ae_opt"])
         den_opt.load_state_dict(state["den_opt"])
         ema.load_state_dict(state["ema"])
+        if "task_opt" in state:
+            task_opt.load_state_dict(state["task_opt"])
         phase, step, history, latent_stats = state["phase"], state["step"], state["history"], state["latent_stats"]
-        gen.manual_seed(seed + 7919 * step + (phase == "diffusion"))
+        gen.manual_seed(seed + 7919 * step + PHASES.index(phase))
 
     def snapshot() -> dict:
         return {"phase": phase, "step": step, "history": history, "latent_stats": latent_stats,
                 "ae": _unwrap(ae).state_dict(), "denoiser": _unwrap(den).state_dict(),
-                "ae_opt": ae_opt.state_dict(), "den_opt": den_opt.state_dict(), "ema": ema.state_dict()}
+                "ae_opt": ae_opt.state_dict(), "den_opt": den_opt.state_dict(), "task_opt": task_opt.state_dict(),
+                "ema": ema.state_dict()}
 
     def after(m: dict) -> None:
-        if m["phase"] == "diffusion":
-            ema.update(_unwrap(den), m["step"])  # the diffusion step counts EMA updates
+        if m["phase"] in ("diffusion", "task"):  # EMA updates count on over both phases
+            ema.update(_unwrap(den), m["step"] + (cfg.diffusion.steps if m["phase"] == "task" else 0))
         if on_step:
             on_step(m, snapshot)
 
@@ -145,17 +177,34 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         std = shards.mean((z - mean) ** 2).sqrt() + 1e-6
         latent_stats = {"mean": mean, "std": std}
     z = (z - latent_stats["mean"]) / latent_stats["std"]
-    den.train()
-    while step < cfg.diffusion.steps:
+
+    def denoising(net: torch.nn.Module) -> torch.Tensor:
         idx = torch.randint(0, n, (shards.batch(cfg.diffusion.batch_size),), generator=gen)
         draw = torch.randint(0, data.bank.shape[1], (len(idx),), generator=gen)
         cond = data.bank[data.task_idx[idx], draw]  # (B, C): a different example set per sample
         if data.quality is not None:
             cond = with_quality(cond, data.quality[idx])  # (B, C + 1)
-        step += 1
-        loss = training_loss(den, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
-        _optimize(den_opt, loss, shards.weight, "diffusion", step, cfg.diffusion.steps, history, after)
-    phase = "done"
+        return training_loss(net, z[idx], cond, scheduler, cfg.diffusion.cond_drop, gen)
+
+    den.train()
+    if phase == "diffusion":
+        while step < cfg.diffusion.steps:
+            step += 1
+            _optimize(den_opt, denoising(den), shards.weight, "diffusion", step, cfg.diffusion.steps, history, after)
+        phase, step = ("task", 0) if cfg.taskloss.steps else ("done", step)
+    if phase == "task":
+        # Episodes sample through the denoiser several times before one backward, which DDP's hooks do not allow:
+        # the plain module runs them, and its gradients are averaged over the workers by hand.
+        net, dec = _unwrap(den), _unwrap(ae)
+        dec.requires_grad_(False)
+        while step < cfg.taskloss.steps:
+            step += 1
+            episode = episodes.loss(net, dec, latent_stats, np.random.default_rng([seed, step]), gen)
+            denoise = denoising(net)
+            loss = episode + cfg.taskloss.denoise_weight * denoise
+            _optimize(task_opt, loss, 1.0, "task", step, cfg.taskloss.steps, history, after, sync=net,
+                      parts={"episode_loss": episode.item(), "denoise_loss": denoise.item()})
+        phase = "done"
     return snapshot()
 
 
@@ -168,6 +217,8 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
 
     meta = check(zoo_dir)
     names = list(meta.tasks)
+    if cfg.taskloss.steps and all(TaskSpec(**meta.tasks[t].spec).is_regression for t in names):
+        raise ConfigError("taskloss.steps: the zoo has no classification task to draw episodes from")
     arrays = task_arrays(zoo_dir)
     vectors = {t: a["vector"] for t, a in arrays.items()}
     normalizer = Normalizer.fit(vectors, cfg.normalize.mode)
@@ -189,7 +240,7 @@ def run_name(cfg: Config, zoo_dir: str) -> str:
     from raypdiff.zoo.store import fingerprint
 
     c = cfg.to_dict()
-    settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion")}
+    settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion", "taskloss")}
     settings["trainer"] = {k: v for k, v in c["trainer"].items()
                            if k not in ("output_dir", "register_model", "model_name")}
     key = json.dumps(settings, sort_keys=True) + fingerprint(zoo_dir)
@@ -219,16 +270,17 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
     state = raytrain.resumed_state(device)
     every = cfg.trainer.checkpoint_every
+    episodes = Episodes(cfg, prep) if cfg.taskloss.steps else None
 
     def on_step(m: dict, snapshot) -> None:
-        end = m["phase"] == "diffusion" and m["step"] == cfg.diffusion.steps
+        end = (m["phase"], m["step"]) == last_step(cfg)
         if m["step"] % every and not end:
             return
         snap = snapshot()
         raytrain.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": state is not None},
                         snap if ctx.get_world_rank() == 0 else None)
 
-    fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank())
+    fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank(), episodes=episodes)
 
 
 def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None) -> dict:

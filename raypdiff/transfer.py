@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from raypdiff import heads, plots
+from raypdiff.config import derive
 from raypdiff.fewshot import draw_per_label
 from raypdiff.newtask import Builder, Built, generated_bodies, tuned
 from raypdiff.reports import cell, flip_rates, format_ci, share, table
@@ -25,9 +26,12 @@ from raypdiff.zoo.store import ZooMeta
 # body or the best generated one, by leave-one-out); multitask: one body trained on every training task of the fold;
 # oracle: the task's own best-by-val zoo body; +tune: that adapter fine-tuned on the k examples (raypdiff.warmstart);
 # finetune: the same budget from the base model and a zero head
+# generated: the denoise-only generator (the paper's method); generated+taskloss: the same fold's generator trained
+# further through the task loss (taskloss.steps > 0: raypdiff.episodes)
 METHODS = ("majority", "base+prototype", "base+logistic", "base+head", "nearest+head", "retrieved+head",
-           "multitask+head", "generated+head", "auto+head", "finetune", "base+head+tune", "generated+head+tune",
-           "oracle+head", "setfit")
+           "multitask+head", "generated+head", "generated+taskloss+head", "auto+head", "finetune", "base+head+tune",
+           "generated+head+tune", "oracle+head", "setfit")
+TASKLOSS_PREFIX = "taskloss_"  # the fold's task-loss generator: <fold>/taskloss_generator
 TUNED = ("finetune", "base+head+tune", "generated+head+tune")
 MULTITASK_FILE = "multitask.safetensors"
 
@@ -138,10 +142,12 @@ def score_tuned(builder: Builder, gen, spec: TaskSpec, data: TaskData, max_k: in
 
 def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodies: dict[str, np.ndarray],
                shared: Optional[np.ndarray], oracle: Optional[np.ndarray], ks: list[int], draws: int,
-               setfit_ks: list[int], num: int, seed: int, bootstrap: int, tune_ks: tuple[int, ...] = ()) -> dict:
+               setfit_ks: list[int], num: int, seed: int, bootstrap: int, tune_ks: tuple[int, ...] = (),
+               tasked=None) -> dict:
     """Per k: every method's test predictions (over `draws` support draws), scores with intervals, seconds per
     adapter, and which body each picked. train_bodies: the fold's training tasks' best-by-val bodies; shared: the
-    fold's multi-task body; oracle: the task's own; tune_ks: the k with warm starts (TUNED)."""
+    fold's multi-task body; oracle: the task's own; tune_ks: the k with warm starts (TUNED); tasked: the fold's
+    task-loss generator (None: not trained)."""
     from raypdiff.baselines import setfit
 
     run = TaskRun(builder, spec, data)
@@ -195,6 +201,11 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             g = run.build(ex, cands)
             gen_s = time.time() - t0
             add("generated+head", run.predict(f"{g.body_source}@k{k}d{d}", g), gen_s, g.body_source)
+            if tasked is not None:
+                t0 = time.time()
+                b = run.build(ex, {f"taskloss:{n}": v for n, v in
+                                   generated_bodies(tasked, builder, spec, ex, num, seed + d).items()})
+                add("generated+taskloss+head", *timed(run, f"{b.body_source}@k{k}d{d}", b, t0), b.body_source)
             # the product's route: the base body and the generated ones, ties to the base (it is listed first)
             a = base if max(base.loo["base"].values()) >= max(g.loo[g.body_source].values()) else g
             key = "base" if a is base else f"{g.body_source}@k{k}d{d}"
@@ -254,14 +265,17 @@ def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, m
 def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_steps: int,
                  progress: bool = True) -> None:
     """What a fold's tasks are scored with, each kept under out: its generator (trained on the fold's training tasks
-    only) and, with multitask_steps > 0, the multi-task body trained on the same tasks."""
+    only, denoising alone), with taskloss.steps > 0 its task-loss generator, and with multitask_steps > 0 the
+    multi-task body trained on the same tasks."""
     from safetensors.numpy import save_file
 
     from raypdiff.domains import load_splits
     from raypdiff.multitask import train_body
     from raypdiff.train import fold_generator
 
-    fold_generator(cfg, zoo_dir, list(fold.train), out, "output folder", progress)
+    fold_generator(derive(cfg, {"taskloss.steps": 0}), zoo_dir, list(fold.train), out, "output folder", progress)
+    if tasked_fold(cfg, meta, fold):
+        fold_generator(cfg, zoo_dir, list(fold.train), out, "output folder", progress, TASKLOSS_PREFIX)
     if multitask_steps and not (out / MULTITASK_FILE).is_file():
         t0 = time.time()
         data = load_splits(meta, list(fold.train))
@@ -270,6 +284,12 @@ def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_st
                           cfg.holdout.seed)
         save_file({"body": body}, str(out / MULTITASK_FILE), metadata={
             "steps": str(multitask_steps), "tasks": json.dumps(list(fold.train)), "seconds": f"{time.time() - t0:.1f}"})
+
+
+def tasked_fold(cfg, meta: ZooMeta, fold) -> bool:
+    """Whether the fold gets a task-loss generator: taskloss.steps > 0 and a classification task to draw episodes
+    from among its training tasks."""
+    return bool(cfg.taskloss.steps) and any(not TaskSpec(**meta.tasks[t].spec).is_regression for t in fold.train)
 
 
 def claim(lock: Path) -> bool:
@@ -320,15 +340,18 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
     from raypdiff.domains import load_splits
     from raypdiff.generate import Generator
 
-    gen_dir = out / "generator"
-    want = [gen_dir / "train_summary.json"] + ([out / MULTITASK_FILE] if multitask_steps else [])
+    gen_dir, tasked_dir = out / "generator", out / f"{TASKLOSS_PREFIX}generator"
+    want = ([gen_dir / "train_summary.json"] + ([out / MULTITASK_FILE] if multitask_steps else [])
+            + ([tasked_dir / "train_summary.json"] if tasked_fold(cfg, meta, fold) else []))
     if train:
         prepare_fold(cfg, zoo_dir, meta, fold, out, multitask_steps, progress)
     while not all(p.is_file() for p in want):
         time.sleep(20)
     time.sleep(2)
     gen = Generator(gen_dir)
-    assert set(gen.task_names) == set(fold.train), f"{gen_dir}: a generator of another fold"
+    tasked = Generator(tasked_dir) if tasked_fold(cfg, meta, fold) else None
+    for g, where in ((gen, gen_dir), (tasked, tasked_dir)):
+        assert g is None or set(g.task_names) == set(fold.train), f"{where}: a generator of another fold"
     h = cfg.holdout
     builder = Builder(cfg.model, cfg.lora)
     bodies = best_bodies(builder, meta, arrays, list(fold.train))
@@ -337,7 +360,9 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
         with safe_open(str(out / MULTITASK_FILE), "np") as f:
             assert json.loads(f.metadata()["tasks"]) == list(fold.train), f"{out}: a multi-task body of another fold"
             shared = f.get_tensor("body")
-    gen.encoder  # loaded once, before any method is timed
+    for g in (gen, tasked):
+        if g is not None:
+            g.encoder  # loaded once, before any method is timed
     own = best_bodies(builder, meta, arrays, [t for t in fold.heldout if t in arrays])
     data = load_splits(meta, list(fold.heldout))
     specs = {t: TaskSpec(**meta.tasks[t].spec) for t in fold.heldout}
@@ -364,7 +389,7 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
             continue
         t0 = time.time()
         r = score_task(builder, gen, specs[t], data[t], bodies, shared, own.get(t), ks, draws, setfit_ks, num,
-                       h.seed, h.bootstrap, tune_ks)
+                       h.seed, h.bootstrap, tune_ks, tasked)
         if specs[t].num_labels == 2:
             fk = 8 if 8 in ks else max(ks)
             twin = specs[t].twin_of
@@ -402,7 +427,9 @@ def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
 
 
 # pairs counted by paired interval over test rows, per task (macro-F1; the task's metric for regression)
-COMPARE = (("generated+head", "base+head"), ("generated+head", "nearest+head"), ("generated+head", "retrieved+head"),
+COMPARE = (("generated+head", "base+head"), ("generated+taskloss+head", "base+head"),
+           ("generated+taskloss+head", "generated+head"), ("generated+head", "nearest+head"),
+           ("generated+head", "retrieved+head"),
            ("generated+head", "multitask+head"), ("multitask+head", "base+head"),
            ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"),
            ("generated+head+tune", "base+head+tune"), ("generated+head+tune", "finetune"), ("base+head+tune", "finetune"),

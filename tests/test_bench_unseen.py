@@ -3,6 +3,7 @@ as tables; the bench end to end on a five-task suite (real local Ray, real fold 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from helpers import REPO, private_ray_env
 
+from raypdiff import checkpoint
 from raypdiff.config import ConfigError
 from raypdiff.holdout import family_groups
 from raypdiff.tasks import Split, TaskSpec
@@ -66,14 +68,14 @@ def test_family_groups_bad_k_is_one_line(k):
         family_groups(specs, k)
 
 
-@pytest.mark.full
-def test_bench_unseen_end_to_end(data_dir, tmp_path):
+def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
+    shutil.copytree(holdout_zoo, tmp_path / "zoo")  # complete: the bench's collect step reuses it
     ray_tmp = Path(tempfile.mkdtemp(prefix="rpu", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     args = [sys.executable, "bench/unseen.py", "--data-root", str(data_dir), "--config", "configs/tiny_holdout.yaml",
             "--k", "2,4", "--setfit-k", "2", "--num", "2", "--multitask-steps", "6", "--tune-k=", "--work", str(work),
             "--out", str(out),
-            "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}"]
+            "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}", "taskloss.steps=2"]
     env = private_ray_env(ray_tmp)
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -95,6 +97,18 @@ def test_bench_unseen_end_to_end(data_dir, tmp_path):
             for k, block in rep["tasks"][t]["k"].items():
                 for m in ("nearest+head", "retrieved+head"):
                     assert not set(block["picked"][m]) & set(f["heldout"]), (t, m)
+    tasked = [f for f in folds.values() if (work / "families" / f["fold"] / "taskloss_generator").is_dir()]
+    assert len(tasked) == 1  # the other fold trains on STS-B alone: no classification task to draw episodes from
+    for f in tasked:  # taskloss.steps > 0: a second generator per fold, trained on to the task-loss stage
+        gens = {p: checkpoint.load(work / "families" / f["fold"] / p) for p in ("generator", "taskloss_generator")}
+        assert gens["generator"].cfg.taskloss.steps == 0 and gens["taskloss_generator"].cfg.taskloss.steps == 2
+        assert gens["generator"].task_names == gens["taskloss_generator"].task_names
+        summary = json.loads((work / "families" / f["fold"] / "taskloss_generator" / "train_summary.json").read_text())
+        assert summary["final"]["phase"] == "task" and summary["final"]["step"] == 2
+        for t in f["heldout"]:
+            for block in rep["tasks"][t]["k"].values():
+                assert all(b.startswith("taskloss:generated:") for b in block["picked"]["generated+taskloss+head"])
+    assert "generated+taskloss+head vs generated+head" in r["families"]["report"]["summary"]["k"]["2"]["paired"]
     assert r["families"]["flip"]["tasks"] == 4 and r["families"]["flip"]["flipped_examples_mean"] is not None
     assert (out / "unseen.md").read_text().startswith("# Unseen tasks") and (out / "unseen.png").stat().st_size > 0
     t0 = time.time()  # a re-run reuses the fold generators and the scored tasks
