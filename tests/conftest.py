@@ -16,6 +16,8 @@ from filelock import FileLock
 from helpers import REPO, data_root, in_ci, missing_data, private_ray_env, s3_server
 
 
+os.environ.setdefault("RAYPDIFF_DASHBOARD", "0")  # every local Ray the tests start (raypdiff.cluster.connect)
+
 FULL_FIXTURES = {"tiny_zoo", "holdout_zoo", "tiny_generator", "local_ray", "ray_head", "style_zoo"}  # trained fixtures and Ray clusters
 
 
