@@ -93,10 +93,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from raypdiff import checkpoint
     from raypdiff.train import train_generator
 
     cfg = load_config(args.config, args.overrides)
-    summary = train_generator(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
+    start = checkpoint.load(args.start) if args.start else None
+    summary = train_generator(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet, start=start)
     print(f"generator: {summary['generator']}  train: {summary['train_seconds']:.0f}s")
     return 0
 
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and the conditional latent denoiser on Ray Train (trainer.num_workers DDP "
                                    "workers). Writes <trainer.output_dir>/generator.safetensors and registers it in MLflow.")
     _zoo_job_args(t)
+    t.add_argument("--start", metavar="GENERATOR", help="a denoise-only generator (its folder or file) of the same "
+                   "settings and zoo: with taskloss.steps > 0, train it on through the task-loss stage alone")
     t.set_defaults(fn=cmd_train)
 
     g = sub.add_parser("generate", help="generate adapters from a task name, a description + examples, or style "

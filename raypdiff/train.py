@@ -14,7 +14,7 @@ import torch
 
 from raypdiff import checkpoint, raytrain
 from raypdiff.autoencoder import ae_loss
-from raypdiff.checkpoint import build_networks
+from raypdiff.checkpoint import GeneratorCheckpoint, build_networks
 from raypdiff.conditions import quality_ranks, with_quality
 from raypdiff.config import Config, ConfigError, derive
 from raypdiff.diffusion import EMA, make_scheduler, training_loss
@@ -133,20 +133,18 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
     ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.autoencoder.lr, weight_decay=0.0)
     den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion.lr, weight_decay=0.0)
     task_opt = torch.optim.AdamW(_unwrap(den).parameters(), lr=cfg.taskloss.lr, weight_decay=0.0)
-    ema = EMA(_unwrap(den), cfg.diffusion.ema_decay)
     scheduler = make_scheduler(cfg.diffusion, "ddpm")
     history: list = []
     phase, step, latent_stats = "ae", 0, None
     if state:
         _unwrap(ae).load_state_dict(state["ae"])
         _unwrap(den).load_state_dict(state["denoiser"])
-        ae_opt.load_state_dict(state["ae_opt"])
-        den_opt.load_state_dict(state["den_opt"])
-        ema.load_state_dict(state["ema"])
-        if "task_opt" in state:
-            task_opt.load_state_dict(state["task_opt"])
         phase, step, history, latent_stats = state["phase"], state["step"], state["history"], state["latent_stats"]
         gen.manual_seed(seed + 7919 * step + PHASES.index(phase))
+    ema = EMA(_unwrap(den), cfg.diffusion.ema_decay)
+    for part, key in ((ae_opt, "ae_opt"), (den_opt, "den_opt"), (task_opt, "task_opt"), (ema, "ema")):
+        if state and key in state:  # a start from a finished generator (start_state) holds its weights alone
+            part.load_state_dict(state[key])
 
     def snapshot() -> dict:
         return {"phase": phase, "step": step, "history": history, "latent_stats": latent_stats,
@@ -176,6 +174,7 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         mean = shards.mean(z)
         std = shards.mean((z - mean) ** 2).sqrt() + 1e-6
         latent_stats = {"mean": mean, "std": std}
+    latent_stats = {k: v.to(z.device) for k, v in latent_stats.items()}  # a start's are on the CPU
     z = (z - latent_stats["mean"]) / latent_stats["std"]
 
     def denoising(net: torch.nn.Module) -> torch.Tensor:
@@ -208,6 +207,23 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
     return snapshot()
 
 
+def start_state(cfg: Config, start: GeneratorCheckpoint) -> dict:
+    """A finished denoise-only generator as the state `fit` resumes at its task-loss stage: the denoiser trains on
+    from its sampling (EMA) weights instead of training the autoencoder and the denoiser again."""
+    if not cfg.taskloss.steps:
+        raise ConfigError("a start generator is trained on by the task-loss stage alone: set taskloss.steps > 0")
+    theirs, ours = start.config, cfg.to_dict()
+    for section in ("normalize", "condition", "autoencoder", "diffusion"):
+        for key, value in ours[section].items():
+            if theirs[section].get(key) != value:
+                raise ConfigError(f"{section}.{key}: the start generator was trained with "
+                                  f"{theirs[section].get(key)!r}, this config says {value!r}")
+    if theirs.get("taskloss", {}).get("steps"):
+        raise ConfigError("the start generator has a task-loss stage already: start from a denoise-only one")
+    return {"phase": "diffusion", "step": cfg.diffusion.steps, "history": list(start.history),
+            "latent_stats": start.latent_stats, "ae": start.ae, "denoiser": start.denoiser}
+
+
 # ---- the driver's preparation ----
 
 def prepare(cfg: Config, zoo_dir: str) -> dict:
@@ -233,17 +249,17 @@ def prepare(cfg: Config, zoo_dir: str) -> dict:
 
 # ---- Ray Train ----
 
-def run_name(cfg: Config, zoo_dir: str) -> str:
+def run_name(cfg: Config, zoo_dir: str, started: bool = False) -> str:
     """Ray Train resumes any run it finds under its storage path and name. Naming the run after the training
-    settings and the zoo's contents makes a re-run of the same command resume (or, when finished, reuse) it,
-    and anything else start fresh."""
+    settings, the zoo's contents and whether it starts from a finished generator makes a re-run of the same command
+    resume (or, when finished, reuse) it, and anything else start fresh."""
     from raypdiff.zoo.store import fingerprint
 
     c = cfg.to_dict()
     settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion", "taskloss")}
     settings["trainer"] = {k: v for k, v in c["trainer"].items()
                            if k not in ("output_dir", "register_model", "model_name")}
-    key = json.dumps(settings, sort_keys=True) + fingerprint(zoo_dir)
+    key = json.dumps(settings, sort_keys=True) + fingerprint(zoo_dir) + ("started" if started else "")
     return "generator-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -268,7 +284,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     ae, den = build_networks(cfg, prep["num_params"], data.bank.shape[-1])
     ae = ray.train.torch.prepare_model(ae, parallel_strategy_kwargs={"find_unused_parameters": True})
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
-    state = raytrain.resumed_state(device)
+    resumed = raytrain.resumed_state(device)
+    state = resumed or loop_cfg.get("start")
     every = cfg.trainer.checkpoint_every
     episodes = Episodes(cfg, prep) if cfg.taskloss.steps else None
 
@@ -277,15 +294,17 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         if m["step"] % every and not end:
             return
         snap = snapshot()
-        raytrain.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": state is not None},
+        raytrain.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": resumed is not None},
                         snap if ctx.get_world_rank() == 0 else None)
 
     fit(cfg, data, ae, den, state, on_step, seed=cfg.trainer.seed + ctx.get_world_rank(), episodes=episodes)
 
 
-def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None) -> dict:
+def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks: Optional[list] = None,
+                    start: Optional[GeneratorCheckpoint] = None) -> dict:
     """Train on Ray Train; writes <trainer.output_dir>/generator.safetensors; logs to MLflow. Returns a summary.
-    callbacks: Ray Train callbacks (a sweep trial passes Tune's TuneReportCallback)."""
+    callbacks: Ray Train callbacks (a sweep trial passes Tune's TuneReportCallback); start: a denoise-only generator
+    of the same settings and zoo that the task-loss stage trains on (start_state)."""
     from raypdiff import tracking
     from raypdiff.cluster import connect
     from raypdiff.zoo.store import dataset
@@ -298,6 +317,9 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
         tracking.tracking_uri(cfg)  # a missing store fails now, not after the training
     t0 = time.time()
     prep = prepare(cfg, zoo_dir)
+    if start is not None and start.task_names != prep["task_names"]:
+        raise ConfigError(f"the start generator was trained on other tasks than {zoo_dir} holds")
+    first = start_state(cfg, start) if start is not None else None
     connect(cfg.collect.ray_address, progress)
     if not progress:
         import ray.data
@@ -306,9 +328,9 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
     # the zoo is read before the workers start: with every CPU held by a Train worker no read task could run (2
     # workers on 2 CPUs never got their shards)
     zoo = dataset(zoo_dir).select_columns(["task", "seed", "step", "value", "vector"]).materialize()
-    state, final = raytrain.run(train_loop_per_worker, {"cfg": cfg.to_dict(), "prep": prep}, cfg, out,
-                                run_name(cfg, zoo_dir), "generator training", cfg.trainer.num_workers, callbacks,
-                                {"zoo": zoo})
+    state, final = raytrain.run(train_loop_per_worker, {"cfg": cfg.to_dict(), "prep": prep, "start": first}, cfg,
+                                out, run_name(cfg, zoo_dir, first is not None), "generator training",
+                                cfg.trainer.num_workers, callbacks, {"zoo": zoo})
     path = checkpoint.save(out / checkpoint.GENERATOR_FILE, checkpoint.from_training(cfg, state, prep))
     summary = {"generator": str(path), "train_seconds": time.time() - t0, "final": final,
                "num_rows": prep["num_rows"], "num_params": prep["num_params"]}
@@ -320,15 +342,17 @@ def train_generator(cfg: Config, zoo_dir: str, progress: bool = True, callbacks:
 
 
 def fold_generator(cfg: Config, zoo_dir: str, tasks: list[str], out: Location, setting: str,
-                   progress: bool = True, prefix: str = "") -> Generator:
+                   progress: bool = True, prefix: str = "", start: Optional[Generator] = None) -> Generator:
     """The generator of a fold: trained on the zoo's `tasks` alone (a zoo derived into out/<prefix>zoo), so that the
     others can be scored as tasks it never saw. Trained once into out/<prefix>generator (tracked, never registered
     as the model that `serve` and `models:/` users load); a re-run reuses it, and one trained on other tasks is
-    refused (setting: the output setting to change then)."""
+    refused (setting: the output setting to change then). start: the fold's denoise-only generator, trained on by
+    the task-loss stage."""
     gen_dir = out / f"{prefix}generator"
     if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
         fold_cfg = derive(cfg, {"trainer.output_dir": str(gen_dir), "trainer.register_model": False})
-        train_generator(fold_cfg, str(select_tasks(zoo_dir, tasks, out / f"{prefix}zoo")), progress)
+        train_generator(fold_cfg, str(select_tasks(zoo_dir, tasks, out / f"{prefix}zoo")), progress,
+                        start=start.ckpt if start is not None else None)
     gen = Generator(gen_dir)
     if gen.task_names != list(tasks):
         more = ", ..." if len(gen.task_names) > 4 else ""

@@ -265,17 +265,18 @@ def flip_checks(builder: Builder, gen, spec: TaskSpec, data: TaskData, k: int, m
 def prepare_fold(cfg, zoo_dir: str, meta: ZooMeta, fold, out: Path, multitask_steps: int,
                  progress: bool = True) -> None:
     """What a fold's tasks are scored with, each kept under out: its generator (trained on the fold's training tasks
-    only, denoising alone), with taskloss.steps > 0 its task-loss generator, and with multitask_steps > 0 the
-    multi-task body trained on the same tasks."""
+    only, denoising alone), with taskloss.steps > 0 its task-loss generator (that generator trained on through the
+    task-loss stage), and with multitask_steps > 0 the multi-task body trained on the same tasks."""
     from safetensors.numpy import save_file
 
     from raypdiff.domains import load_splits
     from raypdiff.multitask import train_body
     from raypdiff.train import fold_generator
 
-    fold_generator(derive(cfg, {"taskloss.steps": 0}), zoo_dir, list(fold.train), out, "output folder", progress)
-    if tasked_fold(cfg, meta, fold):
-        fold_generator(cfg, zoo_dir, list(fold.train), out, "output folder", progress, TASKLOSS_PREFIX)
+    plain = fold_generator(derive(cfg, {"taskloss.steps": 0}), zoo_dir, list(fold.train), out, "output folder",
+                           progress)
+    if tasked_fold(cfg, meta, fold):  # the same generator, trained on through the task-loss stage
+        fold_generator(cfg, zoo_dir, list(fold.train), out, "output folder", progress, TASKLOSS_PREFIX, plain)
     if multitask_steps and not (out / MULTITASK_FILE).is_file():
         t0 = time.time()
         data = load_splits(meta, list(fold.train))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import REPO, private_ray_env
 
 from raypdiff import checkpoint
@@ -105,6 +106,9 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
         gens = {p: checkpoint.load(work / "families" / f["fold"] / p) for p in ("generator", "taskloss_generator")}
         assert gens["generator"].cfg.taskloss.steps == 0 and gens["taskloss_generator"].cfg.taskloss.steps == 2
         assert gens["generator"].task_names == gens["taskloss_generator"].task_names
+        for k, v in gens["generator"].ae.items():  # trained on from the denoise-only generator, not trained again
+            assert torch.equal(gens["taskloss_generator"].ae[k], v), k
+        assert gens["taskloss_generator"].history[:-1] == gens["generator"].history
         summary = json.loads((work / "families" / f["fold"] / "taskloss_generator" / "train_summary.json").read_text())
         assert summary["final"]["phase"] == "task" and summary["final"]["step"] == 2
         for t in f["heldout"]:

@@ -125,20 +125,27 @@ def test_differentiable_generation_gives_the_generators_samples(prepared):
     np.testing.assert_allclose(body, want, rtol=1e-4, atol=1e-5)
 
 
-def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(prepared, tiny_zoo):
-    from raypdiff.checkpoint import build_networks
+@pytest.fixture(scope="module")
+def data(prepared, tiny_zoo):
     from raypdiff.conditions import quality_ranks
     from raypdiff.normalize import Normalizer
-    from raypdiff.train import fit, rows_to_data
+    from raypdiff.train import rows_to_data
     from raypdiff.zoo.store import task_arrays
 
-    _, cfg, prep, episodes = prepared
+    _, cfg, prep, _ = prepared
     arrays = task_arrays(str(tiny_zoo))
     tasks = [t for t, a in arrays.items() for _ in a["vector"]]
     values = np.concatenate([a["value"] for a in arrays.values()])
-    data = rows_to_data(tasks, [v for a in arrays.values() for v in a["vector"]],
+    return rows_to_data(tasks, [v for a in arrays.values() for v in a["vector"]],
                         Normalizer.from_state(prep["normalizer"]), prep["task_names"], prep["num_params"], prep["bank"],
                         quality_ranks(tasks, values, prep["task_values"]) if cfg.condition.quality else None)
+
+
+def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(prepared, data):
+    from raypdiff.checkpoint import build_networks
+    from raypdiff.train import fit
+
+    _, cfg, prep, episodes = prepared
 
     def run(state=None, on_step=None) -> dict:
         torch.manual_seed(0)
@@ -163,3 +170,42 @@ def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(p
     assert resumed["phase"] == "done" and resumed["step"] == 2 and resumed["history"][-1]["step"] == 2
     with pytest.raises(ConfigError, match="needs episodes"):
         fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]))
+
+
+def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(prepared, data):
+    from raypdiff.checkpoint import build_networks
+    from raypdiff.train import fit, start_state
+
+    gen, cfg, prep, episodes = prepared
+    torch.manual_seed(0)
+    done = fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]), start_state(cfg, gen.ckpt),
+               episodes=episodes)
+    assert done["phase"] == "done" and done["history"][:-1] == gen.ckpt.history  # the start's phases, not re-run
+    assert [h["phase"] for h in done["history"][-1:]] == ["task"]
+    for k, v in gen.ckpt.ae.items():  # the autoencoder is the start's, untouched
+        assert torch.equal(done["ae"][k], v), k
+    assert any(not torch.equal(done["denoiser"][k], v) for k, v in gen.ckpt.denoiser.items())
+    for k in done["latent_stats"]:
+        assert torch.equal(done["latent_stats"][k], gen.ckpt.latent_stats[k])
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"taskloss.steps": 0}, "trained on by the task-loss stage alone"),
+    ({"autoencoder.latent": 7}, "autoencoder.latent: the start generator was trained with 8, this config says 7"),
+    ({"diffusion.steps": 3}, r"diffusion.steps: the start generator was trained with \d+, this config says 3")])
+def test_a_start_of_other_settings_is_one_line(prepared, change, match):
+    from raypdiff.train import start_state
+
+    gen, cfg, _, _ = prepared
+    with pytest.raises(ConfigError, match=match):
+        start_state(derive(cfg, change), gen.ckpt)
+
+
+def test_a_start_with_a_task_stage_already_is_refused(prepared):
+    from raypdiff.checkpoint import GeneratorCheckpoint
+    from raypdiff.train import start_state
+
+    gen, cfg, _, _ = prepared
+    tasked = GeneratorCheckpoint(**{**vars(gen.ckpt), "config": cfg.to_dict()})  # this one has taskloss.steps 2
+    with pytest.raises(ConfigError, match="has a task-loss stage already"):
+        start_state(cfg, tasked)
