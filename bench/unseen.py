@@ -140,8 +140,8 @@ def report(cfg, meta: ZooMeta, scheme: str, results: list[dict], work: Path, ks,
         note += (f" Not scored yet (the session's time ran out): {len(missing)} of "
                  f"{len(missing) + len(tasks)} tasks: {', '.join(missing)}.")
     return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds, "not_scored": missing,
-            "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds", "multitask_seconds")}
-                      for f in results],
+            "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds", "multitask_seconds",
+                                         "taskloss")} for f in results],
             "summary": summarize(results, preds, labels, metrics, cfg.holdout.bootstrap, cfg.holdout.seed),
             "per_family": per_family(tasks, families, k8, "generated+head", "base+head"),
             "tasks": tasks}

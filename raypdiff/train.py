@@ -196,13 +196,16 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         # the plain module runs them, and its gradients are averaged over the workers by hand.
         net, dec = _unwrap(den), _unwrap(ae)
         dec.requires_grad_(False)
+        recent: list[float] = []  # one episode's loss is noisy: the history also keeps the mean of the last 50
         while step < cfg.taskloss.steps:
             step += 1
             episode = episodes.loss(net, dec, latent_stats, np.random.default_rng([seed, step]), gen)
             denoise = denoising(net)
             loss = episode + cfg.taskloss.denoise_weight * denoise
+            recent = recent[-49:] + [episode.item()]
             _optimize(task_opt, loss, 1.0, "task", step, cfg.taskloss.steps, history, after, sync=net,
-                      parts={"episode_loss": episode.item(), "denoise_loss": denoise.item()})
+                      parts={"episode_loss": recent[-1], "episode_loss_mean50": float(np.mean(recent)),
+                             "denoise_loss": denoise.item()})
         phase = "done"
     return snapshot()
 

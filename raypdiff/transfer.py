@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypdiff import heads, plots
+from raypdiff import checkpoint, heads, plots
 from raypdiff.config import derive
 from raypdiff.fewshot import draw_per_label
 from raypdiff.newtask import Builder, Built, generated_bodies, tuned
@@ -413,8 +413,19 @@ def fold_result(fold, out: Path, multitask_steps: int) -> dict:
             "train_seconds": json.loads(summary.read_text())["train_seconds"] if summary.is_file() else None,
             "multitask_seconds": float(safe_open(str(out / MULTITASK_FILE), "np").metadata()["seconds"])
             if multitask_steps and (out / MULTITASK_FILE).is_file() else None,
+            "taskloss": stage_curve(out / f"{TASKLOSS_PREFIX}generator"),
             "tasks": {t: json.loads((tasks_dir / f"{t}.json").read_text()) for t in fold.heldout
                       if (tasks_dir / f"{t}.json").is_file()}}
+
+
+def stage_curve(gen_dir: Path) -> Optional[dict]:
+    """A task-loss generator's stage: its seconds (the whole run) and, at each logged step, the mean episode loss of
+    the last 50 episodes (None: the fold has no such generator)."""
+    if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
+        return None
+    task = [h for h in checkpoint.load(gen_dir).history if h["phase"] == "task"]
+    return {"train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
+            "steps": [h["step"] for h in task], "episode_loss_mean50": [h.get("episode_loss_mean50") for h in task]}
 
 
 def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
@@ -520,6 +531,12 @@ def markdown(report: dict) -> str:
     lines += [f"Flipping the examples' labels flips {share(f['flipped_examples_mean'])} of generated+head's test "
               f"predictions ({f['tasks']} binary tasks); a label-swapped twin built from the same examples predicts "
               f"the opposite label on {share(f['twins_mean'])} of rows ({len(f['twins'])} twins).", ""]
+    for fold in report["folds"]:
+        c = fold.get("taskloss")
+        if c and c["episode_loss_mean50"] and None not in c["episode_loss_mean50"]:
+            lines += [f"Task-loss stage of {fold['fold']}: episode loss (mean of the last 50 episodes) "
+                      + ", ".join(f"{v:.3f} at step {s}" for s, v in zip(c["steps"], c["episode_loss_mean50"]))
+                      + f"; {c['train_seconds']:.0f} s.", ""]
     if report.get("per_family"):
         lines += ["Per family, generated+head minus base+head (macro-F1, k = 8): " + "; ".join(
             f"{fam} {v['mean_diff']:+.3f} ({v['tasks']})" for fam, v in report["per_family"].items()), ""]

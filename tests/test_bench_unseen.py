@@ -102,6 +102,7 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
                     assert not set(block["picked"][m]) & set(f["heldout"]), (t, m)
     tasked = [f for f in folds.values() if (work / "families" / f["fold"] / "taskloss_generator").is_dir()]
     assert len(tasked) == 1  # the other fold trains on STS-B alone: no classification task to draw episodes from
+    assert [f["taskloss"] for f in folds.values() if f not in tasked] == [None]
     for f in tasked:  # taskloss.steps > 0: a second generator per fold, trained on to the task-loss stage
         gens = {p: checkpoint.load(work / "families" / f["fold"] / p) for p in ("generator", "taskloss_generator")}
         assert gens["generator"].cfg.taskloss.steps == 0 and gens["taskloss_generator"].cfg.taskloss.steps == 2
@@ -111,6 +112,9 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
         assert gens["taskloss_generator"].history[:-1] == gens["generator"].history
         summary = json.loads((work / "families" / f["fold"] / "taskloss_generator" / "train_summary.json").read_text())
         assert summary["final"]["phase"] == "task" and summary["final"]["step"] == 2
+        curve = f["taskloss"]  # the stage's episode loss, logged at its last step, in the report and its Markdown
+        assert curve["steps"] == [2] and np.isfinite(curve["episode_loss_mean50"][0]) and curve["train_seconds"] > 0
+        assert f"Task-loss stage of {f['fold']}: episode loss" in (out / "unseen.md").read_text()
         for t in f["heldout"]:
             for block in rep["tasks"][t]["k"].values():
                 assert all(b.startswith("taskloss:generated:") for b in block["picked"]["generated+taskloss+head"])
