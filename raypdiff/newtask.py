@@ -90,6 +90,16 @@ class Builder:
         head = {n: t for n, t in lora.adapter_state(self.model).items() if "lora_" not in n}  # unused, but peft wants it
         set_peft_model_state_dict(self.model, lora.unflatten(body, self.body_layout) | head)
 
+    def deltas(self, body: np.ndarray) -> dict[str, torch.Tensor]:
+        """The weight changes `body` makes (ΔW = B·A·alpha/r, peft's LoRA scaling), keyed by the base encoder's own
+        parameter names: the body merged into another copy of the base model (SetFit's sentence encoder)."""
+        parts = lora.unflatten(body, self.body_layout)
+        prefix = f"base_model.model.{self.model.get_base_model().base_model_prefix}."
+        scale = self.lora_settings.alpha / self.lora_settings.r
+        return {a[len(prefix):].replace(".lora_A.weight", ".weight"):
+                parts[a.replace(".lora_A.", ".lora_B.")] @ parts[a] * scale
+                for a in self.body_layout.names if a.endswith(".lora_A.weight")}
+
     def features(self, body: np.ndarray, split: Split) -> np.ndarray:
         """(R, H) sentence features of `split`'s rows under `body`."""
         self.load_body(body)

@@ -27,12 +27,14 @@ from raypdiff.zoo.store import ZooMeta
 # oracle: the task's own best-by-val zoo body; +tune: that adapter fine-tuned on the k examples (raypdiff.warmstart);
 # finetune: the same budget from the base model and a zero head
 # generated: the denoise-only generator (the paper's method); generated+taskloss: the same fold's generator trained
-# further through the task loss (taskloss.steps > 0: raypdiff.episodes)
+# further through the task loss (taskloss.steps > 0: raypdiff.episodes); generated+setfit: SetFit's contrastive steps
+# and head from the generated+head adapter's body (merged into SetFit's encoder), at SetFit's k
 METHODS = ("majority", "base+prototype", "base+logistic", "base+head", "nearest+head", "retrieved+head",
            "multitask+head", "generated+head", "generated+taskloss+head", "auto+head", "finetune", "base+head+tune",
-           "generated+head+tune", "oracle+head", "setfit")
+           "generated+head+tune", "oracle+head", "setfit", "generated+setfit")
 TASKLOSS_PREFIX = "taskloss_"  # the fold's task-loss generator: <fold>/taskloss_generator
 TUNED = ("finetune", "base+head+tune", "generated+head+tune")
+SETFIT = ("setfit", "generated+setfit")  # trained per task at SetFit's k
 MULTITASK_FILE = "multitask.safetensors"
 
 
@@ -220,6 +222,8 @@ def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodi
             if k in setfit_ks and not spec.is_regression:
                 p, s = setfit(builder.model_cfg.base, ex, data.test.texts, seed=seed + d)
                 add("setfit", p, s)
+                p, s = setfit(builder.model_cfg.base, ex, data.test.texts, seed=seed + d, deltas=builder.deltas(g.body))
+                add("generated+setfit", p, gen_s + s, g.body_source)
         out["k"][str(k)] = {"methods": methods_scores(spec, data, preds, bootstrap, seed),
                             "seconds": {m: float(np.median(s)) for m, s in secs.items()}, "picked": picked,
                             "preds": {m: np.stack(p) for m, p in preds.items()}}
@@ -445,7 +449,8 @@ COMPARE = (("generated+head", "base+head"), ("generated+taskloss+head", "base+he
            ("generated+head", "multitask+head"), ("multitask+head", "base+head"),
            ("auto+head", "base+head"), ("auto+head", "setfit"), ("base+head", "setfit"), ("retrieved+head", "base+head"),
            ("generated+head+tune", "base+head+tune"), ("generated+head+tune", "finetune"), ("base+head+tune", "finetune"),
-           ("base+head+tune", "base+head"), ("base+head+tune", "setfit"), ("generated+head+tune", "setfit"))
+           ("base+head+tune", "base+head"), ("base+head+tune", "setfit"), ("generated+head+tune", "setfit"),
+           ("generated+setfit", "setfit"))
 
 
 def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.ndarray], metrics: dict[str, str],

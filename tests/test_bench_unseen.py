@@ -19,7 +19,7 @@ from raypdiff import checkpoint
 from raypdiff.config import ConfigError
 from raypdiff.holdout import family_groups
 from raypdiff.tasks import Split, TaskSpec
-from raypdiff.transfer import METHODS, TUNED, nested, support
+from raypdiff.transfer import METHODS, SETFIT, TUNED, nested, support
 
 
 def spec(labels=("neg", "pos"), family="f", name="t") -> TaskSpec:
@@ -86,7 +86,7 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
     for k in ("2", "4"):
         # macro-F1 averages classification tasks; the one task-loss generator here scores STS-B alone (regression)
         assert set(r["families"]["k"][k]) == set(METHODS) - set(TUNED) - {"generated+taskloss+head"} - (
-            {"setfit"} if k == "4" else set())
+            set(SETFIT) if k == "4" else set())
         for m, v in r["families"]["k"][k].items():
             assert v["ci"][0] <= v["mean"] <= v["ci"][1], (k, m)
     for t, x in rep["tasks"].items():
@@ -119,6 +119,10 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
             for block in rep["tasks"][t]["k"].values():
                 assert all(b.startswith("taskloss:generated:") for b in block["picked"]["generated+taskloss+head"])
     assert "generated+taskloss+head vs generated+head" in r["families"]["report"]["summary"]["k"]["2"]["paired"]
+    for t, x in rep["tasks"].items():  # SetFit from the generated+head adapter's body, at SetFit's k
+        if x["metric"] != "pearson":
+            assert x["k"]["2"]["picked"]["generated+setfit"] == x["k"]["2"]["picked"]["generated+head"]
+            assert x["k"]["2"]["seconds"]["generated+setfit"] > x["k"]["2"]["seconds"]["generated+head"]
     assert r["families"]["flip"]["tasks"] == 4 and r["families"]["flip"]["flipped_examples_mean"] is not None
     assert (out / "unseen.md").read_text().startswith("# Unseen tasks") and (out / "unseen.png").stat().st_size > 0
     t0 = time.time()  # a re-run reuses the fold generators and the scored tasks

@@ -97,6 +97,28 @@ def examples(flip: bool = False) -> list:
     return [((t,), int(flip)) for t in POS] + [((t,), 1 - int(flip)) for t in NEG]
 
 
+def test_a_body_merged_into_setfits_encoder_gives_the_builders_features(builder):
+    """Builder.deltas: the LoRA body as weight changes of the base encoder, so SetFit's steps can start from it."""
+    import torch
+    from setfit import SetFitModel
+
+    from raypdiff.lora import resolve_base
+
+    body = (np.random.default_rng(0).standard_normal(builder.body_layout.size) * 0.05).astype(np.float32)
+    texts = POS[:2] + NEG[:2]
+    want = builder.features(body, Split([(t,) for t in texts], np.zeros(len(texts), np.int64)))
+    model = SetFitModel.from_pretrained(resolve_base(builder.model_cfg.base))
+    params = dict(model.model_body[0].auto_model.named_parameters())
+    deltas = builder.deltas(body)
+    assert len(deltas) == len(builder.body_layout.names) // 2 and set(deltas) <= set(params)
+    with torch.no_grad():
+        for name, d in deltas.items():
+            params[name].add_(d)
+    got = model.model_body.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want - builder.features(np.zeros_like(body), Split([(t,) for t in texts], np.zeros(4)))).max() > 1e-3
+
+
 def test_built_adapter_reads_its_examples(builder):
     spec = custom_spec("Is this movie review positive?", ["positive", "negative"])
     bodies = candidates("base", None, builder, spec, [], 0, 0)
