@@ -157,7 +157,8 @@ def cmd_vision_eval(args) -> int:
     t = report["targets"]
     print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
           f"{Location.of(cfg.style_eval.output_dir) / 'vision.md'}")
-    print(f"  generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
+    print(f"  the zoo's LoRAs produce their style: {t['zoo_learned']}/{t['seen_styles']}; "
+          f"generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
           f"{t['seen_styles']}; Fréchet distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; "
           f"held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}")
     return 0

@@ -372,7 +372,7 @@ class StyleEvalConfig:
     heldout_styles: list[str] = field(default_factory=list)  # styles a second generator never sees
     interpolate: list[str] = field(default_factory=list)  # the two styles of the interpolation strip; [] → first two
     interpolate_points: int = 7
-    bootstrap: int = 200  # resamples of the prompt set (each Fréchet distance resample is a matrix square root)
+    bootstrap: int = 200  # halves of the prompt set drawn for the intervals (raypdiff.vision.evaluate.StyleScorer)
     seed: int = 0
     output_dir: str = "runs/vision/eval"
 

@@ -1,5 +1,5 @@
-"""The vision domain's scorers: a small CNN trained here on real Fashion-MNIST (classes, and styles) and the Fréchet
-distance in its feature space."""
+"""The vision domain's scorers: a small CNN trained here on real Fashion-MNIST (classes, and styles), the Fréchet and
+kernel distances in its feature space, and the style report's intervals."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,3 +37,45 @@ def test_frechet():
     assert shifted == pytest.approx(4.0, abs=0.3)
     assert classify.frechet(b + 1.0, a) == pytest.approx(shifted, rel=1e-6)
     assert classify.frechet(a, 2 * b) == pytest.approx(4 * (1 + 4 - 2 * 2), abs=0.5)  # var 1 vs 4: (1-2)^2 per dim
+
+
+def test_kid_is_unbiased_where_frechet_grows_on_subsets():
+    """Halves of a feature set estimate the whole set's kernel distance (their mean over halves is the whole's), but
+    the Fréchet distance of halves runs above the whole's: the reason the style report's intervals resample KID."""
+    rng = np.random.default_rng(0)
+    a, real = rng.normal(size=(200, 8)), rng.normal(0.3, 1.0, size=(300, 8))
+    assert classify.kid(a, real) == pytest.approx(classify.kid(real, a), rel=1e-12)
+    assert abs(classify.kid(rng.normal(size=(300, 8)), real[:, ::-1] - 0.3)) < 0.05  # same distribution: ~0
+    whole_kid, whole_fd = classify.kid(a, real), classify.frechet(a, real)
+    halves = [rng.permutation(200)[:100] for _ in range(300)]
+    half_kid = np.mean([classify.kid(a[h], real) for h in halves])
+    half_fd = np.mean([classify.frechet(a[h], real) for h in halves])
+    assert half_kid == pytest.approx(whole_kid, rel=0.05)
+    assert half_fd > 1.1 * whole_fd
+
+
+@pytest.mark.parametrize("per_class", [2, 10])
+def test_style_scores_hold_their_estimates(per_class):
+    """StyleScorer on judges' features of real-shaped images: every interval (accuracies, KID, paired differences)
+    contains its own estimate, the KID from the kernel values it keeps equals classify.kid, and fd has no interval."""
+    import torch
+
+    from raypdiff.vision.evaluate import RESAMPLED, Judges, StyleScorer, paired
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    judges = Judges(classify.SmallCNN(3), classify.SmallCNN(10), ["a", "b"])
+    labels = np.repeat(np.arange(10), per_class)
+    real = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    sc = StyleScorer(judges, "b", real, labels, num=50, seed=0)
+    adapters = [[sc.rows(rng.integers(0, 256, (len(labels), 32, 32), dtype=np.uint8)) for _ in range(n)]
+                for n in (1, 3)]
+    scored = [sc.score(rows) for rows in adapters]
+    feats = adapters[0][0]["features"]
+    assert scored[0][0]["kid"] == pytest.approx(classify.kid(feats, sc.real), rel=1e-9)
+    assert scored[0][0]["fd"] == pytest.approx(classify.frechet(feats, sc.real)) and "fd_ci" not in scored[0][0]
+    diff = paired(scored[1][0], scored[0][0], scored[1][1], scored[0][1])
+    for res in (scored[0][0], scored[1][0], diff):
+        for k in RESAMPLED:
+            lo, hi = res[f"{k}_ci"]
+            assert lo - 1e-12 <= res[k] <= hi + 1e-12, (k, res[k], lo, hi)

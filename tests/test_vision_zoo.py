@@ -163,7 +163,8 @@ def test_domain_and_encoder_must_agree(cfg, match):
 
 
 def test_vision_eval(style_zoo, s3):
-    """`raypdiff vision-eval` on the tiny zoo, style_eval.output_dir on a bucket: every method scored with intervals,
+    """`raypdiff vision-eval` on the tiny zoo, style_eval.output_dir on a bucket: every method scored with intervals
+    that hold their estimates, paired against the base,
     a generator trained without the held-out style, grids and the interpolation strip written there; a style not in
     the zoo is one error line."""
     import json
@@ -189,9 +190,12 @@ def test_vision_eval(style_zoo, s3):
                           ("heldout_styles", ["base", "nearest_style", "generated", "generated_best", "zoo_best"])):
         for res in report[kind].values():
             for m in methods:
-                for k in ("style_acc", "class_acc"):
-                    assert 0 <= res[m][k] <= 1 and res[m][f"{k}_ci"][0] <= res[m][k] + 1e-9 <= res[m][f"{k}_ci"][1] + 2e-9
-                assert res[m]["fd"] > 0
+                assert 0 <= res[m]["style_acc"] <= 1 and 0 <= res[m]["class_acc"] <= 1 and res[m]["fd"] > 0
+            assert set(res["paired"]) == {*(f"{m} - base" for m in methods[1:]),
+                                          f"generated - {'zoo_mean' if kind == 'styles' else 'nearest_style'}"}
+            for r in [*(res[m] for m in methods), *res["paired"].values()]:  # every interval holds its estimate
+                for k in ("style_acc", "kid", "class_acc"):
+                    assert r[f"{k}_ci"][0] - 1e-9 <= r[k] <= r[f"{k}_ci"][1] + 1e-9, (k, r)
     assert report["heldout_styles"]["edges"]["nearest"] == "inverted"  # the only style its generator saw
     assert json.loads((out / "heldout_generator" / "train_summary.json").read_text())
     assert [p["weight"] for p in report["interpolation"]] == [0.0, 0.5, 1.0]
