@@ -1,5 +1,6 @@
-"""Style LoRAs on a tiny vision base: the identity at start, captures from a short fine-tune on styled images, the
-diffusers LoRA folder round trip (exact), the per-capture score, and bad targets as one error line."""
+"""Style LoRAs on a tiny vision base, on attention and LoCon-style on convolutions too: the identity at start, captures
+from a short fine-tune on styled images, the diffusers LoRA folder round trip (exact), the per-capture score, and bad
+targets as one error line."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,10 @@ from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune, write
 from raypdiff.vision.t2i import fit
 
 TINY = VisionConfig(channels=[8, 16, 16], attention_head_dim=4, timesteps=50, sample_steps=3, batch_size=8)
-LORA = LoraSettings(r=2, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])  # alpha != r: scaling 2
+ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA = LoraSettings(r=2, alpha=4, target_modules=ATTENTION)  # alpha != r: scaling 2
+# LoCon-style: the resnets' convolutions and the transformer blocks' input/output projections beside attention
+LOCON = dataclasses.replace(LORA, target_modules=[*ATTENTION, "conv1", "conv2", "proj_in", "proj_out"])
 STYLE = styles.StyleSpec("inverted", ["invert"])
 
 
@@ -34,36 +38,37 @@ def base(tmp_path_factory, fmnist_test):
     return folder
 
 
-@pytest.fixture(scope="module")
-def tuned(base, fmnist_test):
-    """A LoRA fine-tuned for 6 steps on inverted images, captured at steps 4, 5 and 6."""
+@pytest.fixture(scope="module", params=[LORA, LOCON], ids=["attention", "locon"])
+def tuned(request, base, fmnist_test):
+    """A LoRA (on attention, or LoCon-style on convolutions too) fine-tuned for 6 steps on inverted images, captured
+    at steps 4, 5 and 6."""
     x, y = fmnist_test
     pipe = FashionPipeline.from_pretrained(base)
     before = _sample(pipe)
-    layout = add_lora(pipe, LORA, seed=0)
+    layout = add_lora(pipe, request.param, seed=0)
     assert np.array_equal(_sample(pipe), before)  # B starts at 0: the LoRA is the identity
     captured, losses = {}, []
     finetune(pipe, TINY, styles.apply(STYLE, x[:64]), y[:64], 5e-3, 8, 6, 0, {4, 5, 6}, captured.__setitem__,
              lambda step, loss: losses.append(loss))
-    return pipe, layout, captured, losses, before
+    return pipe, layout, captured, losses, before, request.param
 
 
 def test_captures(tuned):
-    _, layout, captured, losses, _ = tuned
+    _, layout, captured, losses, _, settings = tuned
     assert sorted(captured) == [4, 5, 6] and len(losses) == 6 and np.isfinite(losses).all()
     assert all(v.shape == (layout.size,) and v.dtype == np.float32 for v in captured.values())
     assert all(n.endswith(("lora_A.weight", "lora_B.weight")) for n in layout.names)
-    assert {n.split(".")[-3] for n in layout.names} == {"to_q", "to_k", "to_v", "0"}  # to_out.0
+    assert {n.split(".")[-3] for n in layout.names} == {t.split(".")[-1] for t in settings.target_modules}
     assert not np.array_equal(captured[4], captured[6])
 
 
 def test_lora_folder_round_trip_is_exact(tuned, base, tmp_path):
-    pipe, layout, captured, _, before = tuned
+    pipe, layout, captured, _, before, settings = tuned
     lora.load_vector(pipe.unet, captured[5], layout)
     styled = _sample(pipe)
     assert not np.array_equal(styled, before)  # the captured LoRA changes the base's samples
     fresh = FashionPipeline.from_pretrained(base)
-    fresh.load_lora_weights(write_lora(captured[5], layout, LORA, tmp_path / "lora"))
+    fresh.load_lora_weights(write_lora(captured[5], layout, settings, tmp_path / "lora"))
     np.testing.assert_array_equal(_sample(fresh), styled)
     from peft.utils import get_peft_model_state_dict
 
@@ -73,7 +78,7 @@ def test_lora_folder_round_trip_is_exact(tuned, base, tmp_path):
 
 
 def test_denoise_errors(tuned, fmnist_test):
-    pipe, layout, captured, _, _ = tuned
+    pipe, layout, captured, _, _, _ = tuned
     x, y = fmnist_test
     val = styles.apply(STYLE, x[100:132])
     lora.load_vector(pipe.unet, captured[6], layout)

@@ -1,5 +1,6 @@
-"""Style LoRAs on the vision base's denoiser: PEFT on its attention projections, fine-tuned on one style's images with
-captures (the plain loop the style zoo runs), a cheap score per capture, and flat vector ↔ diffusers LoRA folder."""
+"""Style LoRAs on the vision base's denoiser: PEFT on lora.target_modules (attention, and convolutions LoCon-style),
+fine-tuned on one style's images with captures (the plain loop the style zoo runs), a cheap score per capture, and flat
+vector ↔ diffusers LoRA folder."""
 from __future__ import annotations
 
 from pathlib import Path

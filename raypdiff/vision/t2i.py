@@ -130,12 +130,12 @@ class TextToImage:
         """Freeze the denoiser and add a LoRA (B = 0: the output is unchanged) on lora.target_modules; its layout."""
         from peft import inject_adapter_in_model
 
-
         names = [n for n, _ in self.denoiser.named_modules()]
         missing = [t for t in settings.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
         if missing:
             raise ConfigError(f"lora.target_modules: the {self.name} has no module {missing[0]!r} (attention "
-                              f"projections are to_q, to_k, to_v, to_out.0)")
+                              f"projections are to_q, to_k, to_v, to_out.0; a UNet's convolutions conv1, conv2, "
+                              f"proj_in, proj_out)")
         torch.manual_seed(seed)
         self.denoiser.requires_grad_(False)
         config = lora_config(settings)
