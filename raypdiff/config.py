@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from raypdiff.errors import ConfigError, require
+from raypdiff.serve.settings import ServeConfig
+from raypdiff.vision.settings import StyleEvalConfig, VisionConfig
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats such as 1e-3 (YAML 1.1 needs 1.0e-3)."""
@@ -33,15 +37,6 @@ def _yaml_load(text: str):
 
 
 C = TypeVar("C")  # a config dataclass: Config or one of its sections
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration or the command line; printed as one line."""
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclass
@@ -64,10 +59,10 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self):
-        _require(bool(self.base), "model.base: must name a model id or folder")
-        _require(self.dtype in ("auto", "float32", "bfloat16"),
+        require(bool(self.base), "model.base: must name a model id or folder")
+        require(self.dtype in ("auto", "float32", "bfloat16"),
                  f"model.dtype: {self.dtype!r} is not auto, float32 or bfloat16")
-        _require(8 <= self.max_length <= 4096, f"model.max_length: {self.max_length} is outside 8..4096")
+        require(8 <= self.max_length <= 4096, f"model.max_length: {self.max_length} is outside 8..4096")
 
 
 @dataclass
@@ -78,10 +73,10 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
 
     def __post_init__(self):
-        _require(self.r >= 1, f"lora.r: must be >= 1, got {self.r}")
-        _require(self.alpha >= 1, f"lora.alpha: must be >= 1, got {self.alpha}")
-        _require(0.0 <= self.dropout < 1.0, f"lora.dropout: must be in [0, 1), got {self.dropout}")
-        _require(len(self.target_modules) > 0, "lora.target_modules: name at least one module")
+        require(self.r >= 1, f"lora.r: must be >= 1, got {self.r}")
+        require(self.alpha >= 1, f"lora.alpha: must be >= 1, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"lora.dropout: must be in [0, 1), got {self.dropout}")
+        require(len(self.target_modules) > 0, "lora.target_modules: name at least one module")
 
 
 @dataclass
@@ -101,16 +96,16 @@ class TrainConfig:
         "QNLI": {"steps": 1000}})
 
     def __post_init__(self):
-        _require(self.steps >= 1, f"train.steps: must be >= 1, got {self.steps}")
-        _require(self.batch_size >= 1, f"train.batch_size: must be >= 1, got {self.batch_size}")
-        _require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
-        _require(self.head_lr is None or self.head_lr > 0, f"train.head_lr: must be > 0, got {self.head_lr}")
-        _require(self.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        require(self.steps >= 1, f"train.steps: must be >= 1, got {self.steps}")
+        require(self.batch_size >= 1, f"train.batch_size: must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
+        require(self.head_lr is None or self.head_lr > 0, f"train.head_lr: must be > 0, got {self.head_lr}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {self.warmup_steps}")
         allowed = [f.name for f in dataclasses.fields(self) if f.name != "per_task"]
         for task, over in self.per_task.items():
-            _require(isinstance(over, dict), f"train.per_task.{task}: expected a mapping like {{steps: 800}}")
+            require(isinstance(over, dict), f"train.per_task.{task}: expected a mapping like {{steps: 800}}")
             unknown = sorted(set(over) - set(allowed))
-            _require(not unknown, f"train.per_task.{task}: unknown field(s) {unknown} (allowed: {allowed})")
+            require(not unknown, f"train.per_task.{task}: unknown field(s) {unknown} (allowed: {allowed})")
             try:
                 self.for_task(task)
             except ConfigError as e:
@@ -130,10 +125,10 @@ class CaptureConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
 
     def __post_init__(self):
-        _require(self.num >= 1, f"capture.num: must be >= 1, got {self.num}")
-        _require(self.stride >= 1, f"capture.stride: must be >= 1, got {self.stride}")
-        _require(len(self.seeds) > 0, "capture.seeds: give at least one seed")
-        _require(len(set(self.seeds)) == len(self.seeds), f"capture.seeds: duplicates in {self.seeds}")
+        require(self.num >= 1, f"capture.num: must be >= 1, got {self.num}")
+        require(self.stride >= 1, f"capture.stride: must be >= 1, got {self.stride}")
+        require(len(self.seeds) > 0, "capture.seeds: give at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), f"capture.seeds: duplicates in {self.seeds}")
 
 
 @dataclass
@@ -152,7 +147,7 @@ class EvalConfig:
 
     def __post_init__(self):
         for name in ("val_examples", "test_examples", "test_every", "batch_size"):
-            _require(getattr(self, name) >= 1, f"eval.{name}: must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, f"eval.{name}: must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -165,10 +160,10 @@ class CollectConfig:
     ray_address: Optional[str] = None  # None → RAY_ADDRESS, else a local Ray
 
     def __post_init__(self):
-        _require(self.num_cpus > 0, f"collect.num_cpus: must be > 0, got {self.num_cpus}")
-        _require(self.num_gpus >= 0, f"collect.num_gpus: must be >= 0, got {self.num_gpus}")
-        _require(self.max_in_flight >= 0, f"collect.max_in_flight: must be >= 0, got {self.max_in_flight}")
-        _require(self.max_retries >= 0, f"collect.max_retries: must be >= 0, got {self.max_retries}")
+        require(self.num_cpus > 0, f"collect.num_cpus: must be > 0, got {self.num_cpus}")
+        require(self.num_gpus >= 0, f"collect.num_gpus: must be >= 0, got {self.num_gpus}")
+        require(self.max_in_flight >= 0, f"collect.max_in_flight: must be >= 0, got {self.max_in_flight}")
+        require(self.max_retries >= 0, f"collect.max_retries: must be >= 0, got {self.max_retries}")
 
 
 @dataclass
@@ -197,7 +192,7 @@ class NormalizeConfig:
     mode: Literal["task", "batch", "none"] = "batch"
 
     def __post_init__(self):
-        _require(self.mode in ("task", "batch", "none"), f"normalize.mode: {self.mode!r} is not task, batch or none")
+        require(self.mode in ("task", "batch", "none"), f"normalize.mode: {self.mode!r} is not task, batch or none")
 
 
 @dataclass
@@ -225,15 +220,15 @@ class ConditionConfig:
     quality_target: float = 1.0
 
     def __post_init__(self):
-        _require(self.encoder in ("minilm", "clip", "onehot", "mobilenet"),
+        require(self.encoder in ("minilm", "clip", "onehot", "mobilenet"),
                  f"condition.encoder: {self.encoder!r} is not minilm, clip, onehot or mobilenet")
-        _require(self.encoder != "mobilenet" or self.k >= 1, "condition.k: an image condition needs k >= 1 images")
-        _require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
-        _require(self.pooling in ("text", "per_label", "set"),
+        require(self.encoder != "mobilenet" or self.k >= 1, "condition.k: an image condition needs k >= 1 images")
+        require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
+        require(self.pooling in ("text", "per_label", "set"),
                  f"condition.pooling: {self.pooling!r} is not text, per_label or set")
-        _require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")
-        _require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
-        _require(0 <= self.quality_target <= 1,
+        require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")
+        require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
+        require(0 <= self.quality_target <= 1,
                  f"condition.quality_target: must be in [0, 1], got {self.quality_target}")
 
 
@@ -250,9 +245,9 @@ class AutoencoderConfig:
 
     def __post_init__(self):
         for name in ("latent", "chunk", "token_dim", "steps", "batch_size"):
-            _require(getattr(self, name) >= 1, f"autoencoder.{name}: must be >= 1, got {getattr(self, name)}")
-        _require(self.lr > 0, f"autoencoder.lr: must be > 0, got {self.lr}")
-        _require(self.input_noise >= 0 and self.latent_noise >= 0, "autoencoder: noise levels must be >= 0")
+            require(getattr(self, name) >= 1, f"autoencoder.{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.lr > 0, f"autoencoder.lr: must be > 0, got {self.lr}")
+        require(self.input_noise >= 0 and self.latent_noise >= 0, "autoencoder: noise levels must be >= 0")
 
 
 @dataclass
@@ -272,11 +267,11 @@ class DiffusionConfig:
 
     def __post_init__(self):
         for name in ("hidden", "depth", "timesteps", "steps", "batch_size", "sample_steps"):
-            _require(getattr(self, name) >= 1, f"diffusion.{name}: must be >= 1, got {getattr(self, name)}")
-        _require(0 <= self.cond_drop < 1, f"diffusion.cond_drop: must be in [0, 1), got {self.cond_drop}")
-        _require(0 <= self.ema_decay < 1, f"diffusion.ema_decay: must be in [0, 1), got {self.ema_decay}")
-        _require(self.sample_steps <= self.timesteps, "diffusion.sample_steps: more than diffusion.timesteps")
-        _require(self.sampler in ("ddim", "ddpm"), f"diffusion.sampler: {self.sampler!r} is not ddim or ddpm")
+            require(getattr(self, name) >= 1, f"diffusion.{name}: must be >= 1, got {getattr(self, name)}")
+        require(0 <= self.cond_drop < 1, f"diffusion.cond_drop: must be in [0, 1), got {self.cond_drop}")
+        require(0 <= self.ema_decay < 1, f"diffusion.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        require(self.sample_steps <= self.timesteps, "diffusion.sample_steps: more than diffusion.timesteps")
+        require(self.sampler in ("ddim", "ddpm"), f"diffusion.sampler: {self.sampler!r} is not ddim or ddpm")
 
 
 @dataclass
@@ -293,13 +288,13 @@ class TaskLossConfig:
     description_drop: float = 0.2  # share of episodes conditioned on a generic description instead of the task's
 
     def __post_init__(self):
-        _require(self.steps >= 0, f"taskloss.steps: must be >= 0, got {self.steps}")
+        require(self.steps >= 0, f"taskloss.steps: must be >= 0, got {self.steps}")
         for name in ("k", "query"):
-            _require(getattr(self, name) >= 1, f"taskloss.{name}: must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, f"taskloss.{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "scale"):
-            _require(getattr(self, name) > 0, f"taskloss.{name}: must be > 0, got {getattr(self, name)}")
-        _require(self.denoise_weight >= 0, f"taskloss.denoise_weight: must be >= 0, got {self.denoise_weight}")
-        _require(0 <= self.description_drop <= 1,
+            require(getattr(self, name) > 0, f"taskloss.{name}: must be > 0, got {getattr(self, name)}")
+        require(self.denoise_weight >= 0, f"taskloss.denoise_weight: must be >= 0, got {self.denoise_weight}")
+        require(0 <= self.description_drop <= 1,
                  f"taskloss.description_drop: must be in [0, 1], got {self.description_drop}")
 
 
@@ -316,74 +311,8 @@ class TrainerConfig:
     model_name: str = "raypdiff-generator"
 
     def __post_init__(self):
-        _require(self.num_workers >= 1, f"trainer.num_workers: must be >= 1, got {self.num_workers}")
-        _require(self.checkpoint_every >= 1, f"trainer.checkpoint_every: must be >= 1, got {self.checkpoint_every}")
-
-
-@dataclass
-class VisionConfig:
-    """The second domain: the offline text-to-image base model (and, later, its style LoRAs)."""
-    data_dir: Optional[str] = None  # Fashion-MNIST's IDX files; None → the Debian package's folder
-    # style LoRAs' model: None → the offline base (`raypdiff vision-base`, in base_dir); else a diffusers pipeline by
-    # hub name or folder (Stable Diffusion, PixArt-α), with image_size its resolution (512 for SD 1.5)
-    pipeline: Optional[str] = None
-    image_size: int = 32  # Fashion-MNIST's 28 px padded to a size the UNet halves twice; upscaled to it otherwise
-    channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # UNet blocks; the last two cross-attend
-    attention_head_dim: int = 8
-    prompt: str = "a {label}"  # the text a class (or a sample request) becomes
-    timesteps: int = 1000
-    sample_steps: int = 25  # DDIM steps when sampling
-    base_steps: int = 3000
-    batch_size: int = 64
-    lr: float = 2e-4
-    uncond_prob: float = 0.1  # share of training rows given the empty prompt, so samples can use guidance
-    guidance_scale: Optional[float] = None  # classifier-free guidance; None → the scale vision-base chose (base.json)
-    guidance_choices: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 5.0])  # what vision-base tries
-    judge_steps: int = 1500  # the CNN that judges samples, trained on real images (base.json: its test accuracy)
-    seed: int = 0
-    base_dir: str = "runs/vision/base"
-    style_images: int = 2000  # styled train images per style LoRA (the first N of Fashion-MNIST's train split)
-
-    def __post_init__(self):
-        _require(self.image_size >= 28 and self.image_size % 4 == 0,
-                 f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
-        _require(len(self.channels) == 3 and all(c >= 8 and c % 8 == 0 for c in self.channels),
-                 f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
-        _require("{label}" in self.prompt, f"vision.prompt: must contain {{label}}, got {self.prompt!r}")
-        for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size", "judge_steps",
-                     "style_images"):
-            _require(getattr(self, name) >= 1, f"vision.{name}: must be >= 1, got {getattr(self, name)}")
-        _require(self.lr > 0, f"vision.lr: must be > 0, got {self.lr}")
-        _require(0 <= self.uncond_prob < 1, f"vision.uncond_prob: must be in [0, 1), got {self.uncond_prob}")
-        for g in ([] if self.guidance_scale is None else [self.guidance_scale]) + list(self.guidance_choices):
-            _require(g >= 1, f"vision.guidance_scale / guidance_choices: scales must be >= 1 (1: no guidance), got {g}")
-        _require(len(self.guidance_choices) >= 1, "vision.guidance_choices: give at least one scale")
-
-
-@dataclass
-class StyleEvalConfig:
-    """Style LoRAs scored by their samples (`raypdiff vision-eval`): every method samples the same prompt set from
-    the same noise; judges trained here on real styled images read the samples."""
-    per_class: int = 10  # samples per Fashion-MNIST class per adapter (the prompt set: every class this many times)
-    num: int = 3  # generated adapters per style: their mean and the best by val
-    zoo_captures: int = 4  # a style's captures sampled for the zoo mean, evenly over its seeds and steps
-    judge_images: int = 500  # real images per style (and unstyled) the style and class judges train on
-    judge_steps: int = 1500
-    heldout_styles: list[str] = field(default_factory=list)  # styles a second generator never sees
-    interpolate: list[str] = field(default_factory=list)  # the two styles of the interpolation strip; [] → first two
-    interpolate_points: int = 7
-    bootstrap: int = 200  # halves of the prompt set drawn for the intervals (raypdiff.vision.evaluate.StyleScorer)
-    seed: int = 0
-    output_dir: str = "runs/vision/eval"
-
-    def __post_init__(self):
-        for name in ("per_class", "num", "zoo_captures", "judge_images", "judge_steps", "bootstrap"):
-            _require(getattr(self, name) >= 1, f"style_eval.{name}: must be >= 1, got {getattr(self, name)}")
-        _require(self.per_class >= 2, f"style_eval.per_class: must be >= 2 (a Fréchet distance needs a covariance), "
-                 f"got {self.per_class}")
-        _require(len(self.interpolate) in (0, 2), f"style_eval.interpolate: name two styles, got {self.interpolate}")
-        _require(self.interpolate_points >= 2,
-                 f"style_eval.interpolate_points: must be >= 2, got {self.interpolate_points}")
+        require(self.num_workers >= 1, f"trainer.num_workers: must be >= 1, got {self.num_workers}")
+        require(self.checkpoint_every >= 1, f"trainer.checkpoint_every: must be >= 1, got {self.checkpoint_every}")
 
 
 @dataclass
@@ -393,42 +322,7 @@ class GenerateConfig:
     output_dir: str = "runs/adapters"
 
     def __post_init__(self):
-        _require(self.num >= 1, f"generate.num: must be >= 1, got {self.num}")
-
-
-@dataclass
-class ServeConfig:
-    # A generator folder / generator.safetensors, or a registered model "models:/raypdiff-generator/<version>".
-    generator: str = "runs/generator"
-    tracking_uri: Optional[str] = None  # the MLflow store models:/ reads; None → MLFLOW_TRACKING_URI, then tracking.*
-    host: str = "127.0.0.1"  # 0.0.0.0 to listen beyond this machine
-    port: int = 8000
-    replicas: int = 1  # of the generator and of the predictor deployment
-    replica_cpus: float = 0.5  # Ray CPUs reserved per replica (the ingress reserves none)
-    threads: int = 1  # torch threads per replica
-    api_key: Optional[str] = None  # None → RAYPDIFF_API_KEY; when set, /v1 routes need "Authorization: Bearer <key>"
-    store_dir: str = "runs/serve/adapters"  # generated PEFT folders, by content id (shared storage on a cluster)
-    max_adapters: int = 1000  # the store's cap: the least recently used adapters are evicted beyond it (>= 16,
-    # the most one request makes)
-    max_batch_size: int = 16  # generation requests sampled together (@serve.batch)
-    batch_wait_s: float = 0.005
-    max_body_bytes: int = 1 << 20  # larger get 413 unread (the largest valid: 0.2 MB ASCII, 0.6 MB UTF-8 CJK)
-    body_timeout_s: float = 10.0  # a request body that stops arriving for this long gets 408
-    keep_alive_s: float = 5.0  # an idle connection between requests is closed after this (`raypdiff serve`)
-
-    def __post_init__(self):
-        _require(bool(self.generator), "serve.generator: name a generator folder, file or models:/ URI")
-        _require(1 <= self.port <= 65535, f"serve.port: {self.port} is not a TCP port")
-        _require(self.max_adapters >= 16,
-                 f"serve.max_adapters: must be >= 16 (one request's most), got {self.max_adapters}")
-        for name in ("replicas", "threads", "max_batch_size"):
-            _require(getattr(self, name) >= 1, f"serve.{name}: must be >= 1, got {getattr(self, name)}")
-        _require(self.replica_cpus >= 0, f"serve.replica_cpus: must be >= 0, got {self.replica_cpus}")
-        _require(self.batch_wait_s >= 0, f"serve.batch_wait_s: must be >= 0, got {self.batch_wait_s}")
-        _require(self.max_body_bytes >= 1024, f"serve.max_body_bytes: must be >= 1024, got {self.max_body_bytes}")
-        for name in ("body_timeout_s", "keep_alive_s"):
-            _require(getattr(self, name) > 0, f"serve.{name}: must be > 0, got {getattr(self, name)}")
-        _require(self.api_key is None or len(self.api_key) >= 8, "serve.api_key: use at least 8 characters")
+        require(self.num >= 1, f"generate.num: must be >= 1, got {self.num}")
 
 
 # Sweep axes and the values each takes (captures and latent: positive integers).
@@ -458,24 +352,24 @@ class SweepConfig:
     asha_grace: int = 2  # reports before ASHA may stop a trial
 
     def __post_init__(self):
-        _require(bool(self.axes), "sweep.axes: name at least one axis")
+        require(bool(self.axes), "sweep.axes: name at least one axis")
         for axis, values in self.axes.items():
             where = f"sweep.axes.{axis}"
-            _require(axis in ("captures", "latent", *SWEEP_CHOICES),
+            require(axis in ("captures", "latent", *SWEEP_CHOICES),
                      f"{where}: unknown axis (axes: captures, latent, {', '.join(SWEEP_CHOICES)})")
-            _require(isinstance(values, list) and len(values) > 0, f"{where}: give a list of values")
-            _require(len(set(map(str, values))) == len(values), f"{where}: duplicate values in {values}")
+            require(isinstance(values, list) and len(values) > 0, f"{where}: give a list of values")
+            require(len(set(map(str, values))) == len(values), f"{where}: duplicate values in {values}")
             for v in values:
                 if axis in SWEEP_CHOICES:
-                    _require(v in SWEEP_CHOICES[axis], f"{where}: {v!r} is not one of {SWEEP_CHOICES[axis]}")
+                    require(v in SWEEP_CHOICES[axis], f"{where}: {v!r} is not one of {SWEEP_CHOICES[axis]}")
                 else:
-                    _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                    require(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                              f"{where}: {v!r} is not a positive integer")
-        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
                  f"sweep.seeds: give distinct seeds, got {self.seeds}")
-        _require(self.num >= 1, f"sweep.num: must be >= 1, got {self.num}")
-        _require(self.max_concurrent_trials >= 0, "sweep.max_concurrent_trials: must be >= 0")
-        _require(self.asha_grace >= 1, f"sweep.asha_grace: must be >= 1, got {self.asha_grace}")
+        require(self.num >= 1, f"sweep.num: must be >= 1, got {self.num}")
+        require(self.max_concurrent_trials >= 0, "sweep.max_concurrent_trials: must be >= 0")
+        require(self.asha_grace >= 1, f"sweep.asha_grace: must be >= 1, got {self.asha_grace}")
 
 
 @dataclass
@@ -494,13 +388,13 @@ class HoldoutConfig:
     output_dir: str = "runs/holdout"
 
     def __post_init__(self):
-        _require(self.scheme in ("kfold", "family", "families"),
+        require(self.scheme in ("kfold", "family", "families"),
                  f"holdout.scheme: {self.scheme!r} is not kfold, family or families")
         for name in ("folds", "examples", "num", "finetune_steps", "bootstrap"):
-            _require(getattr(self, name) >= (2 if name == "folds" else 1),
+            require(getattr(self, name) >= (2 if name == "folds" else 1),
                      f"holdout.{name}: must be >= {2 if name == 'folds' else 1}, got {getattr(self, name)}")
-        _require(self.finetune_lr > 0, f"holdout.finetune_lr: must be > 0, got {self.finetune_lr}")
-        _require(all(k >= 0 for k in self.k_values), f"holdout.k_values: must be >= 0, got {self.k_values}")
+        require(self.finetune_lr > 0, f"holdout.finetune_lr: must be > 0, got {self.finetune_lr}")
+        require(all(k >= 0 for k in self.k_values), f"holdout.k_values: must be >= 0, got {self.k_values}")
 
 
 TaskEntry = Union[str, dict]
@@ -537,25 +431,25 @@ class Config:
     style_eval: StyleEvalConfig = field(default_factory=StyleEvalConfig)
 
     def __post_init__(self):
-        _require(len(self.tasks) > 0, "tasks: list at least one task")
-        _require((self.condition.encoder == "mobilenet") <= (self.domain == "vision"),
+        require(len(self.tasks) > 0, "tasks: list at least one task")
+        require((self.condition.encoder == "mobilenet") <= (self.domain == "vision"),
                  "condition.encoder=mobilenet embeds style images: it needs domain: vision")
-        _require(self.domain == "text" or self.condition.encoder in ("mobilenet", "onehot"),
+        require(self.domain == "text" or self.condition.encoder in ("mobilenet", "onehot"),
                  f"condition.encoder={self.condition.encoder} embeds text; domain: vision needs mobilenet (or onehot)")
-        _require(self.domain == "text" or self.taskloss.steps == 0,
+        require(self.domain == "text" or self.taskloss.steps == 0,
                  "taskloss.steps: the task-loss stage scores text classification heads; domain: vision has none")
-        _require(self.condition.encoder != "onehot" or self.taskloss.steps == 0,
+        require(self.condition.encoder != "onehot" or self.taskloss.steps == 0,
                  "taskloss.steps: episodes condition on a task's description and examples, not a one-hot id")
         names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
-        _require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
+        require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
         for section in ("autoencoder", "diffusion"):
             b = getattr(self, section).batch_size
-            _require(b >= self.trainer.num_workers, f"{section}.batch_size: {b} is less than trainer.num_workers="
+            require(b >= self.trainer.num_workers, f"{section}.batch_size: {b} is less than trainer.num_workers="
                      f"{self.trainer.num_workers} (each DDP worker draws batch_size / num_workers rows)")
         span = self.capture.num * self.capture.stride
         for name in names:
             steps = self.train.for_task(name).steps
-            _require(
+            require(
                 span <= steps,
                 f"capture: {self.capture.num} captures x stride {self.capture.stride} = {span} steps, "
                 f"more than train.steps={steps} for task {name}",
@@ -604,32 +498,32 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
     if origin is Literal:
-        _require(value in typing.get_args(tp), f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        require(value in typing.get_args(tp), f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
         return value
     if origin is list:
-        _require(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
+        require(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
         (arg,) = typing.get_args(tp)
         return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        _require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
         k_tp, v_tp = typing.get_args(tp)
         return {_check_type(k, k_tp, where): _check_type(v, v_tp, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        _require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        require(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
         return _build(tp, value, where + ".")
     if tp is float:
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number, got {value!r}")
+        require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is bool:
-        _require(isinstance(value, bool), f"{where}: expected true/false, got {value!r}")
+        require(isinstance(value, bool), f"{where}: expected true/false, got {value!r}")
         return value
     if tp is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}")
+        require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}")
         return value
     if tp is str:
-        _require(isinstance(value, str), f"{where}: expected a string, got {value!r}")
+        require(isinstance(value, str), f"{where}: expected a string, got {value!r}")
         return value
-    _require(isinstance(value, tp), f"{where}: expected {tp.__name__}, got {value!r}")
+    require(isinstance(value, tp), f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
 
@@ -637,7 +531,7 @@ def _build(cls, d: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
-    _require(not unknown, f"{prefix}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})" if unknown else "")
+    require(not unknown, f"{prefix}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})" if unknown else "")
     kwargs = {k: _check_type(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
     return cls(**kwargs)
 
@@ -656,7 +550,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     """`a.b=value` strings (values parsed as YAML) → [("a.b", value)], in the order given (a later one wins)."""
     out = []
     for item in items:
-        _require("=" in item, f"override {item!r}: expected key=value, e.g. train.steps=100")
+        require("=" in item, f"override {item!r}: expected key=value, e.g. train.steps=100")
         key, raw = item.split("=", 1)
         try:
             out.append((key.strip(), _yaml_load(raw) if raw != "" else None))
@@ -670,7 +564,7 @@ def _set(d: dict, key: str, value: Any, what: str) -> None:
     node, parts = d, key.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-        _require(isinstance(node, dict), f"{what}: {p} is not a section")
+        require(isinstance(node, dict), f"{what}: {p} is not a section")
     node[parts[-1]] = value
 
 
@@ -678,14 +572,14 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | tuple 
     d: dict = {}
     if path is not None:
         p = Path(path)
-        _require(p.is_file(), f"--config: no such file {p}")
+        require(p.is_file(), f"--config: no such file {p}")
         try:
             d = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             raise ConfigError(f"--config {p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-        _require(isinstance(d, dict), f"--config {p}: expected a mapping at the top level")
+        require(isinstance(d, dict), f"--config {p}: expected a mapping at the top level")
     for key, value in parse_overrides(list(overrides)):  # before validation: an override may mend the file
         _set(d, key, value, f"override {key}")
     return Config.from_dict(d)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raypdiff.config import ConfigError, _require
+from raypdiff.errors import ConfigError, require
 from raypdiff.tasks import TaskSpec
 
 
@@ -28,7 +28,7 @@ def twin_groups(specs: list[TaskSpec]) -> list[list[str]]:
 
     for s in specs:
         if s.twin_of is not None:
-            _require(s.twin_of in parent, f"task {s.name}: twin_of {s.twin_of} is not in the task list")
+            require(s.twin_of in parent, f"task {s.name}: twin_of {s.twin_of} is not in the task list")
             parent[root(s.name)] = root(s.twin_of)
     groups: dict[str, list[str]] = {}
     for s in specs:
@@ -45,7 +45,7 @@ def kfold(specs: list[TaskSpec], k: int, seed: int = 0) -> list[Fold]:
     """k folds that hold out every task exactly once: twin groups shuffled by `seed`, each dealt to the fold
     holding the fewest tasks so far (folds differ in size by at most the largest group)."""
     groups = twin_groups(specs)
-    _require(2 <= k <= len(groups), f"holdout k: must be 2..{len(groups)} (the number of twin groups), got {k}")
+    require(2 <= k <= len(groups), f"holdout k: must be 2..{len(groups)} (the number of twin groups), got {k}")
     order = np.random.default_rng(seed).permutation(len(groups))
     folds: list[set[str]] = [set() for _ in range(k)]
     for g in order:
@@ -60,7 +60,7 @@ def family_folds(specs: list[TaskSpec]) -> list[Fold]:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ConfigError(f"leave-one-family-out: task {missing[0]}{more} has no family")
     families = list(dict.fromkeys(s.family for s in specs))
-    _require(len(families) >= 2, f"leave-one-family-out: needs 2+ families, got {families}")
+    require(len(families) >= 2, f"leave-one-family-out: needs 2+ families, got {families}")
     # twins share a family (tasks.check_twins), so a family fold never splits a twin pair
     return [_fold(f"family-{f}", {s.name for s in specs if s.family == f}, specs) for f in families]
 
@@ -70,7 +70,7 @@ def family_groups(specs: list[TaskSpec], k: int) -> list[Fold]:
     leave-one-family-out, for k generators instead of one per family): families, largest first, each dealt to the
     fold holding the fewest tasks so far."""
     one = family_folds(specs)  # checks every task has a family
-    _require(2 <= k <= len(one), f"holdout.folds: must be 2..{len(one)} (the number of families), got {k}")
+    require(2 <= k <= len(one), f"holdout.folds: must be 2..{len(one)} (the number of families), got {k}")
     folds: list[set[str]] = [set() for _ in range(k)]
     for f in sorted(one, key=lambda f: -len(f.heldout)):
         min(folds, key=len).update(f.heldout)

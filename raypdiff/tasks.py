@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from raypdiff.config import ConfigError, _require
+from raypdiff.errors import ConfigError, require
 from raypdiff.stats import metric_rows
 
 Metric = Literal["accuracy", "f1", "mcc", "pearson"]
@@ -48,29 +48,29 @@ class TaskSpec:
     twin_of: Optional[str] = None  # the task this one is a label-swapped copy of: never in different hold-out folds
 
     def __post_init__(self):
-        _require(bool(self.name), "task: every task needs a name")
+        require(bool(self.name), "task: every task needs a name")
         where = f"task {self.name}"
-        _require(bool(self.description and self.description.strip()), f"{where}: description is empty")
-        _require(len(self.text_fields) in (1, 2), f"{where}: text_fields must list 1 or 2 columns")
-        _require(self.metric in METRICS, f"{where}: metric {self.metric!r} is not one of {list(METRICS)}")
+        require(bool(self.description and self.description.strip()), f"{where}: description is empty")
+        require(len(self.text_fields) in (1, 2), f"{where}: text_fields must list 1 or 2 columns")
+        require(self.metric in METRICS, f"{where}: metric {self.metric!r} is not one of {list(METRICS)}")
         if self.label_names is None:
-            _require(self.metric == "pearson", f"{where}: a regression task (no label_names) needs metric pearson")
+            require(self.metric == "pearson", f"{where}: a regression task (no label_names) needs metric pearson")
         else:
-            _require(len(self.label_names) >= 2, f"{where}: label_names must list at least 2 labels")
-            _require(self.metric != "pearson", f"{where}: metric pearson needs a regression task (no label_names)")
+            require(len(self.label_names) >= 2, f"{where}: label_names must list at least 2 labels")
+            require(self.metric != "pearson", f"{where}: metric pearson needs a regression task (no label_names)")
             if self.metric == "f1":
-                _require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
-        _require(bool(self.train and (self.dev or self.test)) or bool(self.hub) or bool(self.packaged),
+                require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
+        require(bool(self.train and (self.dev or self.test)) or bool(self.hub) or bool(self.packaged),
                  f"{where}: give train and dev (or test) files, or hub")
         if self.relabel is not None:
-            _require(self.label_names is not None and bool(self.source_label_names),
+            require(self.label_names is not None and bool(self.source_label_names),
                      f"{where}: relabel needs label_names and the source's label names")
-            _require(sorted(self.relabel) == sorted(self.label_names),
+            require(sorted(self.relabel) == sorted(self.label_names),
                      f"{where}: relabel must map exactly the labels {self.label_names}, got {list(self.relabel)}")
             mapped = [s for n in self.label_names for s in self.relabel[n]]
-            _require(all(s in self.source_label_names for s in mapped),
+            require(all(s in self.source_label_names for s in mapped),
                      f"{where}: relabel names a label outside the source's {self.source_label_names}")
-            _require(len(set(mapped)) == len(mapped) and all(self.relabel[n] for n in self.label_names),
+            require(len(set(mapped)) == len(mapped) and all(self.relabel[n] for n in self.label_names),
                      f"{where}: relabel must map every label to one or more source labels, each used once")
 
     @property
@@ -217,12 +217,12 @@ def _derive(entry: dict, earlier: dict[str, TaskSpec], data_root: Optional[str])
     where = f"task {entry.get('name', '?')}"
     name = entry["source"]
     base = earlier[name] if name in earlier else builtin_spec(name, data_root)
-    _require(not base.is_regression, f"{where}: source {name} is a regression task; only class labels relabel")
-    _require(bool(entry.get("description")), f"{where}: a derived task needs its own description")
+    require(not base.is_regression, f"{where}: source {name} is a regression task; only class labels relabel")
+    require(bool(entry.get("description")), f"{where}: a derived task needs its own description")
     names = entry.get("label_names")
-    _require(isinstance(names, list) and len(names) >= 2, f"{where}: a derived task needs label_names")
+    require(isinstance(names, list) and len(names) >= 2, f"{where}: a derived task needs label_names")
     relabel = entry.get("relabel") or {n: [n] for n in names}
-    _require(isinstance(relabel, dict), f"{where}: relabel must map label names to lists of {name}'s labels")
+    require(isinstance(relabel, dict), f"{where}: relabel must map label names to lists of {name}'s labels")
     composed = {}
     for new, olds in relabel.items():
         olds = [olds] if isinstance(olds, str) else list(olds)
@@ -246,16 +246,16 @@ def check_twins(specs: list[TaskSpec]) -> None:
         if a.twin_of is None:
             continue
         where = f"task {a.name}: twin_of {a.twin_of}"
-        _require(a.twin_of in by_name and a.twin_of != a.name, f"{where}: no such other task in the list")
+        require(a.twin_of in by_name and a.twin_of != a.name, f"{where}: no such other task in the list")
         b = by_name[a.twin_of]
         differ = [f for f in ("train", "dev", "val", "test", "hub", "text_fields", "label_field")
                   if getattr(a, f) != getattr(b, f)]
         if differ:
             raise ConfigError(f"{where}: the twins must read the same rows, but their {differ[0]} differs")
-        _require(not a.is_regression and a.label_names == list(reversed(b.label_names or [])),
+        require(not a.is_regression and a.label_names == list(reversed(b.label_names or [])),
                  f"{where}: label_names must be {b.name}'s in reverse order")
-        _require(_label_map(a) == _label_map(b), f"{where}: each label must cover the same source labels in both")
-        _require(a.family == b.family, f"{where}: twins must share a family (hold-out folds keep them together)")
+        require(_label_map(a) == _label_map(b), f"{where}: each label must cover the same source labels in both")
+        require(a.family == b.family, f"{where}: twins must share a family (hold-out folds keep them together)")
 
 
 def spec_to_dict(spec: TaskSpec) -> dict:
@@ -333,7 +333,7 @@ def _split_from_frame(df, spec: TaskSpec, text_fields: list[str], where: str) ->
     for i, n in enumerate(spec.label_names):
         to_new[[spec.source_label_names.index(s) for s in spec.relabel[n]]] = i
     keep = np.flatnonzero(to_new[labels] >= 0)
-    _require(len(keep) > 0, f"{where}: no row has a label that relabel maps to {spec.label_names}")
+    require(len(keep) > 0, f"{where}: no row has a label that relabel maps to {spec.label_names}")
     return Split([texts[i] for i in keep], to_new[labels[keep]])
 
 
@@ -361,7 +361,7 @@ def load_split(spec: TaskSpec, split: SplitName) -> Split:
     """All rows of one of the task's files: train, dev, its own val file, or its test file (test, else dev)."""
     where = f"task {spec.name} ({split})"
     if spec.packaged:
-        _require(split != "val", f"{where}: packaged tasks have no val file (val rows are carved from train)")
+        require(split != "val", f"{where}: packaged tasks have no val file (val rows are carved from train)")
         import pandas as pd
 
         from raypdiff import packaged
@@ -371,11 +371,11 @@ def load_split(spec: TaskSpec, split: SplitName) -> Split:
         df = pd.DataFrame(part, columns=[spec.text_fields[0], spec.label_field])
         return _split_from_frame(df, spec, spec.text_fields, f"{where} packaged {spec.packaged}")
     if spec.hub and not (spec.train and spec.dev):
-        _require(split != "val", f"{where}: hub tasks have no val file (val rows are carved from train)")
+        require(split != "val", f"{where}: hub tasks have no val file (val rows are carved from train)")
         df = _load_hub(spec, "train" if split == "train" else "dev")
         return _split_from_frame(df, spec, spec.hub_text_fields or spec.text_fields, where)
     path = _split_file(spec, split)
-    _require(path is not None, f"{where}: the task names no {split} file")
+    require(path is not None, f"{where}: the task names no {split} file")
     df = _read_table(path, spec.columns, spec.name)
     return _split_from_frame(df, spec, spec.text_fields, f"{where} {path}")
 
@@ -399,7 +399,7 @@ def load_task(spec: TaskSpec, val_examples: int, test_examples: int, seed: int) 
         val_rows = subset_indices(len(val_full), val_examples, seed)
         val, train_rows, val_file = val_full.take(val_rows), list(range(len(train_full))), "val"
     else:
-        _require(len(train_full) >= 2, f"task {spec.name}: the train file needs at least 2 rows to carve val from")
+        require(len(train_full) >= 2, f"task {spec.name}: the train file needs at least 2 rows to carve val from")
         val_rows = subset_indices(len(train_full), min(val_examples, max(1, len(train_full) // 5)), seed + 1)
         held = set(val_rows)
         train_rows = [i for i in range(len(train_full)) if i not in held]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from raypdiff.config import ConfigError, VisionConfig
+from raypdiff.config import ConfigError
+from raypdiff.vision.settings import VisionConfig
 from raypdiff.vision import fashion
 from raypdiff.vision.base import FashionPipeline, new_pipeline, to_pixels
 from raypdiff.vision.t2i import fit

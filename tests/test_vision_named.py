@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raypdiff import lora
-from raypdiff.config import Config, ConfigError, LoraSettings, VisionConfig
+from raypdiff.config import Config, ConfigError, LoraSettings
+from raypdiff.vision.settings import VisionConfig
 from raypdiff.vision import styles
 from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune, write_lora
 from raypdiff.vision.t2i import TextToImage, load_pipeline, pipeline_class

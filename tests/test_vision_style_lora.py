@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raypdiff import lora
-from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+from raypdiff.config import ConfigError, LoraSettings
+from raypdiff.vision.settings import VisionConfig
 from raypdiff.vision import styles
 from raypdiff.vision.base import FashionPipeline, new_pipeline
 from raypdiff.vision.style_lora import add_lora, denoise_errors, finetune, write_lora

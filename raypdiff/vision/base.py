@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
-from raypdiff.config import VisionConfig
+from raypdiff.vision.settings import VisionConfig
 from raypdiff.vision.fashion import CLASSES
 
 PROMPT_TOKENS = 16  # class names and short prompts fit; longer prompts are truncated

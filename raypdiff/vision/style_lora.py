@@ -9,7 +9,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from raypdiff.config import ConfigError, LoraSettings, VisionConfig, derive
+from raypdiff.config import ConfigError, LoraSettings, derive
+from raypdiff.vision.settings import VisionConfig
 from raypdiff import lora
 from raypdiff.lora import Layout
 from raypdiff.vision.t2i import TextToImage, fit, lora_config, save_lora

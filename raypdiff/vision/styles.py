@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from raypdiff.config import ConfigError, _require
+from raypdiff.errors import ConfigError, require
 
 # Each op maps (N, H, W) float32 images in [0, 1] (and a seeded rng) to the same shape, clipped back to [0, 1].
 
@@ -93,8 +93,8 @@ class StyleSpec:
     ops: list = field(default_factory=list)  # [[op, {param: value}], ...] or [op, ...], applied in order
 
     def __post_init__(self):
-        _require(bool(self.name), "style: every style needs a name")
-        _require(isinstance(self.ops, list) and len(self.ops) > 0, f"style {self.name}: ops must list 1+ operations")
+        require(bool(self.name), "style: every style needs a name")
+        require(isinstance(self.ops, list) and len(self.ops) > 0, f"style {self.name}: ops must list 1+ operations")
         self.ops = [[o, {}] if isinstance(o, str) else list(o) for o in self.ops]
         for op in self.ops:
             if len(op) != 2 or op[0] not in OPS or not isinstance(op[1], dict):
@@ -136,7 +136,7 @@ def resolve_styles(entries: list) -> list[StyleSpec]:
 
 def apply(style: StyleSpec, images: np.ndarray, seed: int = 0) -> np.ndarray:
     """(N, H, W) uint8 → (N, H, W) uint8 in the style; random ops draw from `seed`."""
-    _require(images.ndim == 3, f"style {style.name}: images must be (N, H, W) grayscale, got shape {images.shape}")
+    require(images.ndim == 3, f"style {style.name}: images must be (N, H, W) grayscale, got shape {images.shape}")
     rng = np.random.default_rng(seed)
     x = images.astype(np.float32) / 255.0
     for op, params in style.ops:

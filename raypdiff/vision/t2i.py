@@ -11,7 +11,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from raypdiff import lora
-from raypdiff.config import ConfigError, LoraSettings, VisionConfig
+from raypdiff.config import ConfigError, LoraSettings
+from raypdiff.vision.settings import VisionConfig
 from raypdiff.vision.base import FashionPipeline, prompts_for, to_pixels
 
 # pipelines whose denoiser, text inputs and noise schedule TextToImage knows (SDXL, SD3, Flux and Sana differ in each)
