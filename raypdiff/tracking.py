@@ -68,16 +68,20 @@ def log_collection(cfg: Config, zoo_dir: Path, summary: dict, artifacts: list[Pa
 
 
 def log_training(cfg: Config, generator_path: Path, history: list[dict], summary: dict) -> str:
-    """Loss curves and params of a generator run; the generator registered in the MLflow model registry as a
-    pyfunc logged from code (raypdiff/mlflow_model.py, no CloudPickle) with the checkpoint as its artifact."""
+    """Loss curves (each phase's losses and their parts, on one step axis) and params of a generator run; the
+    generator registered in the MLflow model registry as a pyfunc logged from code (raypdiff/mlflow_model.py, no
+    CloudPickle) with the checkpoint as its artifact."""
     import mlflow
 
     with _start(cfg, "train") as run:
         mlflow.log_params(flat_params(cfg.to_dict()))
-        offset = max((h["step"] for h in history if h["phase"] == "ae"), default=0)
-        for h in history:
-            key = "ae_loss" if h["phase"] == "ae" else "diffusion_loss"
-            mlflow.log_metric(key, h[key], step=h["step"] + (0 if h["phase"] == "ae" else offset))
+        offset, last = 0, None
+        for h in history:  # phases in order (ae, diffusion, task), each counting its steps from 1: one axis for all
+            if last is not None and h["phase"] != last["phase"]:
+                offset += last["step"]
+            mlflow.log_metrics({k: float(v) for k, v in h.items()
+                                if k not in ("phase", "step") and isinstance(v, (int, float))}, step=h["step"] + offset)
+            last = h
         mlflow.log_metric("train_seconds", float(summary["train_seconds"]))
         if cfg.trainer.register_model:
             with warnings.catch_warnings():

@@ -172,7 +172,7 @@ def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(p
         fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]))
 
 
-def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(prepared, data):
+def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(prepared, data, tmp_path):
     from raypdiff.checkpoint import build_networks
     from raypdiff.train import fit, start_state
 
@@ -187,6 +187,19 @@ def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(pre
     assert any(not torch.equal(done["denoiser"][k], v) for k, v in gen.ckpt.denoiser.items())
     for k in done["latent_stats"]:
         assert torch.equal(done["latent_stats"][k], gen.ckpt.latent_stats[k])
+    # its loss curves in a real MLflow store: every phase on one step axis, the stage's parts included
+    import mlflow
+
+    from raypdiff import tracking
+
+    track = derive(cfg, {"tracking.enabled": True, "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                         "trainer.register_model": False})
+    run_id = tracking.log_training(track, gen.path, done["history"], {"train_seconds": 1.0})
+    client = mlflow.tracking.MlflowClient(tracking.tracking_uri(track))
+    steps = {k: [m.step for m in client.get_metric_history(run_id, k)]
+             for k in ("ae_loss", "diffusion_loss", "task_loss", "episode_loss", "denoise_loss")}
+    assert steps["task_loss"] == steps["episode_loss"] == [max(steps["diffusion_loss"]) + 2]  # 2 task steps
+    assert max(steps["ae_loss"]) < min(steps["diffusion_loss"])
 
 
 @pytest.mark.parametrize("change,match", [
