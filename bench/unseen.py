@@ -115,36 +115,43 @@ def report(cfg, meta: ZooMeta, scheme: str, results: list[dict], work: Path, ks,
            "family": "one fold per family, held out whole",
            "kfold": "tasks split at random: a held-out task's family and label-swapped twin may be among the training "
                     "tasks"}[scheme]
-    note = (f"{len(results)} folds ({scheme}: {how}), each with "
-            f"its own generator (condition.pooling={cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + "
-            f"{cfg.diffusion.steps} diffusion steps). Per task: {args.draws} support draw(s) of max k per label "
-            f"(smaller k: the first k of each label), the same examples and test rows ({cfg.eval.test_examples}) for "
-            f"every method; SetFit (few-shot defaults) at k = {setfit_ks}, from the base model (setfit) and from the "
-            f"generated+head adapter's body merged into its encoder (generated+setfit). Majority: the train split's majority class (a floor, not chosen from the examples). Every head reads its body's mean-pooled, "
-            f"L2-normalized features; base: LoRA at zero; nearest: the training task closest by condition "
-            f"embedding; retrieved: the training body with the best leave-one-out score over the k examples "
-            f"(prototype head); multitask: one LoRA trained on all of the fold's training tasks at once "
-            f"({args.multitask_steps} steps, batch {cfg.train.batch_size}, a head per task); generated: the best of "
-            f"{args.num} samples by leave-one-out"
-            + (f" (generated+taskloss: the same from the fold's generator trained further through "
-               f"{cfg.taskloss.steps} task-loss episodes, k = {cfg.taskloss.k} per label, {cfg.taskloss.query} query "
-               f"rows, lr {cfg.taskloss.lr}, denoising weight {cfg.taskloss.denoise_weight}: raypdiff.episodes)"
-               if cfg.taskloss.steps else "") + f"; auto: the product's "
-            f"route (base or generated, by leave-one-out); +tune (k = {args.tune_k}): that adapter, body and head, "
-            f"fine-tuned on the k examples ({STEPS} full-batch AdamW steps, lr {LR}: raypdiff.warmstart, fixed before "
-            f"any run); finetune: the same steps from the base model's initial LoRA and a zero head; oracle: the task's own best-by-val zoo body. Heads "
-            f"(head = prototype or logistic, by leave-one-out; ridge for regression). model.dtype "
-            f"{cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} here). Seconds: median per adapter, "
-            f"{'/'.join(map(str, threads))} torch thread(s) for every method (the scorers' --threads).")
+    # what each method is, for the methods this run scored (SetFit, multitask, warm starts and task loss are optional)
+    parts = [f"{len(results)} folds ({scheme}: {how}), each with its own generator (condition.pooling="
+             f"{cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + {cfg.diffusion.steps} diffusion steps). "
+             f"Per task: {args.draws} support draw(s) of max k per label (smaller k: the first k of each label), the "
+             f"same examples and test rows ({cfg.eval.test_examples}) for every method",
+             f"SetFit (few-shot defaults) at k = {setfit_ks}, from the base model (setfit) and from the generated+head "
+             f"adapter's body merged into its encoder (generated+setfit)" if setfit_ks else None,
+             "Majority: the train split's majority class (a floor, not chosen from the examples). Every head reads its "
+             "body's mean-pooled, L2-normalized features; base: LoRA at zero; nearest: the training task closest by "
+             "condition embedding; retrieved: the training body with the best leave-one-out score over the k examples "
+             "(prototype head)",
+             f"multitask: one LoRA trained on all of the fold's training tasks at once ({args.multitask_steps} steps, "
+             f"batch {cfg.train.batch_size}, a head per task)" if args.multitask_steps else None,
+             f"generated: the best of {args.num} samples by leave-one-out",
+             f"generated+taskloss: the same from the fold's generator trained further through {cfg.taskloss.steps} "
+             f"task-loss episodes (k = {cfg.taskloss.k} per label, {cfg.taskloss.query} query rows, lr "
+             f"{cfg.taskloss.lr}, denoising weight {cfg.taskloss.denoise_weight}: raypdiff.episodes)"
+             if cfg.taskloss.steps else None,
+             "auto: the product's route (base or generated, by leave-one-out)",
+             f"+tune (k = {args.tune_k}): that adapter, body and head, fine-tuned on the k examples ({STEPS} full-batch "
+             f"AdamW steps, lr {LR}: raypdiff.warmstart, fixed before any run); finetune: the same steps from the base "
+             f"model's initial LoRA and a zero head" if args.tune_k else None,
+             "oracle: the task's own best-by-val zoo body. Heads (head = prototype or logistic, by leave-one-out; ridge "
+             f"for regression). model.dtype {cfg.model.dtype} ({resolve_dtype(cfg.model.dtype, torch.device('cpu'))} "
+             f"here). Seconds: median per adapter, {'/'.join(map(str, threads))} torch thread(s) for every method (the "
+             f"scorers' --threads)."]
+    note = "; ".join(p for p in parts if p)
     missing = [t for f in results for t in f["heldout"] if t not in f["tasks"]]
     if missing:
-        note += (f" Not scored yet (the session's time ran out): {len(missing)} of "
+        note += (f" Not scored in this run (it stopped before them, or --folds left them out): {len(missing)} of "
                  f"{len(missing) + len(tasks)} tasks: {', '.join(missing)}.")
     return {"scheme": scheme, "task_count": len(tasks), "note": note, "wall_seconds": seconds, "not_scored": missing,
             "folds": [{k: f[k] for k in ("fold", "heldout", "train_tasks", "train_seconds", "multitask_seconds",
                                          "taskloss")} for f in results],
             "summary": summarize(results, preds, labels, metrics, cfg.holdout.bootstrap, cfg.holdout.seed),
             "per_family": per_family(tasks, families, k8, "generated+head", "base+head"),
+            "per_family_taskloss": per_family(tasks, families, k8, "generated+taskloss+head", "generated+head"),
             "tasks": tasks}
 
 

@@ -542,9 +542,11 @@ def markdown(report: dict) -> str:
             lines += [f"Task-loss stage of {fold['fold']}: episode loss (mean of the last 50 episodes) "
                       + ", ".join(f"{v:.3f} at step {s}" for s, v in zip(c["steps"], c["episode_loss_mean50"]))
                       + f"; {c['train_seconds']:.0f} s.", ""]
-    if report.get("per_family"):
-        lines += ["Per family, generated+head minus base+head (macro-F1, k = 8): " + "; ".join(
-            f"{fam} {v['mean_diff']:+.3f} ({v['tasks']})" for fam, v in report["per_family"].items()), ""]
+    for key, what in (("per_family", "generated+head minus base+head"),
+                      ("per_family_taskloss", "generated+taskloss+head minus generated+head")):
+        if report.get(key):
+            lines += [f"Per family, {what} (macro-F1, k = 8): " + "; ".join(
+                f"{fam} {v['mean_diff']:+.3f} ({v['tasks']})" for fam, v in report[key].items()), ""]
     lines += ["## Per task (macro-F1, or the task's metric for regression; mean over draws [95% interval over test "
               "rows]; the body each method picked)", ""]
     for t, r in report["tasks"].items():
