@@ -120,6 +120,13 @@ def last_step(cfg: Config) -> tuple[str, int]:
     return ("task", cfg.taskloss.steps) if cfg.taskloss.steps else ("diffusion", cfg.diffusion.steps)
 
 
+def checkpoints_at(cfg: Config, phase: str, step: int) -> bool:
+    """Whether the Ray Train loop reports and checkpoints after this step: every trainer.checkpoint_every steps of
+    the autoencoder and denoising phases, every taskloss.checkpoint_every episodes, and the last step."""
+    every = cfg.taskloss.checkpoint_every if phase == "task" else cfg.trainer.checkpoint_every
+    return step % every == 0 or (phase, step) == last_step(cfg)
+
+
 def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module, state: Optional[dict] = None,
         on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0,
         episodes: Optional[Episodes] = None) -> dict:
@@ -289,12 +296,10 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     den = ray.train.torch.prepare_model(den, parallel_strategy_kwargs={"find_unused_parameters": True})
     resumed = raytrain.resumed_state(device)
     state = resumed or loop_cfg.get("start")
-    every = cfg.trainer.checkpoint_every
     episodes = Episodes(cfg, prep) if cfg.taskloss.steps else None
 
     def on_step(m: dict, snapshot) -> None:
-        end = (m["phase"], m["step"]) == last_step(cfg)
-        if m["step"] % every and not end:
+        if not checkpoints_at(cfg, m["phase"], m["step"]):
             return
         snap = snapshot()
         raytrain.report({**m, "loss": m[f"{m['phase']}_loss"], "resumed": resumed is not None},

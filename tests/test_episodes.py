@@ -96,6 +96,8 @@ def test_task_loss_needs_text_and_a_text_condition():
         load_config(None, ["condition.encoder=onehot", "taskloss.steps=1"])
     with pytest.raises(ConfigError, match="taskloss.k: must be >= 1"):
         load_config(None, ["taskloss.k=0"])
+    with pytest.raises(ConfigError, match="taskloss.checkpoint_every: must be >= 1"):
+        load_config(None, ["taskloss.checkpoint_every=0"])
 
 
 # ---- on the session's trained generator and its zoo (full tier) ----

@@ -422,6 +422,23 @@ def test_ema_forgets_the_initial_weights_in_a_short_run():
 
 # ---------------------------------------------------------------- train.fit and the generator checkpoint
 
+# (phase, step, taskloss.steps) → whether the Ray Train loop checkpoints there: trainer.checkpoint_every 4 counts the
+# denoising phases' steps, taskloss.checkpoint_every 3 the episodes, and the run's last step always checkpoints
+CHECKPOINT_CASES = [("ae", 4, 0, True), ("ae", 3, 0, False), ("ae", 6, 0, False), ("diffusion", 8, 0, True),
+                    ("diffusion", 10, 0, True), ("diffusion", 10, 7, False), ("task", 3, 7, True),
+                    ("task", 4, 7, False), ("task", 6, 7, True), ("task", 7, 7, True)]
+
+
+@pytest.mark.parametrize("phase,step,task_steps,expected", CHECKPOINT_CASES)
+def test_checkpoint_cadence_counts_each_phase_in_its_own_steps(phase, step, task_steps, expected):
+    from raypdiff.config import derive
+    from raypdiff.train import checkpoints_at
+
+    cfg = derive(Config.from_dict({"trainer": {"checkpoint_every": 4}, "diffusion": {"steps": 10},
+                                   "taskloss": {"checkpoint_every": 3}}), {"taskloss.steps": task_steps})
+    assert checkpoints_at(cfg, phase, step) is expected
+
+
 P_A, P_B, COND = 20, 12, 5
 LAYOUTS = {"a": [["base_model.w_a", [4, 5]]], "b": [["base_model.w_b", [3, 4]]]}
 
