@@ -61,7 +61,7 @@ class ModelConfig:
     def __post_init__(self):
         require(bool(self.base), "model.base: must name a model id or folder")
         require(self.dtype in ("auto", "float32", "bfloat16"),
-                 f"model.dtype: {self.dtype!r} is not auto, float32 or bfloat16")
+                f"model.dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         require(8 <= self.max_length <= 4096, f"model.max_length: {self.max_length} is outside 8..4096")
 
 
@@ -221,15 +221,15 @@ class ConditionConfig:
 
     def __post_init__(self):
         require(self.encoder in ("minilm", "clip", "onehot", "mobilenet"),
-                 f"condition.encoder: {self.encoder!r} is not minilm, clip, onehot or mobilenet")
+                f"condition.encoder: {self.encoder!r} is not minilm, clip, onehot or mobilenet")
         require(self.encoder != "mobilenet" or self.k >= 1, "condition.k: an image condition needs k >= 1 images")
         require(self.k >= 0, f"condition.k: must be >= 0, got {self.k}")
         require(self.pooling in ("text", "per_label", "set"),
-                 f"condition.pooling: {self.pooling!r} is not text, per_label or set")
+                f"condition.pooling: {self.pooling!r} is not text, per_label or set")
         require(self.max_labels >= 1, f"condition.max_labels: must be >= 1, got {self.max_labels}")
         require(self.num_sets >= 1, f"condition.num_sets: must be >= 1, got {self.num_sets}")
         require(0 <= self.quality_target <= 1,
-                 f"condition.quality_target: must be in [0, 1], got {self.quality_target}")
+                f"condition.quality_target: must be in [0, 1], got {self.quality_target}")
 
 
 @dataclass
@@ -298,7 +298,7 @@ class TaskLossConfig:
             require(getattr(self, name) > 0, f"taskloss.{name}: must be > 0, got {getattr(self, name)}")
         require(self.denoise_weight >= 0, f"taskloss.denoise_weight: must be >= 0, got {self.denoise_weight}")
         require(0 <= self.description_drop <= 1,
-                 f"taskloss.description_drop: must be in [0, 1], got {self.description_drop}")
+                f"taskloss.description_drop: must be in [0, 1], got {self.description_drop}")
 
 
 @dataclass
@@ -359,7 +359,7 @@ class SweepConfig:
         for axis, values in self.axes.items():
             where = f"sweep.axes.{axis}"
             require(axis in ("captures", "latent", *SWEEP_CHOICES),
-                     f"{where}: unknown axis (axes: captures, latent, {', '.join(SWEEP_CHOICES)})")
+                    f"{where}: unknown axis (axes: captures, latent, {', '.join(SWEEP_CHOICES)})")
             require(isinstance(values, list) and len(values) > 0, f"{where}: give a list of values")
             require(len(set(map(str, values))) == len(values), f"{where}: duplicate values in {values}")
             for v in values:
@@ -367,9 +367,9 @@ class SweepConfig:
                     require(v in SWEEP_CHOICES[axis], f"{where}: {v!r} is not one of {SWEEP_CHOICES[axis]}")
                 else:
                     require(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                             f"{where}: {v!r} is not a positive integer")
+                            f"{where}: {v!r} is not a positive integer")
         require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
-                 f"sweep.seeds: give distinct seeds, got {self.seeds}")
+                f"sweep.seeds: give distinct seeds, got {self.seeds}")
         require(self.num >= 1, f"sweep.num: must be >= 1, got {self.num}")
         require(self.max_concurrent_trials >= 0, "sweep.max_concurrent_trials: must be >= 0")
         require(self.asha_grace >= 1, f"sweep.asha_grace: must be >= 1, got {self.asha_grace}")
@@ -392,10 +392,10 @@ class HoldoutConfig:
 
     def __post_init__(self):
         require(self.scheme in ("kfold", "family", "families"),
-                 f"holdout.scheme: {self.scheme!r} is not kfold, family or families")
+                f"holdout.scheme: {self.scheme!r} is not kfold, family or families")
         for name in ("folds", "examples", "num", "finetune_steps", "bootstrap"):
             require(getattr(self, name) >= (2 if name == "folds" else 1),
-                     f"holdout.{name}: must be >= {2 if name == 'folds' else 1}, got {getattr(self, name)}")
+                    f"holdout.{name}: must be >= {2 if name == 'folds' else 1}, got {getattr(self, name)}")
         require(self.finetune_lr > 0, f"holdout.finetune_lr: must be > 0, got {self.finetune_lr}")
         require(all(k >= 0 for k in self.k_values), f"holdout.k_values: must be >= 0, got {self.k_values}")
 
@@ -436,19 +436,19 @@ class Config:
     def __post_init__(self):
         require(len(self.tasks) > 0, "tasks: list at least one task")
         require((self.condition.encoder == "mobilenet") <= (self.domain == "vision"),
-                 "condition.encoder=mobilenet embeds style images: it needs domain: vision")
+                "condition.encoder=mobilenet embeds style images: it needs domain: vision")
         require(self.domain == "text" or self.condition.encoder in ("mobilenet", "onehot"),
-                 f"condition.encoder={self.condition.encoder} embeds text; domain: vision needs mobilenet (or onehot)")
+                f"condition.encoder={self.condition.encoder} embeds text; domain: vision needs mobilenet (or onehot)")
         require(self.domain == "text" or self.taskloss.steps == 0,
-                 "taskloss.steps: the task-loss stage scores text classification heads; domain: vision has none")
+                "taskloss.steps: the task-loss stage scores text classification heads; domain: vision has none")
         require(self.condition.encoder != "onehot" or self.taskloss.steps == 0,
-                 "taskloss.steps: episodes condition on a task's description and examples, not a one-hot id")
+                "taskloss.steps: episodes condition on a task's description and examples, not a one-hot id")
         names = [t if isinstance(t, str) else t.get("name") for t in self.tasks]
         require(len(set(names)) == len(names), f"tasks: duplicate task names in {names}")
         for section in ("autoencoder", "diffusion"):
             b = getattr(self, section).batch_size
             require(b >= self.trainer.num_workers, f"{section}.batch_size: {b} is less than trainer.num_workers="
-                     f"{self.trainer.num_workers} (each DDP worker draws batch_size / num_workers rows)")
+                    f"{self.trainer.num_workers} (each DDP worker draws batch_size / num_workers rows)")
         span = self.capture.num * self.capture.stride
         for name in names:
             steps = self.train.for_task(name).steps

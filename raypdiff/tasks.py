@@ -61,17 +61,17 @@ class TaskSpec:
             if self.metric == "f1":
                 require(len(self.label_names) == 2, f"{where}: metric f1 is for 2-label tasks")
         require(bool(self.train and (self.dev or self.test)) or bool(self.hub) or bool(self.packaged),
-                 f"{where}: give train and dev (or test) files, or hub")
+                f"{where}: give train and dev (or test) files, or hub")
         if self.relabel is not None:
             require(self.label_names is not None and bool(self.source_label_names),
-                     f"{where}: relabel needs label_names and the source's label names")
+                    f"{where}: relabel needs label_names and the source's label names")
             require(sorted(self.relabel) == sorted(self.label_names),
-                     f"{where}: relabel must map exactly the labels {self.label_names}, got {list(self.relabel)}")
+                    f"{where}: relabel must map exactly the labels {self.label_names}, got {list(self.relabel)}")
             mapped = [s for n in self.label_names for s in self.relabel[n]]
             require(all(s in self.source_label_names for s in mapped),
-                     f"{where}: relabel names a label outside the source's {self.source_label_names}")
+                    f"{where}: relabel names a label outside the source's {self.source_label_names}")
             require(len(set(mapped)) == len(mapped) and all(self.relabel[n] for n in self.label_names),
-                     f"{where}: relabel must map every label to one or more source labels, each used once")
+                    f"{where}: relabel must map every label to one or more source labels, each used once")
 
     @property
     def num_labels(self) -> int:
@@ -253,7 +253,7 @@ def check_twins(specs: list[TaskSpec]) -> None:
         if differ:
             raise ConfigError(f"{where}: the twins must read the same rows, but their {differ[0]} differs")
         require(not a.is_regression and a.label_names == list(reversed(b.label_names or [])),
-                 f"{where}: label_names must be {b.name}'s in reverse order")
+                f"{where}: label_names must be {b.name}'s in reverse order")
         require(_label_map(a) == _label_map(b), f"{where}: each label must cover the same source labels in both")
         require(a.family == b.family, f"{where}: twins must share a family (hold-out folds keep them together)")
 

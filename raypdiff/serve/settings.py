@@ -31,7 +31,7 @@ class ServeConfig:
         require(bool(self.generator), "serve.generator: name a generator folder, file or models:/ URI")
         require(1 <= self.port <= 65535, f"serve.port: {self.port} is not a TCP port")
         require(self.max_adapters >= 16,
-                 f"serve.max_adapters: must be >= 16 (one request's most), got {self.max_adapters}")
+                f"serve.max_adapters: must be >= 16 (one request's most), got {self.max_adapters}")
         for name in ("replicas", "threads", "max_batch_size"):
             require(getattr(self, name) >= 1, f"serve.{name}: must be >= 1, got {getattr(self, name)}")
         require(self.replica_cpus >= 0, f"serve.replica_cpus: must be >= 0, got {self.replica_cpus}")

@@ -34,9 +34,9 @@ class VisionConfig:
 
     def __post_init__(self):
         require(self.image_size >= 28 and self.image_size % 4 == 0,
-                 f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
+                f"vision.image_size: must be >= 28 and a multiple of 4, got {self.image_size}")
         require(len(self.channels) == 3 and all(c >= 8 and c % 8 == 0 for c in self.channels),
-                 f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
+                f"vision.channels: three multiples of 8 (one per UNet block), got {self.channels}")
         require("{label}" in self.prompt, f"vision.prompt: must contain {{label}}, got {self.prompt!r}")
         for name in ("attention_head_dim", "timesteps", "sample_steps", "base_steps", "batch_size", "judge_steps",
                      "style_images"):
@@ -68,7 +68,7 @@ class StyleEvalConfig:
         for name in ("per_class", "num", "zoo_captures", "judge_images", "judge_steps", "bootstrap"):
             require(getattr(self, name) >= 1, f"style_eval.{name}: must be >= 1, got {getattr(self, name)}")
         require(self.per_class >= 2, f"style_eval.per_class: must be >= 2 (a Fréchet distance needs a covariance), "
-                 f"got {self.per_class}")
+                f"got {self.per_class}")
         require(len(self.interpolate) in (0, 2), f"style_eval.interpolate: name two styles, got {self.interpolate}")
         require(self.interpolate_points >= 2,
-                 f"style_eval.interpolate_points: must be >= 2, got {self.interpolate_points}")
+                f"style_eval.interpolate_points: must be >= 2, got {self.interpolate_points}")
