@@ -1,7 +1,7 @@
 """The README's commands, every output on a bucket of a real S3 API server (moto) on loopback, each `python -m
 raypdiff.cli` on a private Ray with credentials in its environment only; in order: collect killed and resumed, train
 killed and resumed from the bucket's checkpoints, generate, serve and evaluate from the bucket, the secret in no saved
-file."""
+file. A test whose input an earlier test did not leave on its worker's bucket (xdist ran them apart) builds it first."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,7 @@ from helpers import RaypdiffProcess, data_root, s3_server, start_server, stop_se
 
 from raypdiff import storage
 from raypdiff.checkpoint import GENERATOR_FILE
+from raypdiff.errors import ConfigError
 from raypdiff.storage import Location
 from raypdiff.zoo.store import SHARDS, check, read_meta
 
@@ -52,6 +53,29 @@ def run(b: dict, name: str, args: list[str]) -> RaypdiffProcess:
     return RaypdiffProcess(args, b["tmp"] / "ray", b["tmp"] / f"{name}.log")
 
 
+def completes(b: dict, name: str, args: list[str], timeout: float) -> None:
+    proc = run(b, name, args)
+    try:
+        assert proc.proc.wait(timeout=timeout) == 0, proc.tail()
+    finally:
+        proc.close()
+
+
+def have_zoo() -> bool:
+    try:
+        return check(Z).complete
+    except ConfigError:  # none there yet
+        return False
+
+
+def zoo_args(b: dict) -> list[str]:
+    return ["collect", *b["common"], "train.steps=30", "collect.max_in_flight=1", "collect.max_retries=0"]
+
+
+def train_args(b: dict) -> list[str]:
+    return ["train", *b["common"], "autoencoder.steps=300", "diffusion.steps=300", "trainer.checkpoint_every=50"]
+
+
 def wait_for(what, timeout: float, proc: RaypdiffProcess):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.proc.poll() is None:
@@ -64,7 +88,7 @@ def wait_for(what, timeout: float, proc: RaypdiffProcess):
 
 @pytest.mark.timeout(600)
 def test_collect_to_a_bucket_resumes_after_a_worker_is_killed(bucket):
-    args = ["collect", *bucket["common"], "train.steps=30", "collect.max_in_flight=1", "collect.max_retries=0"]
+    args = zoo_args(bucket)
     first = run(bucket, "collect1", args)
     shards = Location.of(Z) / SHARDS
     try:
@@ -77,20 +101,18 @@ def test_collect_to_a_bucket_resumes_after_a_worker_is_killed(bucket):
         first.close()
     kept = {f.name: f.stat() for f in landed}
     assert len(kept) == 1 and not read_meta(Z, allow_incomplete=True).complete
-    second = run(bucket, "collect2", args)
-    try:
-        assert second.proc.wait(timeout=300) == 0, second.tail()
-    finally:
-        second.close()
+    completes(bucket, "collect2", args, 300)
     meta = check(Z)  # every shard whole, the zoo complete
     assert meta.complete and len(shards.files("*.parquet")) == 2
     assert {f.name: f.stat() for f in shards.files("*.parquet") if f.name in kept} == kept  # not collected again
     assert not [f for f in shards.files() if f.name.endswith(".tmp")]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_train_on_a_bucket_resumes_after_the_driver_is_killed(bucket):
-    args = ["train", *bucket["common"], "autoencoder.steps=300", "diffusion.steps=300", "trainer.checkpoint_every=50"]
+    if not have_zoo():
+        completes(bucket, "collect", zoo_args(bucket), 300)
+    args = train_args(bucket)
 
     def registered() -> bool:
         """The Ray Train controller has registered a checkpoint in the bucket (see test_train_fault)."""
@@ -106,24 +128,20 @@ def test_train_on_a_bucket_resumes_after_the_driver_is_killed(bucket):
     finally:
         first.close()
     assert not (Location.of(G) / GENERATOR_FILE).exists()
-    second = run(bucket, "train2", args)
-    try:
-        assert second.proc.wait(timeout=600) == 0, second.tail()
-    finally:
-        second.close()
+    completes(bucket, "train2", args, 600)
     summary = json.loads((Location.of(G) / "train_summary.json").read_text())
     assert summary["generator"] == f"{G}/{GENERATOR_FILE}"
     assert summary["final"]["resumed"] is True, summary["final"]  # from the bucket's checkpoint, not step 0
     assert any(k.endswith(f"/{GENERATOR_FILE}") for k in keys("mlartifacts")), "no generator in MLflow's bucket"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 def test_generate_serve_and_evaluate_on_the_bucket_and_no_secret_is_saved(bucket):
-    gen = run(bucket, "generate", ["generate", "--generator", G, "--task", "SST-2", "--num", "2", "--out", A])
-    try:
-        assert gen.proc.wait(timeout=300) == 0, gen.tail()
-    finally:
-        gen.close()
+    if not (Location.of(G) / GENERATOR_FILE).exists():
+        if not have_zoo():
+            completes(bucket, "collect", zoo_args(bucket), 300)
+        completes(bucket, "train", train_args(bucket), 600)
+    completes(bucket, "generate", ["generate", "--generator", G, "--task", "SST-2", "--num", "2", "--out", A], 300)
     manifest = json.loads((Location.of(A) / "manifest.json").read_text())
     assert manifest["adapters"] == [f"{A}/adapter_000", f"{A}/adapter_001"] and manifest["generator"].startswith(G)
     with storage.local_copy(manifest["adapters"][0]) as folder:
@@ -148,11 +166,7 @@ def test_generate_serve_and_evaluate_on_the_bucket_and_no_secret_is_saved(bucket
     # evaluate --out on the bucket: the report uploaded whole (report.json last), MLflow given its files
     args = ["evaluate", "--generator", G, "--out", E, "--tasks", "SST-2", "--num", "2", "--matrix-num", "1",
             "--bootstrap", "50", "--subset-rows", "10", "--workers", "1", *bucket["common"][1:]]
-    ev = run(bucket, "evaluate", args)
-    try:
-        assert ev.proc.wait(timeout=300) == 0, ev.tail()
-    finally:
-        ev.close()
+    completes(bucket, "evaluate", args, 300)
     assert sorted(k.rpartition("/")[2] for k in keys("eval")) == ["report.json", "report.md", "report.png"]
     assert list(json.loads((Location.of(E) / "report.json").read_text())["tasks"]) == ["SST-2"]
     assert any(k.endswith("/report.json") for k in keys("mlartifacts")), "no report in MLflow's bucket"
