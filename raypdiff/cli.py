@@ -149,9 +149,15 @@ def cmd_vision_base(args) -> int:
 
 def cmd_vision_eval(args) -> int:
     from raypdiff.storage import Location
-    from raypdiff.vision.evaluate import run
+    from raypdiff.vision.evaluate import run, zoo_only
 
     cfg = load_config(args.config, args.overrides)
+    if args.zoo_only:
+        report = zoo_only(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
+        print(f"the zoo's LoRAs produce their style (style acc ≥ 0.8, above the base by interval, class acc ≥ 0.6): "
+              f"{len(report['learned'])}/{len(report['styles'])}; report: "
+              f"{Location.of(cfg.style_eval.output_dir) / 'zoo.md'}")
+        return 0
     report = run(cfg, args.zoo or cfg.collect.output_dir,
                  args.generator or cfg.trainer.output_dir, progress=not args.quiet)
     t = report["targets"]
@@ -406,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Writes <style_eval.output_dir>/vision.{json,md,png}, a grid per style and "
                                     "interpolation.png.")
     _zoo_job_args(ve)
+    ve.add_argument("--zoo-only", action="store_true",
+                    help="no generator: only whether the zoo's LoRAs produce their styles (the base, the zoo mean and "
+                         "the best capture per style); writes <style_eval.output_dir>/zoo.{json,md} and the grids")
     ve.add_argument("--generator", help="the generator trained on the whole zoo (default: "
                                         "<trainer.output_dir>)")
     ve.set_defaults(fn=cmd_vision_eval)

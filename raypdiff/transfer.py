@@ -15,6 +15,7 @@ import torch
 
 from raypdiff import checkpoint, heads, plots
 from raypdiff.config import derive
+from raypdiff.errors import ConfigError
 from raypdiff.fewshot import draw_per_label
 from raypdiff.newtask import Builder, Built, generated_bodies, tuned
 from raypdiff.reports import cell, flip_rates, format_ci, share, table
@@ -145,17 +146,19 @@ def score_tuned(builder: Builder, gen, spec: TaskSpec, data: TaskData, max_k: in
 def score_task(builder: Builder, gen, spec: TaskSpec, data: TaskData, train_bodies: dict[str, np.ndarray],
                shared: Optional[np.ndarray], oracle: Optional[np.ndarray], ks: list[int], draws: int,
                setfit_ks: list[int], num: int, seed: int, bootstrap: int, tune_ks: tuple[int, ...] = (),
-               tasked=None) -> dict:
+               tasked=None, drawn: int = 0) -> dict:
     """Per k: every method's test predictions (over `draws` support draws), scores with intervals, seconds per
     adapter, and which body each picked. train_bodies: the fold's training tasks' best-by-val bodies; shared: the
     fold's multi-task body; oracle: the task's own; tune_ks: the k with warm starts (TUNED); tasked: the fold's
-    task-loss generator (None: not trained)."""
+    task-loss generator (None: not trained); drawn: the k per label the supports are drawn at when above max(ks) (a
+    k added to a task scored before takes the first k of the same draws)."""
     from raypdiff.baselines import setfit
 
     run = TaskRun(builder, spec, data)
     zero = np.zeros(builder.body_layout.size, np.float32)
     task_rng = zlib.crc32(spec.name.encode())
-    supports = [support(spec, data.train, max(ks), np.random.default_rng([seed, task_rng, d])) for d in range(draws)]
+    supports = [support(spec, data.train, max(drawn, *ks), np.random.default_rng([seed, task_rng, d]))
+                for d in range(draws)]
     t0 = time.time()  # every training body's features of the largest support, once per draw; each k takes its rows
     support_x = [{t: builder.features(b, as_split(spec, full)) for t, b in train_bodies.items()} for full in supports]
     support_s = (time.time() - t0) / draws
@@ -327,10 +330,16 @@ def save_task(tasks_dir: Path, task: str, r: dict) -> None:
         tmp.replace(tasks_dir / name)
 
 
-def lacks_tuned(path: Path, tune_ks: list[int]) -> list[int]:
-    """The k of tune_ks that a scored task (its .json) has no warm starts for."""
+def lacks(path: Path, ks: list[int], tune_ks: list[int]) -> tuple[list[int], list[int]]:
+    """What a scored task (its .json) lacks: the k of ks it was not scored at, and the k of tune_ks it was scored at
+    without warm starts. A k above the one its supports were drawn at cannot be added (new draws, not nested)."""
     scored = json.loads(path.read_text())["k"]
-    return [k for k in tune_ks if str(k) in scored and not all(m in scored[str(k)]["methods"] for m in TUNED)]
+    drawn = max(int(k) for k in scored)
+    new = [k for k in ks if str(k) not in scored]
+    if new and max(new) > drawn:
+        raise ConfigError(f"{path}: scored on supports of {drawn} per label, so --k {max(new)} needs new draws; "
+                          "score it into another --work")
+    return new, [k for k in tune_ks if str(k) in scored and not all(m in scored[str(k)]["methods"] for m in TUNED)]
 
 
 def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks: list[int], draws: int,
@@ -338,8 +347,8 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
              reverse: bool = False, tune_ks: tuple[int, ...] = ()) -> dict:
     """One fold: its generator and multi-task body (prepare_fold; train=False waits for another process to make
     them), then every held-out task scored, each kept in out/tasks/<task>.json (+ .npz) so a re-run resumes (a task
-    scored before its warm starts existed gets them added). Several processes may score one fold (reverse: from its
-    last task): a task's .lock says another has it."""
+    scored before its warm starts existed, or without some k of ks, gets them added). Several processes may score one
+    fold (reverse: from its last task): a task's .lock says another has it."""
     from safetensors import safe_open
 
     from raypdiff.domains import load_splits
@@ -375,21 +384,27 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for t in reversed(fold.heldout) if reverse else fold.heldout:
         path = tasks_dir / f"{t}.json"
-        missing = lacks_tuned(path, list(tune_ks)) if path.is_file() else None
-        if missing == [] or not claim(tasks_dir / f"{t}.lock"):
+        new_ks, untuned = lacks(path, ks, list(tune_ks)) if path.is_file() else (None, None)
+        if (new_ks, untuned) == ([], []) or not claim(tasks_dir / f"{t}.lock"):
             continue
         if progress:
-            print(f"{fold.name}: {t}" + (f" (warm starts at k = {missing})" if missing else ""), file=sys.stderr,
-                  flush=True)
-        if missing:
+            adds = [f"k = {new_ks}"] * bool(new_ks) + [f"warm starts at k = {untuned}"] * bool(untuned)
+            print(f"{fold.name}: {t}" + (f" ({'; '.join(adds)})" if adds else ""), file=sys.stderr, flush=True)
+        if new_ks is not None:
             r, old = json.loads(path.read_text()), load_preds(out, t)
             for k, v in r["k"].items():
                 v["preds"] = old[k]
-            extra = score_tuned(builder, gen, specs[t], data[t], max(int(k) for k in r["k"]), missing, draws, num,
-                                h.seed, h.bootstrap)  # its supports were drawn at the largest k it was scored at
-            for k, v in extra.items():
-                for part in ("methods", "seconds", "preds"):
-                    r["k"][k][part] = {**r["k"][k][part], **v[part]}
+            drawn = max(int(k) for k in r["k"])  # its supports were drawn at the largest k it was scored at
+            if untuned:
+                extra = score_tuned(builder, gen, specs[t], data[t], drawn, untuned, draws, num, h.seed, h.bootstrap)
+                for k, v in extra.items():
+                    for part in ("methods", "seconds", "preds"):
+                        r["k"][k][part] = {**r["k"][k][part], **v[part]}
+            if new_ks:
+                added = score_task(builder, gen, specs[t], data[t], bodies, shared, own.get(t), new_ks, draws,
+                                   [k for k in setfit_ks if k in new_ks], num, h.seed, h.bootstrap,
+                                   tuple(k for k in tune_ks if k in new_ks), tasked, drawn)["k"]
+                r["k"] = dict(sorted({**r["k"], **added}.items(), key=lambda kv: int(kv[0])))
             save_task(tasks_dir, t, r)
             continue
         t0 = time.time()

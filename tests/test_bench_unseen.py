@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,13 @@ import torch
 from helpers import REPO, private_ray_env
 
 from raypdiff import checkpoint
-from raypdiff.config import ConfigError
+from raypdiff.config import ConfigError, load_config
+from raypdiff.domains import load_splits
 from raypdiff.holdout import family_groups
 from raypdiff.tasks import Split, TaskSpec
-from raypdiff.transfer import METHODS, SETFIT, TUNED, nested, support
+from raypdiff.newtask import Builder
+from raypdiff.transfer import METHODS, SETFIT, TUNED, TaskRun, nested, support
+from raypdiff.zoo.store import check
 
 
 def spec(labels=("neg", "pos"), family="f", name="t") -> TaskSpec:
@@ -141,3 +145,34 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
         assert set(new.files) == set(preds) | {f"2|{m}" for m in TUNED}
         for key, v in preds.items():
             np.testing.assert_array_equal(new[key], v)
+    old = {p: dict(np.load(p)) for p in work.rglob("tasks/*.npz")}
+    tuned = args[:i] + ["--tune-k", "2"] + args[i + 1:]
+    j = tuned.index("--k") + 1  # a smaller k asked for later is added from the same draws; the rest is kept
+    subprocess.run(tuned[:j] + ["1,2,4"] + tuned[j + 1:], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=600)
+    r = json.loads((out / "unseen.json").read_text())
+    assert list(r["families"]["k"]) == ["1", "2", "4"]
+    assert set(r["families"]["k"]["1"]) == set(r["families"]["k"]["4"])  # k = 1: no SetFit, no warm starts asked
+    for p, preds in old.items():
+        new = np.load(p)
+        methods = {k: {f.split("|", 1)[1] for f in new.files if f.startswith(f"{k}|")} for k in ("1", "4")}
+        assert set(new.files) == set(preds) | {f"1|{m}" for m in methods["1"]} and methods["1"] == methods["4"]
+        for key, v in preds.items():
+            np.testing.assert_array_equal(new[key], v)
+    tasks = r["families"]["report"]["tasks"]
+    assert all(list(x["k"]) == ["1", "2", "4"] for x in tasks.values())
+    # k = 1 is the first example of each label of the draws that k = 2 and 4 were scored on: recomputed here
+    cfg = load_config(REPO / "configs/tiny_holdout.yaml", [f"data.root={data_dir}", f"collect.output_dir={tmp_path / 'zoo'}"])
+    meta = check(tmp_path / "zoo")
+    t = next(t for t, x in tasks.items() if x["metric"] != "pearson")
+    s, data = TaskSpec(**meta.tasks[t].spec), load_splits(meta, [t])[t]
+    drawn = support(s, data.train, 4, np.random.default_rng([cfg.holdout.seed, zlib.crc32(t.encode()), 0]))
+    builder = Builder(cfg.model, cfg.lora)
+    run = TaskRun(builder, s, data)
+    b = run.build(nested(s, drawn, 1), {"base": np.zeros(builder.body_layout.size, np.float32)}, "prototype")
+    fold = next(f["fold"] for f in r["families"]["report"]["folds"] if t in f["heldout"])
+    scored = np.load(work / "families" / fold / "tasks" / f"{t}.npz")["1|base+prototype"][0]
+    assert (run.predict("base", b) == scored).mean() >= 0.99
+    bigger = subprocess.run(tuned[:j] + ["2,8"] + tuned[j + 1:], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert bigger.returncode != 0 and "scored on supports of 4 per label, so --k 8 needs new draws" in bigger.stderr

@@ -206,3 +206,62 @@ def test_vision_eval(style_zoo, s3):
                          text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "style_eval: style 'sepia' is not in the zoo" in bad.stderr
+
+
+def test_vision_eval_zoo_only(style_zoo):
+    """`raypdiff vision-eval --zoo-only`: no generator (none exists where trainer.output_dir points); the base, the zoo
+    mean and the best capture per style with intervals that hold their estimates, paired against the base; a style
+    counts as learned exactly when its numbers say so; zoo.md and a grid per style."""
+    import json
+
+    cfg, tmp = style_zoo
+    out = tmp / "zoo_only"
+    over = [f"vision.base_dir={tmp / 'base'}", f"collect.output_dir={tmp / 'zoo'}",
+            f"trainer.output_dir={tmp / 'no_generator'}", f"style_eval.output_dir={out}", "style_eval.per_class=2",
+            "style_eval.zoo_captures=2", "style_eval.judge_images=64", "style_eval.judge_steps=20",
+            "style_eval.bootstrap=5"]
+    r = subprocess.run([sys.executable, "-m", "raypdiff.cli", "vision-eval", "--zoo-only", "-q", "-c", str(CONFIG),
+                        *over], cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "zoo.json").read_text())
+    assert set(report["styles"]) == {"inverted", "edges"} and not (tmp / "no_generator").exists()
+    for s, res in report["styles"].items():
+        assert set(res) == {"base", "zoo_mean", "zoo_best", "paired"}
+        assert set(res["paired"]) == {"zoo_mean - base", "zoo_best - base"}
+        for x in [res["base"], res["zoo_mean"], res["zoo_best"], *res["paired"].values()]:
+            for k in ("style_acc", "kid", "class_acc"):
+                assert x[f"{k}_ci"][0] - 1e-9 <= x[k] <= x[f"{k}_ci"][1] + 1e-9, (s, k, x)
+        learned = (res["zoo_mean"]["style_acc"] >= 0.8 and res["paired"]["zoo_mean - base"]["style_acc_ci"][0] > 0
+                   and res["zoo_mean"]["class_acc"] >= 0.6)
+        assert (s in report["learned"]) == learned, s
+    assert report["zoo"]["lora"]["target_modules"] == cfg.lora.target_modules and report["zoo"]["captures"] == 6
+    md = (out / "zoo.md").read_text()
+    assert md.startswith("# The style zoo's LoRAs") and f"{len(report['learned'])} of 2" in md
+    assert (out / "grid_seen_inverted.png").stat().st_size > 0 and not (out / "interpolation.png").exists()
+    assert f"{len(report['learned'])}/2" in r.stdout
+
+
+def test_bench_style_zoo(style_zoo):
+    """bench/style_zoo.py on the tiny base: an attention zoo and a LoCon zoo, each judged without a generator on the
+    val draw; the summary names each variant's LoRA and what it learned, as its reports say."""
+    import json
+
+    cfg, tmp = style_zoo
+    work, out = tmp / "bench_work", tmp / "bench_out"
+    over = [f"vision.base_dir={tmp / 'base'}", "style_eval.per_class=2", "style_eval.zoo_captures=2",
+            "style_eval.judge_images=64", "style_eval.judge_steps=20", "style_eval.bootstrap=5"]
+    r = subprocess.run([sys.executable, "bench/style_zoo.py", "--config", str(CONFIG), "--work", str(work), "--out",
+                        str(out), *over], cwd=REPO, env=private_ray_env(tmp / "ray"), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "style_zoo.json").read_text())
+    assert list(summary["variants"]) == ["attention", "locon"] and summary["eval_seed"] == 1
+    modules = {n: v["zoo"]["lora"]["target_modules"] for n, v in summary["variants"].items()}
+    assert modules["attention"] == ["to_q", "to_k", "to_v", "to_out.0"]
+    assert modules["locon"] == [*modules["attention"], "conv1", "conv2", "proj_in", "proj_out"]
+    for n, v in summary["variants"].items():
+        report = json.loads((work / n / "report" / "zoo.json").read_text())
+        assert v["learned"] == report["learned"] and v["zoo"]["captures"] == 6 and v["zoo"]["seeds"] == [0]
+    md = (out / "style_zoo.md").read_text()
+    assert md.startswith("# Does the style zoo learn its styles?") and "| locon | r 2 on" in md
+    assert (out / "style_zoo_locon_inverted.png").stat().st_size > 0

@@ -1,6 +1,7 @@
 """Style LoRAs judged by their samples (`raypdiff vision-eval`): style accuracy, kernel and Fréchet distances in a
 Fashion-MNIST classifier's feature space (KID- and FID-style) and class accuracy, for the base, the zoo's LoRAs, their
-weight average and generated LoRAs on seen styles, and on styles a second generator never saw; grids, interpolation."""
+weight average and generated LoRAs on seen styles, and on styles a second generator never saw; grids, interpolation.
+With --zoo-only, the zoo's LoRAs against the base alone: whether the zoo learned its styles."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ from raypdiff.vision.domain import image_condition
 from raypdiff.zoo.store import ZooMeta
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
+ZOO = ("base", "zoo_mean", "zoo_best")  # --zoo-only
 HELDOUT = ("base", "nearest_style", "generated", "generated_best", "zoo_best")  # zoo_best: the style's own (oracle)
 SCORES = ("style_acc", "kid", "fd", "class_acc")
 RESAMPLED = ("style_acc", "kid", "class_acc")  # with intervals; fd on the whole prompt set only
@@ -179,6 +181,11 @@ def produced(r: dict, method: str) -> bool:
     return r["paired"][f"{method} - base"]["style_acc_ci"][0] > 0 and r[method]["class_acc"] >= 0.6
 
 
+def learned(r: dict) -> bool:
+    """A style the zoo learned: its LoRAs (the zoo mean) produce it with style accuracy ≥ 0.8."""
+    return r["zoo_mean"]["style_acc"] >= 0.8 and produced(r, "zoo_mean")
+
+
 def _spread(n_rows: int, k: int) -> np.ndarray:
     """k row indices spread evenly over a style's captures (rows run over seeds, then steps)."""
     return np.unique(np.linspace(0, n_rows - 1, min(k, n_rows)).round().astype(int))
@@ -217,9 +224,10 @@ class Methods:
         """The index of the vector best by val on (images, labels)."""
         return int(np.argmax([self.sampler.val_score(v, images, labels) for v in vectors]))
 
-    def score(self, style: str, methods: dict[str, Optional[np.ndarray]], key: str, against: str) -> dict:
+    def score(self, style: str, methods: dict[str, Optional[np.ndarray]], key: str,
+              against: Optional[str] = None) -> dict:
         """methods: name → (n, P) adapter vectors (None: the base; it must come first) → {name: scores, "paired":
-        each other method minus the base, and generated minus `against`, on the same halves}."""
+        each other method minus the base, and with `against` generated minus it, on the same halves}."""
         real = self.data[style].test[0]
         sc, res = StyleScorer(self.judges, style, real, self.sampler.labels, self.bootstrap, self.seed), {}
         grid = self.grids.setdefault(f"{key}:{style}", {"real": real[:10]})
@@ -230,7 +238,7 @@ class Methods:
             samples = [self.sample(None)] if vectors is None else [self.sample(v) for v in vectors]
             grid[name] = samples[0][:10]
             res[name], draws[name] = sc.score([sc.rows(s) for s in samples])
-        pairs = [(m, "base") for m in methods if m != "base"] + [("generated", against)]
+        pairs = [(m, "base") for m in methods if m != "base"] + ([("generated", against)] if against else [])
         res["paired"] = {f"{a} - {b}": paired(res[a], res[b], draws[a], draws[b]) for a, b in pairs}
         return res
 
@@ -251,14 +259,41 @@ def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict
     return report
 
 
-def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
-    """The zoo's meta and the generator, once both are known to fit style_eval and each other."""
+def zoo_only(cfg: Config, zoo_dir: str, progress: bool = True) -> dict:
+    """Whether the zoo's style LoRAs produce their styles, before any generator: per style the base, the zoo mean
+    (style_eval.zoo_captures captures spread over seeds and steps) and the best capture by val, judged as `run` judges
+    them. Writes <style_eval.output_dir>/zoo.{json,md} and a grid per style."""
+    meta = _style_zoo(zoo_dir)
+    out = writable(cfg.style_eval.output_dir, "style_eval.output_dir")
+    t0 = time.time()
+    judge_acc, arrays, methods = _scoring(cfg, zoo_dir, meta, progress)
+    report: dict = {"judges": judge_acc, "prompts": len(methods.sampler.labels), "styles": {}}
+    for s in meta.tasks:
+        a = arrays[s]
+        report["styles"][s] = methods.score(s, {"base": None, "zoo_mean": a["vector"][_spread(
+            len(a["value"]), cfg.style_eval.zoo_captures)], "zoo_best": best_capture(a)}, "seen")
+    report["learned"] = [s for s, r in report["styles"].items() if learned(r)]
+    report["eval_seconds"] = time.time() - t0
+    report.update(_provenance(cfg, zoo_dir, meta, arrays))
+    with local_folder(out, last=("zoo.json",)) as local:
+        reports.write(local, "zoo", report, zoo_markdown)
+        write_pictures(Samples(methods.grids, []), local)
+    return report
+
+
+def _style_zoo(zoo_dir: str) -> ZooMeta:
     from raypdiff.zoo.store import check
 
-    e = cfg.style_eval
     meta = check(zoo_dir)
     if meta.domain != "vision":
         raise ConfigError(f"{zoo_dir} is a text zoo: vision-eval scores style zoos (domain: vision)")
+    return meta
+
+
+def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
+    """The zoo's meta and the generator, once both are known to fit style_eval and each other."""
+    e = cfg.style_eval
+    meta = _style_zoo(zoo_dir)
     styles = list(meta.tasks)
     for name in [*e.heldout_styles, *e.interpolate]:
         if name not in styles:
@@ -277,21 +312,11 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
     """The report as a plain dict (vision.json) and the samples its grids show: each style's methods, and with
     style_eval.heldout_styles those styles by a generator trained without them (kept in out); the interpolation;
     where the base and the zoo came from."""
-    from raypdiff.domains import domain_for
-    from raypdiff.vision.domain import load_styled
-    from raypdiff.zoo.store import task_arrays
-
     e = cfg.style_eval
     t0 = time.time()
     styles = list(meta.tasks)
-    specs = [domain_for("vision").spec(meta.tasks[s].spec) for s in styles]
-    # the styled data exactly as the zoo was scored on it
-    zoo_cfg = derive(cfg, {**{f"vision.{k}": x for k, x in _zoo_vision(meta).items()}, "eval": meta.eval})
-    data = {s.name: load_styled(zoo_cfg, s) for s in specs}
-    judges, judge_acc = train_judges(zoo_cfg, specs, progress)
-    arrays = task_arrays(zoo_dir)
-    sampler = Sampler(zoo_cfg)
-    methods = Methods(sampler, judges, data, e.bootstrap, e.seed, progress)
+    judge_acc, arrays, methods = _scoring(cfg, zoo_dir, meta, progress)
+    sampler, judges, data = methods.sampler, methods.judges, methods.data
     report: dict = {"judges": judge_acc, "prompts": len(sampler.labels), "styles": {}, "heldout_styles": {}}
     for s in styles:
         a, d = arrays[s], data[s]
@@ -321,6 +346,21 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
     return report, Samples(methods.grids, strip)
 
 
+def _scoring(cfg: Config, zoo_dir: str, meta: ZooMeta, progress: bool) -> tuple[dict, dict, "Methods"]:
+    """What every style report scores with: the judges' accuracy on real test images, the zoo's arrays, and Methods
+    over the zoo's own base, judges trained here and the styled data exactly as the zoo was scored on it."""
+    from raypdiff.domains import domain_for
+    from raypdiff.vision.domain import load_styled
+    from raypdiff.zoo.store import task_arrays
+
+    specs = [domain_for("vision").spec(meta.tasks[s].spec) for s in meta.tasks]
+    zoo_cfg = derive(cfg, {**{f"vision.{k}": x for k, x in _zoo_vision(meta).items()}, "eval": meta.eval})
+    data = {s.name: load_styled(zoo_cfg, s) for s in specs}
+    judges, judge_acc = train_judges(zoo_cfg, specs, progress)
+    methods = Methods(Sampler(zoo_cfg), judges, data, cfg.style_eval.bootstrap, cfg.style_eval.seed, progress)
+    return judge_acc, task_arrays(zoo_dir), methods
+
+
 def _zoo_vision(meta: ZooMeta) -> dict:
     """The vision settings of the zoo's own model (pipeline None: the offline base)."""
     return {"pipeline": None, **meta.base_model["vision"]}
@@ -340,7 +380,9 @@ def _provenance(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: dict) -> dict:
                 if made.is_file() else None)
     return {"base": base,
             "zoo": {"styles": len(meta.tasks), "captures": int(sum(len(arrays[s]["value"]) for s in meta.tasks)),
-                    "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}}
+                    "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
+                    "lora": {k: meta.lora[k] for k in ("r", "alpha", "target_modules") if k in meta.lora},
+                    "train_steps": meta.train.get("steps"), "seeds": meta.capture.seeds}}
 
 
 def write(report: dict, samples: Samples, out: Path) -> list[Path]:
@@ -380,7 +422,7 @@ def targets(report: dict) -> dict:
     styles the generated LoRAs' style accuracy within 5 points of the trained ones' (zoo mean) and their Fréchet
     distance within 10%; on held-out styles generated above the nearest style's LoRA by interval (paired)."""
     seen = report["styles"].values()
-    out = {"zoo_learned": sum(r["zoo_mean"]["style_acc"] >= 0.8 and produced(r, "zoo_mean") for r in seen),
+    out = {"zoo_learned": sum(learned(r) for r in seen),
            "seen_style_acc_within_5_points": sum(r["generated"]["style_acc"] >= r["zoo_mean"]["style_acc"] - 0.05
                                                  for r in seen),
            "seen_fd_within_10_percent": sum(r["generated"]["fd"] <= 1.1 * r["zoo_mean"]["fd"] for r in seen),
@@ -396,29 +438,47 @@ def _cell(r: dict, k: str) -> str:
     return cell(r[k], r[k + "_ci"])
 
 
+def _preamble(report: dict, title: str) -> list[str]:
+    return [f"# {title} ({report['prompts']} prompts per adapter, the same noise for every method)", "",
+            f"Judges on real styled test images: style {report['judges']['style_test_acc']:.3f}, class "
+            f"{report['judges']['class_test_acc']:.3f}. Distances in the class judge's 128-d features to the style's "
+            f"real test images (not Inception features): kid, the kernel distance (KID's formula, unbiased); "
+            f"fd, the Fréchet distance (FID's formula, biased upward on small sets: no interval). 95% intervals: "
+            f"halves of the prompt set drawn without replacement, the same for every method; - base: the method's "
+            f"style accuracy minus the base's on the same halves (the base's share is the judge's false-positive "
+            f"rate). produced: above the base by interval with class acc ≥ 0.6.", ""]
+
+
+def _styles_table(styles: dict, methods: tuple) -> list[str]:
+    lines = table(["style", "method", "style acc", "- base", "kid", "fd", "class acc", "produced"])
+    for s, r in styles.items():
+        for m in methods:
+            label = f"nearest_style ({r['nearest']})" if m == "nearest_style" else m
+            d = r["paired"].get(f"{m} - base")
+            lines.append(f"| {s} | {label} | {_cell(r[m], 'style_acc')} | {_cell(d, 'style_acc') if d else ''} | "
+                         f"{_cell(r[m], 'kid')} | {r[m]['fd']:.1f} | "
+                         f"{_cell(r[m], 'class_acc')} | {('✓' if produced(r, m) else '✗') if d else ''} |")
+    return [*lines, ""]
+
+
+def zoo_markdown(report: dict) -> str:
+    z = report["zoo"]
+    return "\n".join([
+        *_preamble(report, "The style zoo's LoRAs judged by their samples"),
+        f"Zoo: {z['styles']} styles, {z['captures']} captures (seeds {z['seeds']}), LoRA r {z['lora'].get('r')} on "
+        f"{', '.join(z['lora'].get('target_modules', []))}, {z['train_steps']} steps"
+        + (f", collected in {z['collect_seconds']:.0f} s" if z["collect_seconds"] else "") + ". Learned (the zoo mean's "
+        f"style acc ≥ 0.8, produced): {len(report['learned'])} of {len(report['styles'])}"
+        + (f": {', '.join(report['learned'])}." if report["learned"] else "."), "",
+        *_styles_table(report["styles"], ZOO)]) + "\n"
+
+
 def markdown(report: dict) -> str:
-    lines = [f"# Style LoRAs judged by their samples ({report['prompts']} prompts per adapter, the same noise for every "
-             f"method)", "",
-             f"Judges on real styled test images: style {report['judges']['style_test_acc']:.3f}, class "
-             f"{report['judges']['class_test_acc']:.3f}. Distances in the class judge's 128-d features to the style's "
-             f"real test images (not Inception features): kid, the kernel distance (KID's formula, unbiased); "
-             f"fd, the Fréchet distance (FID's formula, biased upward on small sets: no interval). 95% intervals: "
-             f"halves of the prompt set drawn without replacement, the same for every method; - base: the method's "
-             f"style accuracy minus the base's on the same halves (the base's share is the judge's false-positive "
-             f"rate). produced: above the base by interval with class acc ≥ 0.6.", ""]
+    lines = _preamble(report, "Style LoRAs judged by their samples")
     for kind, methods in (("styles", SEEN), ("heldout_styles", HELDOUT)):
-        if not report[kind]:
-            continue
-        lines += [f"## {'Seen styles' if kind == 'styles' else 'Held-out styles (a generator that never saw them)'}",
-                  "", *table(["style", "method", "style acc", "- base", "kid", "fd", "class acc", "produced"])]
-        for s, r in report[kind].items():
-            for m in methods:
-                label = f"nearest_style ({r['nearest']})" if m == "nearest_style" else m
-                d = r["paired"].get(f"{m} - base")
-                lines.append(f"| {s} | {label} | {_cell(r[m], 'style_acc')} | {_cell(d, 'style_acc') if d else ''} | "
-                             f"{_cell(r[m], 'kid')} | {r[m]['fd']:.1f} | "
-                             f"{_cell(r[m], 'class_acc')} | {('✓' if produced(r, m) else '✗') if d else ''} |")
-        lines.append("")
+        if report[kind]:
+            lines += [f"## {'Seen styles' if kind == 'styles' else 'Held-out styles (a generator that never saw them)'}",
+                      "", *_styles_table(report[kind], methods)]
     t = report["targets"]
     lines += ["## Targets", "",
               f"- the zoo's LoRAs (mean) produce their style with style accuracy ≥ 0.8: {t['zoo_learned']} of "
@@ -458,8 +518,10 @@ def write_pictures(samples: Samples, out: Path) -> list[Path]:
         p = out / f"grid_{kind}_{style.replace(' ', '_')}.png"
         Image.fromarray(_montage(list(grid.values()))).save(p)
         paths.append(p)
-    p = out / "interpolation.png"
     strip = samples.strip
+    if not strip:  # --zoo-only: no generator, no path
+        return paths
+    p = out / "interpolation.png"
     Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
     return [*paths, p]
 
