@@ -476,10 +476,9 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
     from raypdiff.stats import verdict
 
     tasks = {t: r for f in folds for t, r in f["tasks"].items()}
-    rng = np.random.default_rng(seed)
 
-    def avg(vals: list[float]) -> dict:
-        mean, ci = mean_ci(vals, bootstrap, rng)
+    def avg(vals: list[float], *key) -> dict:  # its own draws per figure: none moves when other k or methods are added
+        mean, ci = mean_ci(vals, bootstrap, np.random.default_rng([seed, zlib.crc32(repr(key).encode())]))
         return {"mean": mean, "ci": ci, "tasks": len(vals)}
 
     out: dict = {"k": {}}
@@ -491,9 +490,9 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
                    and "macro_f1" in r["methods"][m]]
             own = [r["methods"][m][metrics[t]]["mean"] for t, r in rows.items() if m in r["methods"]]
             if cls:
-                block["macro_f1"][m] = avg(cls)
+                block["macro_f1"][m] = avg(cls, k, m, "macro_f1")
             if own:
-                block["task_metric"][m] = avg(own)
+                block["task_metric"][m] = avg(own, k, m, "task_metric")
                 block["seconds_per_adapter"][m] = float(np.median([r["seconds"][m] for r in rows.values()
                                                                    if m in r["seconds"]]))
         for a, b in COMPARE:
@@ -507,7 +506,7 @@ def summarize(folds: list[dict], preds: dict[str, dict], labels: dict[str, np.nd
                         d.append(r["methods"][a][name]["mean"] - r["methods"][b][name]["mean"])
             if v:  # per task by paired interval over test rows; the average difference with an interval over tasks
                 block["paired"][f"{a} vs {b}"] = {**{w: v.count(w) for w in ("higher", "lower", "no difference")},
-                                                  "mean_diff": avg(d)}
+                                                  "mean_diff": avg(d, k, a, b)}
         out["k"][k] = block
     out["flip"] = flip_rates([r["flip"]["flipped_examples"] for r in tasks.values() if "flip" in r],
                              {t: r["flip"]["twin_opposite"] for t, r in tasks.items()

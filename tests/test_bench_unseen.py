@@ -22,7 +22,7 @@ from raypdiff.domains import load_splits
 from raypdiff.holdout import family_groups
 from raypdiff.tasks import Split, TaskSpec
 from raypdiff.newtask import Builder
-from raypdiff.transfer import METHODS, SETFIT, TUNED, TaskRun, nested, support
+from raypdiff.transfer import METHODS, SETFIT, TUNED, TaskRun, nested, summarize, support
 from raypdiff.zoo.store import check
 
 
@@ -50,6 +50,33 @@ def test_regression_support_is_2k_rows_nested():
     reg = Split([(f"row {i}",) for i in range(40)], np.linspace(0, 5, 40).astype(np.float32))
     full = support(spec(None), reg, 8, np.random.default_rng(0))
     assert len(full) == 16 and len({x for x, _ in full}) == 16 and nested(spec(None), full, 2) == full[:4]
+
+
+def scored(ks: list[str], methods: list[str], rng: np.random.Generator, rows: int = 30) -> tuple[dict, dict]:
+    """A task's results at ks as run_fold keeps them (methods' macro-F1 means, seconds) and its test predictions."""
+    preds = {k: {m: rng.integers(0, 2, (1, rows)) for m in methods} for k in ks}
+    res = {"k": {k: {"methods": {m: {"accuracy": {"mean": float(rng.random())}, "macro_f1": {"mean": float(rng.random())}}
+                                 for m in methods}, "seconds": {m: 0.1 for m in methods}} for k in ks}}
+    return res, preds
+
+
+def test_summary_figures_do_not_move_when_other_k_or_methods_are_added():
+    rng = np.random.default_rng(0)
+    both = {f"t{i}": scored(["2", "4"], ["base+head", "generated+head", "auto+head"], rng) for i in range(6)}
+    labels = {t: np.arange(30) % 2 for t in both}
+    metrics = {t: "accuracy" for t in both}
+
+    def summary(ks: list[str], methods: list[str]) -> dict:
+        tasks = {t: {"k": {k: {part: {m: v for m, v in r["k"][k][part].items() if m in methods}
+                               for part in ("methods", "seconds")} for k in ks}} for t, (r, _) in both.items()}
+        preds = {t: {k: p[k] for k in ks} for t, (_, p) in both.items()}
+        return summarize([{"tasks": tasks}], preds, labels, metrics, 50, 0)["k"]
+
+    full = summary(["2", "4"], ["base+head", "generated+head", "auto+head"])
+    assert summary(["4"], ["base+head", "generated+head", "auto+head"])["4"] == full["4"]
+    fewer = summary(["4"], ["base+head", "generated+head"])["4"]
+    assert fewer["macro_f1"]["generated+head"] == full["4"]["macro_f1"]["generated+head"]
+    assert fewer["paired"]["generated+head vs base+head"] == full["4"]["paired"]["generated+head vs base+head"]
 
 
 FAMILIES = {"a": 5, "b": 4, "c": 3, "d": 2, "e": 1}
