@@ -330,16 +330,20 @@ def save_task(tasks_dir: Path, task: str, r: dict) -> None:
         tmp.replace(tasks_dir / name)
 
 
-def lacks(path: Path, ks: list[int], tune_ks: list[int]) -> tuple[list[int], list[int]]:
-    """What a scored task (its .json) lacks: the k of ks it was not scored at, and the k of tune_ks it was scored at
-    without warm starts. A k above the one its supports were drawn at cannot be added (new draws, not nested)."""
-    scored = json.loads(path.read_text())["k"]
-    drawn = max(int(k) for k in scored)
+def lacks(path: Path, scored: dict, ks: list[int], tune_ks: list[int]) -> tuple[list[int], list[int]]:
+    """What a scored task (scored: its .json's "k") lacks: the k of ks it was not scored at, and the k of tune_ks it
+    was scored at without warm starts. A k above the one its supports were drawn at cannot be added (new draws, not
+    nested)."""
     new = [k for k in ks if str(k) not in scored]
-    if new and max(new) > drawn:
-        raise ConfigError(f"{path}: scored on supports of {drawn} per label, so --k {max(new)} needs new draws; "
-                          "score it into another --work")
+    if new and max(new) > drawn_at(scored):
+        raise ConfigError(f"{path}: scored on supports of {drawn_at(scored)} per label, so --k {max(new)} needs new "
+                          "draws; score it into another --work")
     return new, [k for k in tune_ks if str(k) in scored and not all(m in scored[str(k)]["methods"] for m in TUNED)]
+
+
+def drawn_at(scored: dict) -> int:
+    """The k per label a scored task's supports were drawn at: the largest it was scored at."""
+    return max(int(k) for k in scored)
 
 
 def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks: list[int], draws: int,
@@ -384,17 +388,18 @@ def run_fold(cfg, zoo_dir: str, meta: ZooMeta, arrays: dict, fold, out: Path, ks
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for t in reversed(fold.heldout) if reverse else fold.heldout:
         path = tasks_dir / f"{t}.json"
-        new_ks, untuned = lacks(path, ks, list(tune_ks)) if path.is_file() else (None, None)
+        r = json.loads(path.read_text()) if path.is_file() else None
+        new_ks, untuned = lacks(path, r["k"], ks, list(tune_ks)) if r else (None, None)
         if (new_ks, untuned) == ([], []) or not claim(tasks_dir / f"{t}.lock"):
             continue
         if progress:
             adds = [f"k = {new_ks}"] * bool(new_ks) + [f"warm starts at k = {untuned}"] * bool(untuned)
             print(f"{fold.name}: {t}" + (f" ({'; '.join(adds)})" if adds else ""), file=sys.stderr, flush=True)
-        if new_ks is not None:
-            r, old = json.loads(path.read_text()), load_preds(out, t)
+        if r:
+            old = load_preds(out, t)
+            drawn = drawn_at(r["k"])
             for k, v in r["k"].items():
                 v["preds"] = old[k]
-            drawn = max(int(k) for k in r["k"])  # its supports were drawn at the largest k it was scored at
             if untuned:
                 extra = score_tuned(builder, gen, specs[t], data[t], drawn, untuned, draws, num, h.seed, h.bootstrap)
                 for k, v in extra.items():
