@@ -17,10 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTION = "to_q,to_k,to_v,to_out.0"
 LOCON = f"{ATTENTION},conv1,conv2,proj_in,proj_out"  # LoCon-style: the resnets' convolutions and proj_in/out too
-VARIANTS = {"attention": [f"lora.target_modules=[{ATTENTION}]"],
-            "locon": [f"lora.target_modules=[{LOCON}]"],
-            "locon_r8": [f"lora.target_modules=[{LOCON}]", "lora.r=8", "lora.alpha=8"],
-            "locon_400": [f"lora.target_modules=[{LOCON}]", "train.steps=400"]}
+R4, R8 = ["lora.r=4", "lora.alpha=4"], ["lora.r=8", "lora.alpha=8"]  # each variant names its whole recipe
+VARIANTS = {"attention": [f"lora.target_modules=[{ATTENTION}]", *R4],
+            "locon": [f"lora.target_modules=[{LOCON}]", *R4],
+            "locon_r8": [f"lora.target_modules=[{LOCON}]", *R8],
+            "locon_r8_400": [f"lora.target_modules=[{LOCON}]", *R8, "train.steps=400"]}
 
 
 def main() -> None:

@@ -86,6 +86,8 @@ class TrainConfig:
     lr: float = 1e-3
     head_lr: Optional[float] = None  # the task head's LR; None → lr
     warmup_steps: int = 50
+    # Text zoos: the last decay_steps steps take the LR linearly down to 0 (warmup-stable-decay); 0: constant.
+    decay_steps: int = 0
     weight_decay: float = 0.0
     # Per-task overrides of the fields above, where a task needs another schedule (measured: CoLA reaches MCC
     # ~0.2 only after ~1500 steps, MRPC F1 ~0.85 after 800, at lr 2e-3 both stay at the constant predictor;
@@ -101,6 +103,8 @@ class TrainConfig:
         require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
         require(self.head_lr is None or self.head_lr > 0, f"train.head_lr: must be > 0, got {self.head_lr}")
         require(self.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        require(0 <= self.decay_steps <= self.steps,
+                f"train.decay_steps: must be in [0, train.steps={self.steps}], got {self.decay_steps}")
         allowed = [f.name for f in dataclasses.fields(self) if f.name != "per_task"]
         for task, over in self.per_task.items():
             require(isinstance(over, dict), f"train.per_task.{task}: expected a mapping like {{steps: 800}}")
@@ -264,6 +268,9 @@ class DiffusionConfig:
     sampler: Literal["ddim", "ddpm"] = "ddim"
     sample_steps: int = 25  # DDIM steps (DDPM always runs all timesteps)
     guidance: float = 2.0
+    # The starting noise's scale when sampling: below 1, samples nearer the centre of what was learned, with fewer
+    # outlying adapters (the main job takes 0.5, picked on val: bench/results/demo_temperature.md)
+    temperature: float = 1.0
 
     def __post_init__(self):
         for name in ("hidden", "depth", "timesteps", "steps", "batch_size", "sample_steps"):
@@ -272,6 +279,7 @@ class DiffusionConfig:
         require(0 <= self.ema_decay < 1, f"diffusion.ema_decay: must be in [0, 1), got {self.ema_decay}")
         require(self.sample_steps <= self.timesteps, "diffusion.sample_steps: more than diffusion.timesteps")
         require(self.sampler in ("ddim", "ddpm"), f"diffusion.sampler: {self.sampler!r} is not ddim or ddpm")
+        require(self.temperature > 0, f"diffusion.temperature: must be > 0, got {self.temperature}")
 
 
 @dataclass

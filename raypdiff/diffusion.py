@@ -31,15 +31,15 @@ def sample(model, cond: torch.Tensor, cfg: DiffusionConfig, generator: torch.Gen
            guidance: float | torch.Tensor | None = None, sampler: str | None = None, steps: int | None = None,
            noise: torch.Tensor | None = None) -> torch.Tensor:
     """cond: (B, C) → (B, Z) latents. Classifier-free guidance: eps_u + g * (eps_c - eps_u), g a scale or a (B, 1)
-    tensor of them. `noise`: the (B, Z) starting latents (default: drawn from `generator`); DDIM is deterministic
-    given them, so rows batched from different requests come out as each would alone. Differentiable (the task-loss
-    stage trains through it); callers that only sample run it under torch.no_grad()."""
+    tensor of them. `noise`: the (B, Z) starting latents (default: drawn from `generator`), scaled by cfg.temperature;
+    DDIM is deterministic given them, so rows batched from different requests come out as each would alone.
+    Differentiable (the task-loss stage trains through it); callers that only sample run it under torch.no_grad()."""
     g = cfg.guidance if guidance is None else guidance
     scheduler = make_scheduler(cfg, sampler)
     is_ddim = (sampler or cfg.sampler) == "ddim"
     scheduler.set_timesteps((steps or cfg.sample_steps) if is_ddim else cfg.timesteps)
     b, device = cond.shape[0], cond.device
-    x = (torch.randn((b, model.latent), generator=generator) if noise is None else noise).to(device)
+    x = (torch.randn((b, model.latent), generator=generator) if noise is None else noise).to(device) * cfg.temperature
     drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(device)
     for t in scheduler.timesteps:
         tt = torch.full((2 * b,), int(t), device=device, dtype=torch.long)

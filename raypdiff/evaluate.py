@@ -88,6 +88,23 @@ class Plan:
             pool.close()
 
 
+def weight_average_on_val(zoo: str, workers: Optional[int] = None) -> dict:
+    """Per task of a zoo: its captures' val scores (mean, best) beside the val score of their weight average (the
+    mean vector), the comparison that picks a zoo's training schedule without reading test."""
+    from raypdiff.domains import load_splits
+    from raypdiff.zoo.store import check, task_arrays
+
+    meta, arrays = check(zoo), task_arrays(zoo)
+    data, plan = load_splits(meta, list(arrays)), Plan()
+    for t, a in arrays.items():
+        plan.add(("wa", t), t, "val", a["vector"].mean(0, keepdims=True))
+    preds = plan.score(meta, {t: {"val": data[t].val} for t in arrays}, workers)
+    return {t: {"metric": meta.tasks[t].metric, "captures": len(a["value"]), "zoo_mean": float(a["value"].mean()),
+                "zoo_best": float(a["value"].max()),
+                "weight_average": float(metric_rows(meta.tasks[t].metric, preds["wa", t], data[t].val.labels)[0])}
+            for t, a in arrays.items()}
+
+
 def _check_counts(workers: Optional[int], **counts: int) -> None:
     for name, n in {**counts, "workers": 1 if workers is None else workers}.items():  # None: one per cluster CPU
         if n < 1:
@@ -126,7 +143,8 @@ def evaluate(gen_path: str, out_dir: str, num: int = 10, seed: int = 0, matrix_n
                   bootstrap=bootstrap, workers=workers)
     gen, names, meta, data, arrays = _load(gen_path, tasks, zoo)
     sampling = {"guidance": gen.cfg.diffusion.guidance if guidance is None else guidance,
-                "sampler": sampler or gen.cfg.diffusion.sampler, "quality": gen.resolve_quality(quality), "seed": seed}
+                "sampler": sampler or gen.cfg.diffusion.sampler, "quality": gen.resolve_quality(quality), "seed": seed,
+                "temperature": gen.cfg.diffusion.temperature}
     out = writable(out_dir, "--out")  # before the scoring: an unusable --out fails at once, not minutes later
     report = held_out(gen, names, meta, data, arrays, sampling, num=num, recon_num=recon_num,
                       matrix_num=min(matrix_num, num), subset_rows=subset_rows, bootstrap=bootstrap, workers=workers)
@@ -290,7 +308,7 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
     preds = plan.score(meta, {t: {"val": data[t].val, "test": data[t].test} for t in names}, workers)
     report: dict = {"scope": "generated", "tasks": {}, "bootstrap": bootstrap,
                     "sampling": {"guidance": gen.cfg.diffusion.guidance, "sampler": gen.cfg.diffusion.sampler,
-                                 "quality": quality, "seed": seed}}
+                                 "quality": quality, "seed": seed, "temperature": gen.cfg.diffusion.temperature}}
     for t in names:
         a, spec = arrays[t], gen.spec(t)
         boot = Bootstrap(spec.metric, data[t].test.labels, bootstrap, seed)
@@ -344,7 +362,8 @@ def markdown(report: dict) -> str:
     quality = "" if s.get("quality") is None else f", quality {s['quality']:g}"
     lines = [f"All figures on each task's TEST rows (never read by training, ranking or picking); best-by-val = the "
              f"adapter with the best VAL score. Intervals: 95% bootstrap over test rows ({report['bootstrap']} "
-             f"resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}.", "",
+             f"resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}, temperature "
+             f"{s.get('temperature', 1.0):g}.", "",
              *table(["task", "metric", "rows train/val/test", "majority", "base + init head", "weight average",
                      "zoo mean (n)", "zoo best-by-val", "zoo last", "recon mean", "recon best-by-val",
                      "generated mean (n)", "generated best-by-val"])]

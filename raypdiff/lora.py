@@ -272,8 +272,8 @@ def finetune(
     on_capture: Callable[[int, np.ndarray], None],
     on_step: Optional[Callable[[int, float], None]] = None,
 ) -> None:
-    """AdamW with linear warmup then constant LR (captures near the end need a live trajectory, not a
-    decayed one); calls on_capture(step, flat_vector) after each step in capture_steps (1-based)."""
+    """AdamW on `lr_factor`'s schedule (constant after warmup unless cfg.decay_steps); calls
+    on_capture(step, flat_vector) after each step in capture_steps (1-based)."""
     device = next(model.parameters()).device
     rows = encode(tokenizer, train, max_length)
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -281,7 +281,7 @@ def finetune(
     body = [p for n, p in trained if "modules_to_save" not in n]
     groups = [{"params": body}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup_steps, cfg.decay_steps))
     gen = torch.Generator().manual_seed(seed)
     perm, pos = torch.randperm(len(rows), generator=gen), 0
     model.train()
@@ -302,6 +302,14 @@ def finetune(
         if step in capture_steps:
             on_capture(step, flatten(model))
     model.eval()
+
+
+def lr_factor(step: int, steps: int, warmup: int, decay: int) -> float:
+    """The LR multiplier of 0-based optimizer step `step` of `steps`: linear warmup over `warmup` steps, then
+    constant, then down linearly over the last `decay` steps, from 1 to 1/decay at the last (captures taken there
+    come from a trajectory settling into its basin, not from one bouncing around it at full LR)."""
+    left = steps - step  # steps still to take, this one included
+    return min(1.0, (step + 1) / max(1, warmup), left / decay if decay else 1.0)
 
 
 def capture_schedule(steps: int, num: int, stride: int) -> list[int]:

@@ -250,6 +250,7 @@ def make(gen, out_dir: str | Path, description: str, label_names: Optional[list[
     manifest = {"adapters": [str(folder)], "description": description, "label_names": label_names,
                 "examples": len(rows), "generator": str(gen.path) if gen is not None else None, "seed": seed,
                 "candidates": num if bodies != "base" else 0, "guidance": guidance, "quality": quality,
+                "temperature": gen.cfg.diffusion.temperature if gen is not None else None,
                 **built.describe()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return {"adapters": [str(folder)], "built": built, "manifest": str(out / "manifest.json")}

@@ -267,6 +267,8 @@ def run_name(cfg: Config, zoo_dir: str, started: bool = False) -> str:
 
     c = cfg.to_dict()
     settings = {k: c[k] for k in ("normalize", "condition", "autoencoder", "diffusion", "taskloss")}
+    if not cfg.taskloss.steps:  # only the task-loss stage samples while training
+        settings["diffusion"] = {k: v for k, v in settings["diffusion"].items() if k != "temperature"}
     settings["trainer"] = {k: v for k, v in c["trainer"].items()
                            if k not in ("output_dir", "register_model", "model_name")}
     key = json.dumps(settings, sort_keys=True) + fingerprint(zoo_dir) + ("started" if started else "")

@@ -284,6 +284,56 @@ def test_demo(data_dir, tmp_path):
     assert json.loads((tmp_path / "out2" / "demo.json").read_text())["runs"] == r["runs"]
 
 
+def test_demo_schedule(data_dir, tmp_path):
+    """bench/demo_schedule.py on configs/tiny_gen.yaml: one zoo per schedule (constant, and the last 3 of 6 steps
+    decayed), each task's captures and their weight average scored on val; a second call reuses the zoos."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    args = ["--data-root", data_dir, "--config", "configs/tiny_gen.yaml", "--work", work, "--variants", "s6d0", "s6d3"]
+    bench("demo_schedule.py", [*args, "--out", out], timeout=600)
+    r = json.loads((out / "demo_schedule.json").read_text())
+    assert r["captures"] == 3 and r["seeds"] == [0] and list(r["variants"]) == ["s6d0", "s6d3"]
+    for name, v in r["variants"].items():
+        meta = json.loads((work / name / "zoo" / "meta.json").read_text())
+        assert (v["steps"], v["decay_steps"]) == ((6, 0) if name == "s6d0" else (6, 3))
+        assert meta["train"]["decay_steps"] == v["decay_steps"]  # the zoo was trained on the schedule it is named for
+        assert set(v["tasks"]) == TASKS and v["collect_seconds"] > 0 and v["dtype"] in ("float32", "bfloat16")
+        for t, x in v["tasks"].items():
+            assert x["captures"] == 3 and -1 <= x["zoo_mean"] <= x["zoo_best"] <= 1 and -1 <= x["weight_average"] <= 1
+    assert r["variants"]["s6d0"]["tasks"] != r["variants"]["s6d3"]["tasks"]
+    md = (out / "demo_schedule.md").read_text()
+    assert [(row[0], row[1], row[2]) for row in table_rows(md)] == [
+        (s, d, t) for s, d in (("6", "0"), ("6", "3")) for t in sorted(TASKS)]
+    stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/zoo/shards/*.parquet")}
+    bench("demo_schedule.py", [*args, "--out", tmp_path / "out2"], timeout=300)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the zoos were reused, not collected again
+    assert json.loads((tmp_path / "out2" / "demo_schedule.json").read_text())["variants"] == r["variants"]
+    bad = subprocess.run([sys.executable, "bench/demo_schedule.py", "--variants", "s6"], cwd=REPO, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == (
+        "--variants: 's6' is not sSTEPSdDECAY, e.g. s200d80")
+
+
+def test_demo_temperature(tiny_generator, tmp_path):
+    """bench/demo_temperature.py on the session's generator: per temperature and seed, the val scores of the generated
+    adapters; temperature 1 gives what the generator samples by its own settings, another temperature other ones."""
+    out = tmp_path / "out"
+    bench("demo_temperature.py", ["--generators", tiny_generator["dir"], "--temperatures", "1,0.25", "--seeds", "0,1",
+                                  "--num", 2, "--out", out], timeout=600)
+    r = json.loads((out / "demo_temperature.json").read_text())
+    assert (r["temperatures"], r["seeds"], r["num"]) == ([1.0, 0.25], [0, 1], 2)
+    (g,) = r["generators"]
+    assert set(g["tasks"]) == TASKS and g["dtype"] in ("float32", "bfloat16")
+    for t, x in g["tasks"].items():
+        assert set(x["temperatures"]) == {"1.0", "0.25"} and -1 <= x["weight_average"] <= 1
+        for v in x["temperatures"].values():
+            assert len(v["mean"]) == len(v["lowest"]) == 2
+            assert all(-1 <= lo <= m <= 1 for lo, m in zip(v["lowest"], v["mean"]))
+    assert any(g["tasks"][t]["temperatures"]["1.0"] != g["tasks"][t]["temperatures"]["0.25"] for t in TASKS)
+    md = (out / "demo_temperature.md").read_text()
+    assert sorted((row[1], row[2]) for row in table_rows(md)) == sorted(
+        (t, temp) for t in TASKS for temp in ("1.0", "0.25"))
+
+
 STYLE_STAGES = ["style_collect", "style_train", "style_generate", "style_samples"]
 
 

@@ -272,7 +272,8 @@ def test_evaluate_writes_report(built, tmp_path, inproc_ray):
     assert cli.main(["evaluate", "--generator", str(built["gen"]), "--out", str(out), "--num", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
     check_report(report, built["zoo"], num=2, recon_num=2, tasks=list(TASKS))
-    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim", "quality": 1.0, "seed": 0}  # the generator's own
+    assert report["sampling"] == {"guidance": 2.0, "sampler": "ddim", "quality": 1.0, "seed": 0,
+                                  "temperature": 1.0}  # the generator's own
     assert report["bootstrap"] == 1000 and report["subset_rows"] == {t: 24 for t in TASKS}  # 24 < 200 test rows
     md = (out / "report.md").read_text()
     assert all(t in md for t in TASKS) and "1000 resamples" in md
@@ -290,7 +291,8 @@ def test_evaluate_sampling_overrides(built, tmp_path, inproc_ray):
                      "--workers", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
     check_report(report, built["zoo"], num=2, recon_num=1, tasks=["SST-2"])
-    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm", "quality": 0.5, "seed": 3}
+    assert report["sampling"] == {"guidance": 0.0, "sampler": "ddpm", "quality": 0.5, "seed": 3,
+                                  "temperature": 1.0}
     assert report["bootstrap"] == 200 and report["subset_rows"] == {"SST-2": 10}
     md = (out / "report.md").read_text()
     assert "Sampling: DDPM, guidance 0, quality 0.5." in md and "200 resamples" in md and "SST-2 10" in md
@@ -447,4 +449,9 @@ def test_train_again_into_the_same_folder(built):
     name = run_name(load_config(CONFIG, common[4:]), str(built["zoo"]))
     assert run_name(load_config(CONFIG, [*common[4:], "trainer.seed=1"]), str(built["zoo"])) != name
     assert run_name(load_config(CONFIG, [*common[4:], "trainer.output_dir=/elsewhere"]), str(built["zoo"])) == name
+    # the sampling temperature names the run only where training samples (the task-loss stage)
+    assert run_name(load_config(CONFIG, [*common[4:], "diffusion.temperature=0.5"]), str(built["zoo"])) == name
+    staged = [*common[4:], "taskloss.steps=2"]
+    assert run_name(load_config(CONFIG, [*staged, "diffusion.temperature=0.5"]), str(built["zoo"])) != run_name(
+        load_config(CONFIG, staged), str(built["zoo"]))
     assert (gen / "ray" / name).is_dir()

@@ -4,6 +4,7 @@ distances, disagreement, zoo capture pairs) and task conditions. Every case runs
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 
@@ -355,6 +356,19 @@ def test_guidance_extrapolates():
     out = {g: sample(den, cond, cfg, torch.Generator().manual_seed(1), guidance=g) for g in (0.0, 1.0, 2.0)}
     assert not torch.allclose(out[2.0], out[1.0]) and not torch.allclose(out[2.0], out[0.0])
     torch.testing.assert_close(sample(den, cond, cfg, torch.Generator().manual_seed(1)), out[2.0])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_scales_the_starting_noise(temperature):
+    """diffusion.temperature T from noise n samples what T=1 samples from T·n, whether n is drawn or given."""
+    cfg = DiffusionConfig(hidden=16, depth=2, timesteps=30, sample_steps=6)
+    hot = dataclasses.replace(cfg, temperature=temperature)
+    den = tiny_denoiser(latent=4, cond_dim=3)
+    cond, noise = torch.randn(2, 3), torch.randn(2, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(sample(den, cond, hot, noise=noise), sample(den, cond, cfg, noise=temperature * noise))
+    drawn = sample(den, cond, hot, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(drawn, sample(den, cond, cfg, noise=temperature * noise))
+    assert not torch.allclose(drawn, sample(den, cond, cfg, noise=noise), atol=1e-4)
 
 
 def test_ddpm_sampler_runs():

@@ -128,6 +128,17 @@ def test_capture_schedule(steps, num, stride, expected):
     assert lora.capture_schedule(steps, num, stride) == expected
 
 
+@pytest.mark.parametrize("steps,warmup,decay,expected", [
+    (6, 0, 0, [1, 1, 1, 1, 1, 1]),  # constant
+    (6, 2, 0, [0.5, 1, 1, 1, 1, 1]),  # warmup, then constant
+    (6, 0, 3, [1, 1, 1, 1, 2 / 3, 1 / 3]),  # the last 3 steps decay towards 0 (never a step at 0)
+    (4, 2, 4, [0.5, 0.75, 0.5, 0.25]),  # warmup and decay overlap: the lower factor wins
+    (1, 0, 1, [1]),
+])
+def test_lr_factor(steps, warmup, decay, expected):
+    assert [lora.lr_factor(s, steps, warmup, decay) for s in range(steps)] == pytest.approx(expected)
+
+
 # ---- fine-tuning ----
 
 def test_finetune_changes_vector_and_captures(tiny, tok):
@@ -158,6 +169,15 @@ def test_head_lr_applies_to_the_head_only(tiny, tok):
     (h0, l0), (h1, l1) = moved(frozen_head), moved(fast_head)
     assert h0 < 1e-9 and l0 > 1e-4  # Adam's steps scale with the group's LR
     assert h1 > 0.5 and l1 > 1e-4
+
+
+def test_decay_steps_reach_the_optimizer(tiny, tok):
+    """decay_steps=2 of 2: the first step runs at the full LR, the second at half; without decay both at full."""
+    spec, train, _ = tiny("SST-2")
+    _, const = _finetuned(spec, train, tok)
+    _, decayed = _finetuned(spec, train, tok, cfg=dataclasses.replace(TRAIN, decay_steps=2))
+    np.testing.assert_array_equal(const[1], decayed[1])
+    assert not np.array_equal(const[2], decayed[2])
 
 
 def test_finetune_is_reproducible(tiny, tok):

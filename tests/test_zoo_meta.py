@@ -139,3 +139,21 @@ def test_not_an_object(written):
     (written / "meta.json").write_text("[]")
     with pytest.raises(ConfigError, match=r"meta\.json: not a zoo's metadata"):
         read_meta(written)
+
+
+def test_a_zoo_from_before_decay_steps_is_resumed(tmp_path, data_dir):
+    """A zoo whose meta.json has no train.decay_steps was trained at a constant rate: collecting into it again with
+    decay_steps 0 resumes it, and with a decay is refused in one line."""
+    from raypdiff.config import load_config
+    from raypdiff.zoo.collect import prepare
+
+    over = [f"data.root={data_dir}", "tasks=[RTE]", f"collect.output_dir={tmp_path / 'zoo'}", "model.max_length=16",
+            "train.per_task={}", "train.steps=10", "capture.num=2", "eval.val_examples=8", "eval.test_examples=6"]
+    prepare(load_config(None, over), progress=False)
+    meta = tmp_path / "zoo" / "meta.json"
+    old = json.loads(meta.read_text())
+    del old["train"]["decay_steps"]
+    meta.write_text(json.dumps(old))
+    assert prepare(load_config(None, over), progress=False).todo == [("RTE", 0)]
+    with pytest.raises(ConfigError, match="holds a zoo built with another train setting"):
+        prepare(load_config(None, [*over, "train.decay_steps=5"]), progress=False)

@@ -68,7 +68,8 @@ def adapter_folders(out: Path, num: int) -> list[Path]:
 
 def sampling_facts(gen, seed: int, num: int, guidance: Optional[float], quality: Optional[float]) -> dict:
     """How the adapters were sampled, for the manifest."""
-    facts = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance}
+    facts = {"seed": seed, "num": num, "guidance": guidance or gen.cfg.diffusion.guidance,
+             "temperature": gen.cfg.diffusion.temperature}
     if gen.cfg.condition.quality:
         facts["quality"] = gen.resolve_quality(quality)
     return facts

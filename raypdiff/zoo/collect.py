@@ -106,6 +106,7 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
             raise ConfigError(f"{meta_path}: unreadable zoo metadata ({e}); use a new collect.output_dir "
                               f"(or delete that folder)") from None
         fields = meta_fields(cfg)
+        old["train"] = {"decay_steps": 0, **old.get("train", {})}  # zoos from before decay_steps: constant rate
         for key in ("domain", "base_model", "lora", "capture", "train", "eval"):
             if old.get(key, "text" if key == "domain" else None) != fields[key]:  # older zoos: text
                 raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
