@@ -295,7 +295,7 @@ def test_evaluate_sampling_overrides(built, tmp_path, inproc_ray):
                                   "temperature": 1.0}
     assert report["bootstrap"] == 200 and report["subset_rows"] == {"SST-2": 10}
     md = (out / "report.md").read_text()
-    assert "Sampling: DDPM, guidance 0, quality 0.5." in md and "200 resamples" in md and "SST-2 10" in md
+    assert "Sampling: DDPM, guidance 0, quality 0.5, temperature 1." in md and "200 resamples" in md and "SST-2 10" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

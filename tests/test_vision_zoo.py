@@ -263,5 +263,7 @@ def test_bench_style_zoo(style_zoo):
         report = json.loads((work / n / "report" / "zoo.json").read_text())
         assert v["learned"] == report["learned"] and v["zoo"]["captures"] == 6 and v["zoo"]["seeds"] == [0]
     md = (out / "style_zoo.md").read_text()
-    assert md.startswith("# Does the style zoo learn its styles?") and "| locon | r 2 on" in md
+    # each variant names its whole recipe: r 4 whatever the config's rank (the tiny config's is 2)
+    assert {n: v["zoo"]["lora"]["r"] for n, v in summary["variants"].items()} == {"attention": 4, "locon": 4}
+    assert md.startswith("# Does the style zoo learn its styles?") and "| locon | r 4 on" in md
     assert (out / "style_zoo_locon_inverted.png").stat().st_size > 0
