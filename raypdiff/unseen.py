@@ -71,8 +71,8 @@ def finetune(cfg: Config, meta: ZooMeta, spec: TaskSpec, layout, examples: list,
     model = lora.build(base.model, base.lora, spec, seed, float(labels.mean()) if spec.is_regression else None)
     if start is not None:
         lora.load_vector(model, start, layout)
-    train = derive(cfg.train, {"lr": h.finetune_lr, "head_lr": None, "warmup_steps": 0, "decay_steps": 0, "per_task": {},
-                               "batch_size": min(cfg.train.batch_size, len(examples))}, "train.")
+    train = derive(cfg.train, {"lr": h.finetune_lr, "head_lr": None, "warmup_steps": 0, "decay_steps": 0,
+                               "per_task": {}, "batch_size": min(cfg.train.batch_size, len(examples))}, "train.")
     lora.finetune(model, lora.load_tokenizer(base.model), Split([t for t, _ in examples], labels), train,
                   h.finetune_steps, base.model.max_length, seed, base.model.dtype, set(), lambda step, vec: None)
     return lora.flatten(model)

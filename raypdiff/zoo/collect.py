@@ -6,11 +6,11 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from raypdiff import plots
-from raypdiff.config import Config, ConfigError
+from raypdiff.config import Config, ConfigError, TrainConfig
 from raypdiff.domains import domain_for
 from raypdiff.storage import Location, Where
 from raypdiff.zoo.store import (SHARDS, load_table, meta_fields, read_meta, shard_name, shard_problem, summarize,
@@ -106,7 +106,8 @@ def prepare(cfg: Config, progress: bool = True) -> Plan:
             raise ConfigError(f"{meta_path}: unreadable zoo metadata ({e}); use a new collect.output_dir "
                               f"(or delete that folder)") from None
         fields = meta_fields(cfg)
-        old["train"] = {"decay_steps": 0, **old.get("train", {})}  # zoos from before decay_steps: constant rate
+        # a train field added since an older zoo was collected (decay_steps) read as its default
+        old["train"] = {**asdict(TrainConfig()), **old.get("train", {})}
         for key in ("domain", "base_model", "lora", "capture", "train", "eval"):
             if old.get(key, "text" if key == "domain" else None) != fields[key]:  # older zoos: text
                 raise ConfigError(f"{out} holds a zoo built with another {key} setting; "
