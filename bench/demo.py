@@ -53,7 +53,8 @@ def markdown(runs: list[dict], config: str, machine: dict) -> str:
     lines = [f"# The main job on both precision paths (`{config}`)", "",
              f"Machine: {machine['cpus']} CPUs, {machine['processor']}. Targets per task (the report's ✓/✗): generated "
              f"mean ≥ zoo mean − {TARGET_POINTS}; generated best-by-val ≥ zoo best-by-val − {TARGET_POINTS}; generated "
-             "mean not below the weight average beyond its interval. All figures on test.", "",
+             "mean not below the weight average beyond its interval. All figures on test; best-by-val is the mean test "
+             "score of the adapters tied at the best val score (200 val rows: ties are common).", "",
              "| model.dtype | task | generated mean | lowest adapter | zoo mean | generated best-by-val | zoo best-by-val "
              "| weight average | targets | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:

@@ -15,7 +15,7 @@ from raypdiff import plots, reports
 from raypdiff.config import ConfigError
 from raypdiff.generate import Generator
 from raypdiff.reports import cell, table
-from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
+from raypdiff.stats import Bootstrap, interval, metric_rows, val_ties, verdict
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import TaskSpec
 from raypdiff.zoo.store import TaskInfo, ZooMeta
@@ -173,7 +173,7 @@ def held_out(gen: Generator, names: list[str], meta: ZooMeta, data: dict, arrays
     own = {t: preds["gen", t, "test"][:matrix_num][:, subset[t]] for t in names}  # the matrix's diagonal
     report: dict = {"splits": {t: {"train": data[t].splits["train"]["rows"], "val": len(data[t].val),
                                    "test": len(data[t].test)} for t in names},
-                    "tasks": {t: _figures(t, gen.spec(t), meta.tasks[t], arrays[t], preds, data[t].val.labels,
+                    "tasks": {t: _figures(t, gen.spec(t), meta.tasks[t], arrays[t], kept[t], preds, data[t].val.labels,
                                           boots[t]) for t in names},
                     "novelty": {t: _novelty(t, kept[t], arrays[t], preds, subset[t], gen.spec(t).is_regression)
                                 for t in names},
@@ -208,10 +208,13 @@ def _sample(gen: Generator, names: list[str], meta: ZooMeta, arrays: dict, sampl
         nearest = sorted(set(dist["nearest"].tolist()) - set(a["test_pred"]))
         pairs = {"neighbours": zoo_pairs(a, meta.capture.stride), "50_steps_apart": zoo_pairs(a, 50)}
         untested = sorted({j for ps in pairs.values() for _, j in ps} - set(a["test_pred"]))
-        kept[t] = {"dist": dist, "pairs": pairs, "zoo_rows": nearest + untested}
+        tied = [int(i) for i in val_ties(a["value"]) if int(i) not in a["test_pred"]]  # collect scored the first only
+        kept[t] = {"dist": dist, "pairs": pairs, "zoo_rows": nearest + untested, "zoo_tied": tied}
         for split in ("val", "test"):
             plan.add(("gen", t, split), t, split, vecs)
             plan.add(("recon", t, split), t, split, recon)
+        if tied:
+            plan.add(("zoo_tied", t), t, "test", a["vector"][tied])
         plan.add(("wa", t), t, "test", a["vector"].mean(0, keepdims=True))
         plan.add(("init", t), t, "test", lora.flatten(init)[None])
         plan.add(("zoo", t), t, "subset", a["vector"][nearest + untested])
@@ -221,36 +224,39 @@ def _sample(gen: Generator, names: list[str], meta: ZooMeta, arrays: dict, sampl
     return plan, kept, gen_seconds
 
 
-def _figures(t: str, spec: TaskSpec, info: TaskInfo, a: dict, preds: dict, val_labels: np.ndarray,
+def _figures(t: str, spec: TaskSpec, info: TaskInfo, a: dict, kept: dict, preds: dict, val_labels: np.ndarray,
              boot: Bootstrap) -> dict:
     """One task's test figures (zoo, baselines, reconstructed and generated adapters, paired differences) and val
     figures. info: the task's zoo meta; a: its zoo arrays."""
     tested = sorted(a["test_pred"])  # the stated sample scored at collect time (every test_every-th + best)
     zoo_preds = np.stack([a["test_pred"][i] for i in tested])
-    best = int(np.argmax(a["value"]))  # best by val over every capture; scored on test at collect time
+    tied = dict(zip(kept["zoo_tied"], preds.get(("zoo_tied", t), [])))  # val-tied captures collect did not score
+    z_best = np.stack([a["test_pred"].get(int(i), tied.get(int(i))) for i in val_ties(a["value"])])
     last = [i for i in range(len(a["step"])) if a["step"][i] == a["step"].max()]
     g_val = metric_rows(spec.metric, preds["gen", t, "val"], val_labels)
     r_val = metric_rows(spec.metric, preds["recon", t, "val"], val_labels)
     g_test, r_test = preds["gen", t, "test"], preds["recon", t, "test"]
-    g_best, r_best = g_test[int(np.argmax(g_val))], r_test[int(np.argmax(r_val))]
+    g_best, r_best = g_test[val_ties(g_val)], r_test[val_ties(r_val)]
     wa = preds["wa", t]
     return {
         "metric": spec.metric,
         "test": {
             "zoo": {**boot.mean(zoo_preds), "n": len(tested), "scores": [float(a["test_value"][i]) for i in tested],
-                    "best_by_val": boot.point(a["test_pred"][best]),
-                    "best_by_val_ci": interval(boot.draws(a["test_pred"][best])),
+                    "best_by_val": boot.point(z_best), "best_by_val_ci": interval(boot.draws(z_best)),
+                    "best_by_val_ties": len(z_best),
                     "last": boot.point(np.stack([a["test_pred"][i] for i in last]))},
             "weight_average": boot.point(wa), "weight_average_ci": interval(boot.draws(wa)),
             "majority": info.majority,
             "base_init": boot.point(preds["init", t]),
-            "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "n": len(r_test),
-                      "scores": metric_rows(spec.metric, r_test, boot.labels).tolist()},
-            "generated": {**boot.mean(g_test), "best_by_val": boot.point(g_best), "n": len(g_test),
-                          "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
+            "recon": {**boot.mean(r_test), "best_by_val": boot.point(r_best), "best_by_val_ties": len(r_best),
+                      "n": len(r_test), "scores": metric_rows(spec.metric, r_test, boot.labels).tolist(),
+                      "val_scores": r_val.tolist()},
+            "generated": {**boot.mean(g_test), "best_by_val": boot.point(g_best), "best_by_val_ties": len(g_best),
+                          "n": len(g_test), "scores": metric_rows(spec.metric, g_test, boot.labels).tolist(),
+                          "val_scores": g_val.tolist()},
             "diff": {"gen_vs_zoo_mean": boot.diff(g_test, zoo_preds),
                      "gen_vs_weight_average": boot.diff(g_test, wa),
-                     "gen_best_vs_zoo_best": boot.diff(g_best, a["test_pred"][best]),
+                     "gen_best_vs_zoo_best": boot.diff(g_best, z_best),
                      "recon_vs_zoo_mean": boot.diff(r_test, zoo_preds)},
         },
         "val": {"zoo_mean": float(a["value"].mean()), "zoo_best": float(a["value"].max()),
@@ -317,7 +323,7 @@ def evaluate_generated(gen_path: str, out_dir: str, num: int = 10, seed: int = 0
         zoo_preds = np.stack([a["test_pred"][i] for i in sorted(a["test_pred"])])
         report["tasks"][t] = {
             "metric": spec.metric,
-            "test": {"generated": {**boot.mean(g_test), "best_by_val": boot.point(g_test[int(np.argmax(g_val))]),
+            "test": {"generated": {**boot.mean(g_test), "best_by_val": boot.point(g_test[val_ties(g_val)]),
                                    "n": len(g_test), "scores": metric_rows(spec.metric, g_test, boot.labels).tolist()},
                      "zoo": {**boot.mean(zoo_preds), "n": len(zoo_preds)}, "majority": meta.tasks[t].majority},
             "val": {"generated_mean": float(g_val.mean()), "generated_best": float(g_val.max()),
@@ -361,8 +367,8 @@ def markdown(report: dict) -> str:
     s = report["sampling"]
     quality = "" if s.get("quality") is None else f", quality {s['quality']:g}"
     lines = [f"All figures on each task's TEST rows (never read by training, ranking or picking); best-by-val = the "
-             f"adapter with the best VAL score. Intervals: 95% bootstrap over test rows ({report['bootstrap']} "
-             f"resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}, temperature "
+             f"adapter with the best VAL score (the mean of those tied there). Intervals: 95% bootstrap over test "
+             f"rows ({report['bootstrap']} resamples). Sampling: {s['sampler'].upper()}, guidance {s['guidance']:g}{quality}, temperature "
              f"{s.get('temperature', 1.0):g}.", "",
              *table(["task", "metric", "rows train/val/test", "majority", "base + init head", "weight average",
                      "zoo mean (n)", "zoo best-by-val", "zoo last", "recon mean", "recon best-by-val",

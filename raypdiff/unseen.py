@@ -17,7 +17,7 @@ import numpy as np
 from raypdiff import plots, reports
 from raypdiff.config import Config, ConfigError, derive
 from raypdiff.reports import cell, flip_rates, share, table
-from raypdiff.stats import Bootstrap, metric_rows
+from raypdiff.stats import Bootstrap, metric_rows, val_ties
 from raypdiff.storage import Location, local_folder, writable
 from raypdiff.tasks import Split, TaskData, TaskSpec, majority_class
 from raypdiff.zoo.store import ZooMeta
@@ -113,7 +113,7 @@ def score_task(gen, cfg: Config, meta: ZooMeta, arrays: dict, spec: TaskSpec,
     vecs, nearest = generated(examples)
     g_val = metric_rows(spec.metric, scorer.predict(t, "val", vecs), data.val.labels)  # (num,): the oracle pick only
     g_test = scorer.predict(t, "test", vecs)  # (num, R)
-    best = int(np.argmax(g_val))
+    best = val_ties(g_val)
     near = arrays[nearest]
     near_vec = map_head(near["vector"][int(np.argmax(near["value"]))], layout, gen.spec(nearest).label_names,
                         spec.label_names)

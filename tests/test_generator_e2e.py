@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from raypdiff import checkpoint, cli
 from raypdiff.newtask import TaskAdapter
+from raypdiff.stats import val_ties
 
 pytestmark = pytest.mark.full  # end to end: the full tier
 
@@ -195,8 +196,10 @@ def check_report(report: dict, zoo: Path, num: int, recon_num: int, tasks: list[
         assert z["n"] == len(tested) and 2 <= z["n"] <= 3
         np.testing.assert_allclose(z["scores"], a["test_value"][tested], atol=1e-6)
         assert z["mean"] == pytest.approx(np.mean(z["scores"]), abs=1e-5)  # rescored now = scored at collect time
-        best = int(np.argmax(a["value"]))
-        assert z["best_by_val"] == pytest.approx(a["test_value"][best], abs=1e-5)
+        ties = val_ties(a["value"])  # best-by-val: the mean test score of the captures tied at the best val score
+        assert z["best_by_val_ties"] == len(ties)
+        if all(int(i) in a["test_pred"] for i in ties):  # else evaluate scored the rest itself
+            assert z["best_by_val"] == pytest.approx(np.mean(a["test_value"][ties]), abs=1e-5)
         assert z["last"] == pytest.approx(a["test_value"][int(np.argmax(a["step"]))], abs=1e-5)
         assert_in_ci(z["mean"], z["ci"], f"{t} zoo mean")
         assert_in_ci(z["best_by_val"], z["best_by_val_ci"], f"{t} zoo best-by-val")
@@ -211,10 +214,12 @@ def check_report(report: dict, zoo: Path, num: int, recon_num: int, tasks: list[
         # reconstructed and generated adapters
         for kind, n in (("recon", recon_num), ("generated", num)):
             g = x[kind]
-            assert set(g) == {"mean", "ci", "best_by_val", "n", "scores"}, kind
-            assert g["n"] == len(g["scores"]) == n
+            assert set(g) == {"mean", "ci", "best_by_val", "best_by_val_ties", "n", "scores", "val_scores"}, kind
+            assert g["n"] == len(g["scores"]) == len(g["val_scores"]) == n
             assert g["mean"] == pytest.approx(np.mean(g["scores"]), abs=1e-9)
-            assert g["best_by_val"] in g["scores"]
+            ties = val_ties(g["val_scores"])
+            assert g["best_by_val_ties"] == len(ties) >= 1
+            assert g["best_by_val"] == pytest.approx(np.mean(np.asarray(g["scores"])[ties]), abs=1e-9)
             assert_in_ci(g["mean"], g["ci"], f"{t} {kind} mean")
 
         # paired differences: value = difference of the points above, each inside its interval

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raypdiff.stats import Bootstrap, interval, metric_rows, verdict
+from raypdiff.stats import Bootstrap, interval, metric_rows, val_ties, verdict
 from raypdiff.tasks import METRICS, score
 
 
@@ -143,6 +143,24 @@ def test_bootstrap_is_seeded(seed):
     assert a.mean(preds) == b.mean(preds)
     other = Bootstrap("accuracy", labels, 64, seed + 1)
     assert not np.array_equal(a.idx, other.idx)
+
+
+# ---------------------------------------------------------------- val_ties
+
+# (val scores, the indices tied at the best): a best-by-val figure averages their test scores
+VAL_TIES = [
+    ([0.8, 0.9, 0.85], [1]),
+    ([0.89, 0.89, 0.885, 0.89], [0, 1, 3]),  # 200 val rows: accuracy moves in steps of 0.005
+    ([0.7], [0]),
+    ([0.5, 0.5], [0, 1]),
+    ([-0.2, -0.1, -0.1 - 1e-9], [1]),  # a real gap (a Pearson correlation, say) is no tie
+    (np.float32([0.89, 0.89]), [0, 1]),
+]
+
+
+@pytest.mark.parametrize("values,expected", VAL_TIES, ids=[f"case{i}" for i in range(len(VAL_TIES))])
+def test_val_ties(values, expected):
+    assert val_ties(values).tolist() == expected
 
 
 # ---------------------------------------------------------------- interval, verdict
