@@ -11,28 +11,41 @@ def connect(address: Optional[str] = None, progress: bool = True) -> None:
     """`address`, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray — never a cluster that merely
     happens to run on this machine. RAYPDIFF_DASHBOARD=0 starts that local Ray without its dashboard (a process and
     ~1.5 s of a start less: the test suite starts dozens)."""
+    import psutil
     import ray
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         quiet = not address and os.environ.get("RAYPDIFF_DASHBOARD", "1") == "0"  # a cluster's dashboard is its own
+        before = {p.pid for p in psutil.Process().children()}
         ray.init(address=address or "local", log_to_driver=progress, **({"include_dashboard": False} if quiet else {}))
         if not address:
-            atexit.register(_stop_local_ray)  # after Ray's own exit hook (registered at import), so it runs first
+            if not _LOCAL_RAY:
+                atexit.register(_stop_local_ray)  # after Ray's own exit hook (registered at import): runs first
+            _LOCAL_RAY[:] = [p for p in psutil.Process().children() if p.pid not in before]
+
+
+_LOCAL_RAY: list = []  # the processes (GCS, raylet, dashboard, ...) the last local Ray of this process started
 
 
 def _stop_local_ray() -> None:
     """Stop the local Ray this process started, and leave none of its processes behind. Ray's shutdown gives each
     process 1 s before SIGKILL; a dashboard killed so orphans its module processes, which then wait a minute or more
-    for the dead GCS (CI saw them outlive the driver under load). We know them all before the shutdown: kill the rest."""
+    for the dead GCS (CI saw them outlive the driver under load). Only Ray's own processes and theirs are known here,
+    before the shutdown: those left after it are killed."""
     import psutil
     import ray
 
-    ours = psutil.Process().children(recursive=True)
-    ray.shutdown()
-    for p in psutil.wait_procs(ours, timeout=5)[1]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
+    ours = []
+    for p in _LOCAL_RAY:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running():  # the same process still (psutil checks its start time)
+                ours += [p, *p.children(recursive=True)]
+    ray.shutdown(_exiting_interpreter=True)  # as Ray's own exit hook calls it (its last log lines reach us)
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.wait_procs(ours, timeout=5)[1]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 def cpus() -> int:

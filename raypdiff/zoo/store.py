@@ -345,7 +345,8 @@ def dataset(zoo_dir: Where):
 
 def summarize(zoo_dir: Where) -> dict:
     """Per task: val mean / best / worst over every capture; on test, the mean over the captures scored there,
-    the best-by-val capture's score, the last capture's (averaged over seeds) and the majority class."""
+    the best-by-val capture's score (the first of any val ties: collect scores one per run; the evaluation report
+    averages every tie), the last capture's (averaged over seeds) and the majority class."""
     meta = read_meta(zoo_dir, allow_incomplete=True)
     t = load_table(zoo_dir, ["task", "seed", "step", "value", "test_value"]).to_pandas()
     tasks = {}
