@@ -187,7 +187,8 @@ def test_vision_eval(style_zoo, s3):
     assert set(report["styles"]) == {"inverted", "edges"} and set(report["heldout_styles"]) == {"edges"}
     for kind, methods in (("styles", ["base", "zoo_mean", "zoo_best", "weight_average", "generated",
                                        "generated_best"]),
-                          ("heldout_styles", ["base", "nearest_style", "generated", "generated_best", "zoo_best"])):
+                          ("heldout_styles", ["base", "nearest_style", "weight_average", "generated", "generated_best",
+                                              "zoo_best"])):
         for res in report[kind].values():
             for m in methods:
                 assert 0 <= res[m]["style_acc"] <= 1 and 0 <= res[m]["class_acc"] <= 1 and res[m]["fd"] > 0
@@ -197,10 +198,23 @@ def test_vision_eval(style_zoo, s3):
                 for k in ("style_acc", "kid", "class_acc"):
                     assert r[f"{k}_ci"][0] - 1e-9 <= r[k] <= r[f"{k}_ci"][1] + 1e-9, (k, r)
     assert report["heldout_styles"]["edges"]["nearest"] == "inverted"  # the only style its generator saw
+    # is the condition read: the held-out generator from 1, condition.k (2) and 16 of the style's images, and noise
+    read = report["condition_read"]["k"]["edges"]
+    variants = ["k=1", "k=2", "k=16", "random images"]
+    assert [m for m in read if m != "paired"] == ["base", *variants]
+    assert set(read["paired"]) == {f"{m} - base" for m in variants}
+    assert read["k=2"] == report["heldout_styles"]["edges"]["generated"]  # the same LoRAs, sampled once
+    # swapped images: edges with its nearest seen style; a share that follows both ways is at most either side's
+    (pair, swap), = report["condition_read"]["swap"].items()
+    assert pair == "edges / inverted" and swap["a_from_a"] == pytest.approx(read["k=2"]["style_acc"])
+    assert 0 <= swap["follows"] <= min(swap["a_from_a"], swap["b_from_b"])
+    assert swap["a_from_a"] + swap["b_from_a"] <= 1 and swap["a_from_b"] + swap["b_from_b"] <= 1
+    assert report["targets"]["swaps"] == 1
     assert json.loads((out / "heldout_generator" / "train_summary.json").read_text())
     assert [p["weight"] for p in report["interpolation"]] == [0.0, 0.5, 1.0]
     assert report["zoo"]["styles"] == 2 and report["zoo"]["captures"] == 6
-    for name in ("vision.md", "vision.png", "interpolation.png", "grid_seen_inverted.png", "grid_heldout_edges.png"):
+    for name in ("vision.md", "vision.png", "interpolation.png", "grid_seen_inverted.png", "grid_heldout_edges.png",
+                 "grid_condition_edges.png"):
         assert (out / name).is_file() and (out / name).stat()[0] > 0, name
     bad = subprocess.run([*cmd, "style_eval.heldout_styles=[sepia]"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)

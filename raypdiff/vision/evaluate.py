@@ -4,6 +4,7 @@ weight average and generated LoRAs on seen styles, and on styles a second genera
 With --zoo-only, the zoo's LoRAs against the base alone: whether the zoo learned its styles."""
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -26,7 +27,8 @@ from raypdiff.zoo.store import ZooMeta
 
 SEEN = ("base", "zoo_mean", "zoo_best", "weight_average", "generated", "generated_best")
 ZOO = ("base", "zoo_mean", "zoo_best")  # --zoo-only
-HELDOUT = ("base", "nearest_style", "generated", "generated_best", "zoo_best")  # zoo_best: the style's own (oracle)
+HELDOUT = ("base", "nearest_style", "weight_average", "generated", "generated_best",
+           "zoo_best")  # weight_average: of the seen styles' captures; zoo_best: the style's own LoRA (oracle)
 SCORES = ("style_acc", "kid", "fd", "class_acc")
 RESAMPLED = ("style_acc", "kid", "class_acc")  # with intervals; fd on the whole prompt set only
 
@@ -328,17 +330,20 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
             "generated_best": generated[[methods.best_of(generated, *d.val)]]}, "seen", "zoo_mean")
     if e.heldout_styles:
         rng = np.random.default_rng(e.seed)
-        hgen = fold_generator(cfg, zoo_dir, [s for s in styles if s not in e.heldout_styles], out,
-                              "style_eval.output_dir", progress, prefix="heldout_")
+        seen = [s for s in styles if s not in e.heldout_styles]
+        hgen = fold_generator(cfg, zoo_dir, seen, out, "style_eval.output_dir", progress, prefix="heldout_")
+        average = np.concatenate([arrays[s]["vector"] for s in seen]).mean(0, keepdims=True)
+        given = {}  # style → the held-out generator's LoRAs from k of its images
         for s in e.heldout_styles:
             a, (x, y) = arrays[s], data[s].train
             pick = rng.choice(len(x), min(cfg.condition.k, len(x)), replace=False)  # the k images a user would give
             cond, nearest = image_condition(hgen, x[pick], e.num)
-            generated = hgen.vectors(cond, nearest, seed=e.seed)
+            given[s] = generated = hgen.vectors(cond, nearest, seed=e.seed)
             report["heldout_styles"][s] = {"nearest": nearest, **methods.score(s, {
-                "base": None, "nearest_style": best_capture(arrays[nearest]),
+                "base": None, "nearest_style": best_capture(arrays[nearest]), "weight_average": average,
                 "generated": generated, "generated_best": generated[[methods.best_of(generated, x[pick], y[pick])]],
                 "zoo_best": best_capture(a)}, "heldout", "nearest_style")}
+        report["condition_read"] = condition_read(cfg, hgen, methods, given, report["heldout_styles"], rng)
     report["interpolation"], strip = interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
     report["targets"] = targets(report)
     report["eval_seconds"] = time.time() - t0
@@ -397,6 +402,43 @@ def flat_metrics(report: dict) -> dict[str, float]:
             for m in methods for k in SCORES}
 
 
+def condition_read(cfg: Config, gen: Generator, methods: Methods, given: dict, held: dict,
+                   rng: np.random.Generator) -> dict:
+    """Whether the held-out generator reads its images. "k": per held-out style, its LoRAs from 1, condition.k and 16
+    of its images and from condition.k random-noise images. "swap": per pair of styles (the held-out ones with each
+    other and each with its nearest seen style), the share of samples (the same adapter slot, prompt and noise) whose
+    judged style follows the images given: a's style from a's images and b's from b's."""
+    from raypdiff.vision import classify
+
+    e, k = cfg.style_eval, cfg.condition.k
+
+    def lora_from(images: np.ndarray) -> np.ndarray:
+        cond, nearest = image_condition(gen, images, e.num)
+        return gen.vectors(cond, nearest, seed=e.seed)
+
+    def images_of(style: str, n: int) -> np.ndarray:
+        x = methods.data[style].train[0]
+        return x[rng.choice(len(x), min(n, len(x)), replace=False)]
+
+    given, out = dict(given), {"k": {}, "swap": {}}
+    for s, own in list(given.items()):
+        x = methods.data[s].train[0]
+        variants = {f"k={n}": own if n == k else lora_from(images_of(s, n)) for n in sorted({1, k, 16})}
+        variants["random images"] = lora_from(rng.integers(0, 256, (k, *x.shape[1:])).astype(x.dtype))
+        out["k"][s] = methods.score(s, {"base": None, **variants}, "condition")
+    pairs = [*itertools.combinations(given, 2), *((s, held[s]["nearest"]) for s in list(given))]
+    for b in sorted({b for _, b in pairs} - set(given)):  # sorted: the same draws from rng on every run
+        given[b] = lora_from(images_of(b, k))
+    judged = {s: np.stack([classify.predict(methods.judges.styles, methods.sample(v)) for v in vs])
+              for s, vs in given.items()}  # (num, N) style indices
+    for a, b in pairs:
+        ia, ib = (methods.judges.names.index(t) + 1 for t in (a, b))
+        share = {f"{x}_from_{y}": float((judged[t] == i).mean())  # x's style judged on samples from t's images
+                 for x, i in (("a", ia), ("b", ib)) for y, t in (("a", a), ("b", b))}
+        out["swap"][f"{a} / {b}"] = {"follows": float(((judged[a] == ia) & (judged[b] == ib)).mean()), **share}
+    return out
+
+
 def interpolation(cfg: Config, gen, sampler: Sampler, judges: Judges, pair: list[str]) -> tuple[list[dict], list]:
     """Conditions on the line from one style's mean condition to another's: per point, the share of samples the
     style judge calls each end's style, and the class accuracy; the samples of the first classes for the strip."""
@@ -431,6 +473,8 @@ def targets(report: dict) -> dict:
     out["heldout_generated_above_nearest"] = sum(
         r["paired"]["generated - nearest_style"]["style_acc_ci"][0] > 0 for r in held)
     out["heldout_styles"] = len(report["heldout_styles"])
+    swaps = report.get("condition_read", {}).get("swap", {}).values()
+    out["swaps_following_90_percent"], out["swaps"] = sum(x["follows"] >= 0.9 for x in swaps), len(swaps)
     return out
 
 
@@ -488,11 +532,34 @@ def markdown(report: dict) -> str:
               f"- generated Fréchet distance within 10% of the zoo mean's: {t['seen_fd_within_10_percent']} of "
               f"{t['seen_styles']}",
               f"- held-out styles where generated beats the nearest style's LoRA on style accuracy by interval "
-              f"(paired): {t['heldout_generated_above_nearest']} of {t['heldout_styles']}", "",
+              f"(paired): {t['heldout_generated_above_nearest']} of {t['heldout_styles']}",
+              f"- swapped images: the judged style follows the images on ≥ 90% of samples: "
+              f"{t['swaps_following_90_percent']} of {t['swaps']} pairs", "", *_condition_read(report),
               "## Interpolation", "", *table(["weight", *(k for k in report["interpolation"][0] if k != "weight")])]
     for p in report["interpolation"]:
         lines.append(f"| {p['weight']:.2f} | " + " | ".join(f"{v:.3f}" for k, v in p.items() if k != "weight") + " |")
     return "\n".join(lines) + "\n"
+
+
+def _condition_read(report: dict) -> list[str]:
+    c = report.get("condition_read")
+    if not c:
+        return []
+    lines = ["## Held-out styles: is the condition read?", "", "The held-out generator given k of the style's own "
+             "images (k=1, condition.k, 16) or random-noise images:", "",
+             *table(["style", "images given", "style acc", "- base", "class acc"])]
+    for s, r in c["k"].items():
+        for m in (m for m in r if m not in ("base", "paired")):
+            d = r["paired"][f"{m} - base"]
+            lines.append(f"| {s} | {m} | {_cell(r[m], 'style_acc')} | {_cell(d, 'style_acc')} | "
+                         f"{_cell(r[m], 'class_acc')} |")
+    lines += ["", "Swapped images (a / b): the share of samples (the same adapter slot, prompt and noise) judged a's "
+              "style from a's images and b's from b's (follows); each style's share on samples from either's images.",
+              "", *table(["a / b", "follows", "a from a's", "a from b's", "b from b's", "b from a's"])]
+    for pair, x in c["swap"].items():
+        lines.append(f"| {pair} | " + " | ".join(f"{x[k]:.3f}" for k in ("follows", "a_from_a", "a_from_b", "b_from_b",
+                                                                          "b_from_a")) + " |")
+    return [*lines, ""]
 
 
 def _montage(rows: list[np.ndarray], scale: int = 3) -> np.ndarray:
