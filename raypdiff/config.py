@@ -297,9 +297,14 @@ class TaskLossConfig:
     # episodes between Ray Train checkpoints (trainer.checkpoint_every counts the cheap denoising steps): an episode
     # costs ~2-4 s here (300 in 668-1,090 s beside a scorer), so a stopped stage loses at most this many
     checkpoint_every: int = 50
+    # fixed episodes (the training tasks in turn, their val rows as the query) scored at the stage's start and at
+    # every checkpoint: the generator keeps the sampling weights of the lowest loss (0: the last step's). Past ~200
+    # episodes the training loss rose again on every fold (bench/results/unseen_taskloss)
+    val_episodes: int = 40
 
     def __post_init__(self):
         require(self.steps >= 0, f"taskloss.steps: must be >= 0, got {self.steps}")
+        require(self.val_episodes >= 0, f"taskloss.val_episodes: must be >= 0, got {self.val_episodes}")
         for name in ("k", "query", "checkpoint_every"):
             require(getattr(self, name) >= 1, f"taskloss.{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "scale"):

@@ -1,10 +1,12 @@
 """The task-loss stage of generator training (taskloss.steps > 0): an episode draws a training task, k support examples
 per label and query rows of its train split, generates a body from the task's condition with gradients (DDIM through
-the denoiser, then the frozen decoder) and scores a cosine prototype head built from the support on the query rows."""
+the denoiser, then the frozen decoder) and scores a cosine prototype head built from the support on the query rows.
+Fixed episodes whose query rows are the training tasks' val rows pick the stage's length."""
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -67,8 +69,9 @@ class Episode:
 
 
 class Episodes:
-    """The training tasks' train rows, the base model and the condition encoder, loaded once per Ray Train worker;
-    `loss` runs one episode. Regression tasks are left out (their head would be a ridge fit)."""
+    """The training tasks' train and val rows, the base model and the condition encoder, loaded once per Ray Train
+    worker; `loss` runs one episode, `val_loss` the fixed validation episodes. Regression tasks are left out (their
+    head would be a ridge fit)."""
 
     def __init__(self, cfg: Config, prep: dict):
         meta = check(prep["zoo"])  # its train rows, as collected (load_splits checks them)
@@ -78,23 +81,26 @@ class Episodes:
         self.body = FunctionalBody(self.builder)
         self.encoder = make_encoder(cfg.condition, prep["base_model"]["base"])
         self.normalizer = Normalizer.from_state(prep["normalizer"])
-        self.specs, self.trains, self.index, self.sizes = {}, {}, {}, {}
+        self.specs, self.trains, self.vals, self.index, self.sizes = {}, {}, {}, {}, {}
         for t, data in load_splits(meta, names).items():
             layout = lora.Layout.from_json(prep["tasks"][t]["layout"])
-            self.specs[t], self.trains[t] = data.spec, data.train
+            self.specs[t], self.trains[t], self.vals[t] = data.spec, data.train, data.val
             self.index[t], self.sizes[t] = body_index(layout, self.builder.body_layout), layout.size
         if not self.specs:
             raise ConfigError("taskloss.steps: the zoo has no classification task to draw episodes from")
 
-    def draw(self, rng: np.random.Generator) -> Episode:
-        """A task, its labels permuted, k support rows per label and `query` other rows of its train split."""
+    def draw(self, rng: np.random.Generator, task: Optional[str] = None) -> Episode:
+        """A task (`task`: its val rows as the query), its labels permuted, k support rows per label of its train
+        split and `query` other rows of its train split (or of its val split)."""
         c = self.cfg.taskloss
-        task = sorted(self.specs)[rng.integers(len(self.specs))]
+        on_val = task is not None
+        task = task if on_val else sorted(self.specs)[rng.integers(len(self.specs))]
         spec, train = self.specs[task], self.trains[task]
         perm = rng.permutation(spec.num_labels)  # old label j → perm[j]
         sup = np.concatenate([rng.choice(np.flatnonzero(train.labels == j), min(c.k, int((train.labels == j).sum())),
                                          replace=False) for j in range(spec.num_labels)])
-        rest = np.setdiff1d(np.arange(len(train)), sup)
+        pool = self.vals[task] if on_val else train
+        rest = np.arange(len(pool)) if on_val else np.setdiff1d(np.arange(len(train)), sup)
         qry = rng.choice(rest, min(c.query, len(rest)), replace=False)
         names = [""] * spec.num_labels
         for j, name in enumerate(spec.label_names):
@@ -102,7 +108,15 @@ class Episodes:
         desc = GENERIC if rng.random() < c.description_drop else spec.description
         return Episode(task, dataclasses.replace(spec, label_names=names, description=desc),
                        [(train.texts[i], int(perm[train.labels[i]])) for i in sup],
-                       Split([train.texts[i] for i in qry], perm[train.labels[qry]]))
+                       Split([pool.texts[i] for i in qry], perm[pool.labels[qry]]))
+
+    def validation(self, seed: int = 0) -> list[tuple[Episode, torch.Tensor]]:
+        """taskloss.val_episodes fixed episodes (the tasks in turn, their val rows as the query) with their initial
+        noise: the same draws at every check, so that checks differ by the weights alone."""
+        tasks, gen = sorted(self.specs), torch.Generator().manual_seed(seed)
+        return [(self.draw(np.random.default_rng([seed, i]), tasks[i % len(tasks)]),
+                 torch.randn((1, self.cfg.autoencoder.latent), generator=gen))
+                for i in range(self.cfg.taskloss.val_episodes)]
 
     def body_for(self, ep: Episode, den, ae, latent_stats: dict, noise: torch.Tensor) -> torch.Tensor:
         """(P_body,): the body generated from the episode's condition, differentiable in the denoiser's weights."""
@@ -114,9 +128,17 @@ class Episodes:
         return x[0, self.index[ep.task]]
 
     def loss(self, den, ae, latent_stats: dict, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
-        """One episode's cross-entropy on its query rows."""
-        ep = self.draw(rng)
-        body = self.body_for(ep, den, ae, latent_stats, torch.randn((1, den.latent), generator=gen))
+        """One drawn episode's cross-entropy on its query rows."""
+        return self.episode_loss(self.draw(rng), den, ae, latent_stats, torch.randn((1, den.latent), generator=gen))
+
+    @torch.no_grad()
+    def val_loss(self, den, ae, latent_stats: dict, episodes: list[tuple[Episode, torch.Tensor]]) -> float:
+        """The mean cross-entropy of the `validation` episodes with these weights."""
+        return float(np.mean([self.episode_loss(ep, den, ae, latent_stats, noise).item() for ep, noise in episodes]))
+
+    def episode_loss(self, ep: Episode, den, ae, latent_stats: dict, noise: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy on the episode's query rows of a prototype head built from its support."""
+        body = self.body_for(ep, den, ae, latent_stats, noise)
         rows = Split([t for t, _ in ep.support] + ep.query.texts, np.zeros(len(ep.support) + len(ep.query)))
         tok = self.builder.tokenizer
         f = self.body.features(body, lora.collate(tok, lora.encode(tok, rows, self.builder.model_cfg.max_length)))

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -131,9 +132,9 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         on_step: Optional[Callable[[dict, Callable[[], dict]], None]] = None, seed: int = 0,
         episodes: Optional[Episodes] = None) -> dict:
     """Train the AE, then the denoiser on standardized latents, then (taskloss.steps > 0) the denoiser through the
-    task loss of `episodes` (a raypdiff.episodes.Episodes) beside its denoising loss. `state` resumes a checkpoint;
-    on_step gets (metrics, snapshot_fn) after every step and decides whether to checkpoint. Returns the final
-    state."""
+    task loss of `episodes` (a raypdiff.episodes.Episodes) beside its denoising loss, keeping the sampling weights
+    that score best on its validation episodes. `state` resumes a checkpoint; on_step gets (metrics, snapshot_fn)
+    after every step and decides whether to checkpoint. Returns the final state."""
     if cfg.taskloss.steps and episodes is None:
         raise ConfigError("taskloss.steps: the task-loss stage needs episodes")
     gen = torch.Generator().manual_seed(seed)
@@ -142,11 +143,13 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
     task_opt = torch.optim.AdamW(_unwrap(den).parameters(), lr=cfg.taskloss.lr, weight_decay=0.0)
     scheduler = make_scheduler(cfg.diffusion, "ddpm")
     history: list = []
-    phase, step, latent_stats = "ae", 0, None
+    phase, step, latent_stats, best = "ae", 0, None, None  # best: the task stage's pick so far (validate)
+    checks: list = []  # the task stage's validation episodes
     if state:
         _unwrap(ae).load_state_dict(state["ae"])
         _unwrap(den).load_state_dict(state["denoiser"])
         phase, step, history, latent_stats = state["phase"], state["step"], state["history"], state["latent_stats"]
+        best = state.get("best")
         gen.manual_seed(seed + 7919 * step + PHASES.index(phase))
     ema = EMA(_unwrap(den), cfg.diffusion.ema_decay)
     for part, key in ((ae_opt, "ae_opt"), (den_opt, "den_opt"), (task_opt, "task_opt"), (ema, "ema")):
@@ -157,11 +160,24 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         return {"phase": phase, "step": step, "history": history, "latent_stats": latent_stats,
                 "ae": _unwrap(ae).state_dict(), "denoiser": _unwrap(den).state_dict(),
                 "ae_opt": ae_opt.state_dict(), "den_opt": den_opt.state_dict(), "task_opt": task_opt.state_dict(),
-                "ema": ema.state_dict()}
+                "ema": ema.state_dict(), "best": best}
+
+    def validate(at: int) -> None:
+        """The stage's length is picked on the training tasks' val rows: score the sampling (EMA) weights on the
+        validation episodes; keep them when they are the best so far."""
+        nonlocal best
+        probe = copy.deepcopy(_unwrap(den))
+        probe.load_state_dict(ema.state_dict())
+        loss = episodes.val_loss(probe.eval(), _unwrap(ae), latent_stats, checks)
+        history.append({"phase": "task", "step": at, "val_episode_loss": loss})
+        if best is None or loss < best["loss"]:
+            best = {"step": at, "loss": loss, "ema": copy.deepcopy(ema.state_dict())}
 
     def after(m: dict) -> None:
         if m["phase"] in ("diffusion", "task"):  # EMA updates count on over both phases
             ema.update(_unwrap(den), m["step"] + (cfg.diffusion.steps if m["phase"] == "task" else 0))
+        if m["phase"] == "task" and checks and checkpoints_at(cfg, "task", m["step"]):
+            validate(m["step"])
         if on_step:
             on_step(m, snapshot)
 
@@ -203,6 +219,9 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
         # the plain module runs them, and its gradients are averaged over the workers by hand.
         net, dec = _unwrap(den), _unwrap(ae)
         dec.requires_grad_(False)
+        checks = episodes.validation(cfg.trainer.seed) if cfg.taskloss.val_episodes else []  # alike on every worker
+        if checks and best is None:
+            validate(0)  # the start's weights are a candidate too: the stage may add nothing
         recent: list[float] = []  # one episode's loss is noisy: the history also keeps the mean of the last 50
         while step < cfg.taskloss.steps:
             step += 1
@@ -213,6 +232,9 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
             _optimize(task_opt, loss, 1.0, "task", step, cfg.taskloss.steps, history, after, sync=net,
                       parts={"episode_loss": recent[-1], "episode_loss_mean50": float(np.mean(recent)),
                              "denoise_loss": denoise.item()})
+        if best is not None:
+            ema.load_state_dict(best["ema"])
+            history.append({"phase": "task", "step": step, "picked_step": best["step"]})
         phase = "done"
     return snapshot()
 

@@ -1,6 +1,7 @@
 """The task-loss stage (raypdiff.episodes): the functional body computes Builder's features with a gradient, the
 body positions match Builder.body_of, episodes permute labels consistently, the differentiable generation path
-gives the generator's own samples, and `fit` trains the denoiser through episodes and resumes inside the stage."""
+gives the generator's own samples, `fit` trains the denoiser through episodes, resumes inside the stage and keeps
+the weights of its best validation check (the training tasks' val rows)."""
 from __future__ import annotations
 
 import copy
@@ -66,6 +67,7 @@ def bare_episodes(drop: float, k: int = 2, query: int = 5) -> Episodes:
                     metric="accuracy", label_names=["red", "green", "blue"], train="-", dev="-")
     ep.specs = {"t": spec}
     ep.trains = {"t": Split([(f"row {i}",) for i in range(30)], np.arange(30) % 3)}
+    ep.vals = {"t": Split([(f"val row {i}",) for i in range(9)], np.arange(9) % 3)}
     return ep
 
 
@@ -89,6 +91,28 @@ def test_episode_permutes_labels_consistently(drop, description):
     assert len(seen) > 1  # labels are permuted across episodes
 
 
+@pytest.mark.parametrize("query,rows", [(5, 5), (20, 9)])  # at most the val split's rows
+def test_a_validation_episode_queries_the_tasks_val_rows(query, rows):
+    ep = bare_episodes(0.0, query=query)
+    e = ep.draw(np.random.default_rng(0), "t")
+    assert {t for (t,), _ in e.support} <= {f"row {i}" for i in range(30)}  # the support: train rows
+    assert len(e.query) == rows and all(t.startswith("val row") for (t,) in e.query.texts)
+    perm = {i % 3: y for (t,), y in e.support for i in [int(t.split()[-1])]}
+    assert [perm[int(t.split()[-1]) % 3] for (t,) in e.query.texts] == list(e.query.labels)  # relabelled alike
+
+
+def test_validation_episodes_are_fixed_and_take_the_tasks_in_turn():
+    ep = bare_episodes(0.5)
+    ep.cfg = derive(ep.cfg, {"taskloss.val_episodes": 3, "autoencoder.latent": 4})
+    ep.specs["u"], ep.trains["u"], ep.vals["u"] = ep.specs["t"], ep.trains["t"], ep.vals["t"]
+    a, b = ep.validation(0), ep.validation(0)
+    assert [e.task for e, _ in a] == ["t", "u", "t"] and all(n.shape == (1, 4) for _, n in a)
+    for (e, n), (f, m) in zip(a, b):
+        assert (e.spec, e.support, e.query.texts) == (f.spec, f.support, f.query.texts) and torch.equal(n, m)
+        np.testing.assert_array_equal(e.query.labels, f.query.labels)
+    assert [e.query.texts for e, _ in ep.validation(1)] != [e.query.texts for e, _ in a]
+
+
 def test_task_loss_needs_text_and_a_text_condition():
     with pytest.raises(ConfigError, match="taskloss.steps: the task-loss stage scores text classification heads"):
         load_config(None, ["domain=vision", "condition.encoder=mobilenet", "taskloss.steps=1"])
@@ -98,6 +122,8 @@ def test_task_loss_needs_text_and_a_text_condition():
         load_config(None, ["taskloss.k=0"])
     with pytest.raises(ConfigError, match="taskloss.checkpoint_every: must be >= 1"):
         load_config(None, ["taskloss.checkpoint_every=0"])
+    with pytest.raises(ConfigError, match="taskloss.val_episodes: must be >= 0"):
+        load_config(None, ["taskloss.val_episodes=-1"])
 
 
 # ---- on the session's trained generator and its zoo (full tier) ----
@@ -108,7 +134,7 @@ def prepared(tiny_generator, tiny_zoo, data_dir):
     from raypdiff.train import prepare
 
     gen = Generator(tiny_generator["dir"])
-    cfg = derive(gen.cfg, {"data.root": str(data_dir), "taskloss.steps": 2})
+    cfg = derive(gen.cfg, {"data.root": str(data_dir), "taskloss.steps": 2, "taskloss.val_episodes": 2})
     prep = prepare(cfg, str(tiny_zoo))
     return gen, cfg, prep, Episodes(cfg, prep)
 
@@ -162,7 +188,7 @@ def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(p
 
     full = run(on_step=on_step)
     assert full["phase"] == "done" and full["step"] == 2
-    task = [h for h in full["history"] if h["phase"] == "task"]
+    task = [h for h in full["history"] if "task_loss" in h]  # training steps (validation checks apart)
     assert [h["step"] for h in task] == [2] and all(np.isfinite(task[0][k]) for k in ("episode_loss", "denoise_loss"))
     before = snaps[("diffusion", cfg.diffusion.steps)]["denoiser"]
     assert any(not torch.equal(before[k], full["denoiser"][k]) for k in before)  # the stage moved the denoiser
@@ -174,6 +200,37 @@ def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(p
         fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]))
 
 
+def test_the_stage_keeps_the_sampling_weights_of_its_best_validation_check(prepared, data):
+    from raypdiff.checkpoint import build_networks
+    from raypdiff.train import fit, start_state
+
+    gen, cfg, prep, episodes = prepared
+    cfg = derive(cfg, {"taskloss.steps": 3, "taskloss.checkpoint_every": 1, "taskloss.lr": 0.05})
+    emas = {}
+
+    def on_step(m: dict, snap) -> None:
+        if m["phase"] == "task":
+            emas[m["step"]] = copy.deepcopy(snap()["ema"])
+
+    torch.manual_seed(0)
+    done = fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]), start_state(cfg, gen.ckpt),
+               on_step, episodes=episodes)
+    emas[0] = gen.ckpt.denoiser  # the start's sampling weights: checked before the first episode
+    checked = {h["step"]: h["val_episode_loss"] for h in done["history"] if "val_episode_loss" in h}
+    assert sorted(checked) == [0, 1, 2, 3] and len(set(checked.values())) > 1  # the weights moved the loss
+    picked = min(checked, key=checked.get)
+    assert done["history"][-1] == {"phase": "task", "step": 3, "picked_step": picked}
+    assert done["best"]["step"] == picked
+    for k, v in emas[picked].items():
+        assert torch.equal(done["ema"][k], v), k
+    # a check repeated on the picked weights gives the same loss: the episodes are fixed
+    probe = copy.deepcopy(gen.den)
+    probe.load_state_dict(done["ema"])
+    again = episodes.val_loss(probe.eval(), gen.ae, gen.latent_stats,
+                              episodes.validation(cfg.trainer.seed))
+    assert again == pytest.approx(checked[picked], rel=1e-5)
+
+
 def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(prepared, data, tmp_path):
     from raypdiff.checkpoint import build_networks
     from raypdiff.train import fit, start_state
@@ -182,8 +239,9 @@ def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(pre
     torch.manual_seed(0)
     done = fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]), start_state(cfg, gen.ckpt),
                episodes=episodes)
-    assert done["phase"] == "done" and done["history"][:-1] == gen.ckpt.history  # the start's phases, not re-run
-    assert [h["phase"] for h in done["history"][-1:]] == ["task"]
+    start = len(gen.ckpt.history)
+    assert done["phase"] == "done" and done["history"][:start] == gen.ckpt.history  # the start's phases, not re-run
+    assert {h["phase"] for h in done["history"][start:]} == {"task"}
     for k, v in gen.ckpt.ae.items():  # the autoencoder is the start's, untouched
         assert torch.equal(done["ae"][k], v), k
     assert any(not torch.equal(done["denoiser"][k], v) for k, v in gen.ckpt.denoiser.items())
