@@ -38,7 +38,8 @@ def main() -> None:
                    help="steps of the multi-task body per fold (batch train.batch_size, one task per step; 0: none)")
     p.add_argument("--stage", choices=["all", "train", "score", "report"], default="all",
                    help="report: write the results from what is scored so far (tasks not scored yet are named)")
-    p.add_argument("--folds", help="comma-separated fold names to work on (default: all); the report needs all")
+    p.add_argument("--folds", help="comma-separated fold names to work on (default: all); the report covers these "
+                                   "folds alone and says so")
     p.add_argument("--reverse", action="store_true", help="score each fold's tasks from the last (a second scorer)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's); every method's seconds are at this")
     p.add_argument("--work", default=str(ROOT / "runs" / "unseen"))
@@ -85,15 +86,15 @@ def main() -> None:
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
                                     args.multitask_steps, train=args.stage == "all", reverse=args.reverse, tune_ks=tune_ks))
-        if results and len(results) == len(folds):
+        if results and (len(results) == len(folds) or args.folds):
             reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
-                                     time.time() - t0)
+                                     time.time() - t0, len(folds))
     if reports:
         write(reports, meta, zoo, Path(args.out))
 
 
 def report(cfg, meta: ZooMeta, scheme: str, results: list[dict], work: Path, ks, setfit_ks, args,
-           seconds: float) -> dict:
+           seconds: float, num_folds: int) -> dict:
     from raypdiff.domains import load_splits
     from raypdiff.transfer import load_preds, per_family, summarize
 
@@ -116,7 +117,9 @@ def report(cfg, meta: ZooMeta, scheme: str, results: list[dict], work: Path, ks,
            "kfold": "tasks split at random: a held-out task's family and label-swapped twin may be among the training "
                     "tasks"}[scheme]
     # what each method is, for the methods this run scored (SetFit, multitask, warm starts and task loss are optional)
-    parts = [f"{len(results)} folds ({scheme}: {how}), each with its own generator (condition.pooling="
+    which = (f"{len(results)} folds" if len(results) == num_folds else
+             f"{len(results)} of {num_folds} folds ({', '.join(f['fold'] for f in results)}; --folds)")
+    parts = [f"{which} ({scheme}: {how}), each with its own generator (condition.pooling="
              f"{cfg.condition.pooling}, {cfg.autoencoder.steps} autoencoder + {cfg.diffusion.steps} diffusion steps). "
              f"Per task: {args.draws} support draw(s) of max k per label (smaller k: the first k of each label), the "
              f"same examples and test rows ({cfg.eval.test_examples}) for every method",

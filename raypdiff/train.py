@@ -178,6 +178,9 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
             ema.update(_unwrap(den), m["step"] + (cfg.diffusion.steps if m["phase"] == "task" else 0))
         if m["phase"] == "task" and checks and checkpoints_at(cfg, "task", m["step"]):
             validate(m["step"])
+            if m["step"] == cfg.taskloss.steps:  # the last check, before the last checkpoint: keep the best weights
+                ema.load_state_dict(best["ema"])
+                history.append({"phase": "task", "step": m["step"], "picked_step": best["step"]})
         if on_step:
             on_step(m, snapshot)
 
@@ -232,9 +235,6 @@ def fit(cfg: Config, data: TrainData, ae: torch.nn.Module, den: torch.nn.Module,
             _optimize(task_opt, loss, 1.0, "task", step, cfg.taskloss.steps, history, after, sync=net,
                       parts={"episode_loss": recent[-1], "episode_loss_mean50": float(np.mean(recent)),
                              "denoise_loss": denoise.item()})
-        if best is not None:
-            ema.load_state_dict(best["ema"])
-            history.append({"phase": "task", "step": step, "picked_step": best["step"]})
         phase = "done"
     return snapshot()
 

@@ -443,13 +443,19 @@ def fold_result(fold, out: Path, multitask_steps: int) -> dict:
 
 
 def stage_curve(gen_dir: Path) -> Optional[dict]:
-    """A task-loss generator's stage: its seconds (the whole run) and, at each logged step, the mean episode loss of
-    the last 50 episodes (None: the fold has no such generator)."""
+    """A task-loss generator's stage: its seconds (the whole run), at each logged step the mean episode loss of the
+    last 50 episodes, at each check the validation episodes' loss, and the step whose weights it kept (None: the
+    fold has no such generator)."""
     if not (gen_dir / checkpoint.GENERATOR_FILE).is_file():
         return None
     task = [h for h in checkpoint.load(gen_dir).history if h["phase"] == "task"]
+    train = [h for h in task if "task_loss" in h]
+    checks = [h for h in task if "val_episode_loss" in h]
+    picked = [h["picked_step"] for h in task if "picked_step" in h]
     return {"train_seconds": json.loads((gen_dir / "train_summary.json").read_text())["train_seconds"],
-            "steps": [h["step"] for h in task], "episode_loss_mean50": [h.get("episode_loss_mean50") for h in task]}
+            "steps": [h["step"] for h in train], "episode_loss_mean50": [h.get("episode_loss_mean50") for h in train],
+            "val_steps": [h["step"] for h in checks], "val_episode_loss": [h["val_episode_loss"] for h in checks],
+            "picked_step": picked[-1] if picked else None}
 
 
 def load_preds(out: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
@@ -558,9 +564,12 @@ def markdown(report: dict) -> str:
     for fold in report["folds"]:
         c = fold.get("taskloss")
         if c and c["episode_loss_mean50"] and None not in c["episode_loss_mean50"]:
+            checks = (f"; validation episodes (the training tasks' val rows) "
+                      + ", ".join(f"{v:.3f} at step {s}" for s, v in zip(c["val_steps"], c["val_episode_loss"]))
+                      + f": kept step {c['picked_step']}'s weights") if c.get("val_steps") else ""
             lines += [f"Task-loss stage of {fold['fold']}: episode loss (mean of the last 50 episodes) "
                       + ", ".join(f"{v:.3f} at step {s}" for s, v in zip(c["steps"], c["episode_loss_mean50"]))
-                      + f"; {c['train_seconds']:.0f} s.", ""]
+                      + f"{checks}; {c['train_seconds']:.0f} s.", ""]
     for key, what in (("per_family", "generated+head minus base+head"),
                       ("per_family_taskloss", "generated+taskloss+head minus generated+head")):
         if report.get(key):

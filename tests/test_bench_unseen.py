@@ -107,7 +107,8 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
     args = [sys.executable, "bench/unseen.py", "--data-root", str(data_dir), "--config", "configs/tiny_holdout.yaml",
             "--k", "2,4", "--setfit-k", "2", "--num", "2", "--multitask-steps", "6", "--tune-k=", "--work", str(work),
             "--out", str(out),
-            "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}", "taskloss.steps=2"]
+            "holdout.folds=2", "tracking.enabled=false", f"collect.output_dir={tmp_path / 'zoo'}", "taskloss.steps=2",
+            "taskloss.val_episodes=3"]
     env = private_ray_env(ray_tmp)
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -140,12 +141,16 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
         assert gens["generator"].task_names == gens["taskloss_generator"].task_names
         for k, v in gens["generator"].ae.items():  # trained on from the denoise-only generator, not trained again
             assert torch.equal(gens["taskloss_generator"].ae[k], v), k
-        assert gens["taskloss_generator"].history[:-1] == gens["generator"].history
+        start = len(gens["generator"].history)
+        assert gens["taskloss_generator"].history[:start] == gens["generator"].history
         summary = json.loads((work / "families" / f["fold"] / "taskloss_generator" / "train_summary.json").read_text())
         assert summary["final"]["phase"] == "task" and summary["final"]["step"] == 2
         curve = f["taskloss"]  # the stage's episode loss, logged at its last step, in the report and its Markdown
         assert curve["steps"] == [2] and np.isfinite(curve["episode_loss_mean50"][0]) and curve["train_seconds"] > 0
+        assert curve["val_steps"] == [0, 2] and all(np.isfinite(curve["val_episode_loss"]))  # checked at start and end
+        assert curve["picked_step"] == curve["val_steps"][int(np.argmin(curve["val_episode_loss"]))]
         assert f"Task-loss stage of {f['fold']}: episode loss" in (out / "unseen.md").read_text()
+        assert f": kept step {curve['picked_step']}'s weights" in (out / "unseen.md").read_text()
         for t in f["heldout"]:
             for block in rep["tasks"][t]["k"].values():
                 assert all(b.startswith("taskloss:generated:") for b in block["picked"]["generated+taskloss+head"])
@@ -203,3 +208,12 @@ def test_bench_unseen_end_to_end(holdout_zoo, data_dir, tmp_path):
     bigger = subprocess.run(tuned[:j] + ["2,8"] + tuned[j + 1:], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=600)
     assert bigger.returncode != 0 and "scored on supports of 4 per label, so --k 8 needs new draws" in bigger.stderr
+    # one fold's report (--folds): its tasks alone, and the note says which folds it covers
+    first = r["families"]["report"]["folds"][0]
+    o = args.index("--out") + 1
+    done = subprocess.run(args[:2] + ["--stage", "report", "--folds", first["fold"]] + args[2:o] + [str(tmp_path / "one")]
+                          + args[o + 1:], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "unseen.json").read_text())["families"]["report"]
+    assert set(one["tasks"]) == set(first["heldout"]) and [f["fold"] for f in one["folds"]] == [first["fold"]]
+    assert f"1 of 2 folds ({first['fold']}; --folds)" in one["note"]
