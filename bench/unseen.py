@@ -38,8 +38,8 @@ def main() -> None:
                    help="steps of the multi-task body per fold (batch train.batch_size, one task per step; 0: none)")
     p.add_argument("--stage", choices=["all", "train", "score", "report"], default="all",
                    help="report: write the results from what is scored so far (tasks not scored yet are named)")
-    p.add_argument("--folds", help="comma-separated fold names to work on (default: all); the report covers these "
-                                   "folds alone and says so")
+    p.add_argument("--folds", help="comma-separated fold names to work on (default: all); a report needs all, but "
+                                   "--stage report reports these alone and says so")
     p.add_argument("--reverse", action="store_true", help="score each fold's tasks from the last (a second scorer)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's); every method's seconds are at this")
     p.add_argument("--work", default=str(ROOT / "runs" / "unseen"))
@@ -86,7 +86,7 @@ def main() -> None:
                 continue
             results.append(run_fold(scfg, zoo, meta, arrays, fold, out, ks, args.draws, setfit_ks, args.num,
                                     args.multitask_steps, train=args.stage == "all", reverse=args.reverse, tune_ks=tune_ks))
-        if results and (len(results) == len(folds) or args.folds):
+        if results and (len(results) == len(folds) or args.stage == "report"):  # a scorer's --folds: no report
             reports[scheme] = report(scfg, meta, scheme, results, Path(args.work) / scheme, ks, setfit_ks, args,
                                      time.time() - t0, len(folds))
     if reports:

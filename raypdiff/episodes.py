@@ -1,7 +1,6 @@
-"""The task-loss stage of generator training (taskloss.steps > 0): an episode draws a training task, k support examples
-per label and query rows of its train split, generates a body from the task's condition with gradients (DDIM through
-the denoiser, then the frozen decoder) and scores a cosine prototype head built from the support on the query rows.
-Fixed episodes whose query rows are the training tasks' val rows pick the stage's length."""
+"""The task-loss stage of generator training (taskloss.steps > 0): an episode generates a body from a training task's
+condition with gradients and scores a cosine prototype head, built from k support rows per label, on query rows of its
+train split; fixed episodes that query the training tasks' val rows pick the stage's length."""
 from __future__ import annotations
 
 import dataclasses
@@ -105,7 +104,8 @@ class Episodes:
         names = [""] * spec.num_labels
         for j, name in enumerate(spec.label_names):
             names[perm[j]] = name
-        desc = GENERIC if rng.random() < c.description_drop else spec.description
+        # a validation episode keeps the description: a user's task comes with one
+        desc = GENERIC if not on_val and rng.random() < c.description_drop else spec.description
         return Episode(task, dataclasses.replace(spec, label_names=names, description=desc),
                        [(train.texts[i], int(perm[train.labels[i]])) for i in sup],
                        Split([pool.texts[i] for i in qry], perm[pool.labels[qry]]))

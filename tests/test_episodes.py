@@ -1,7 +1,6 @@
-"""The task-loss stage (raypdiff.episodes): the functional body computes Builder's features with a gradient, the
-body positions match Builder.body_of, episodes permute labels consistently, the differentiable generation path
-gives the generator's own samples, `fit` trains the denoiser through episodes, resumes inside the stage and keeps
-the weights of its best validation check (the training tasks' val rows)."""
+"""The task-loss stage (raypdiff.episodes): the functional body gives Builder's features with a gradient, episodes
+permute labels consistently, generation with gradients gives the generator's own samples, and `fit` trains through
+episodes, resumes inside the stage and keeps the weights of its best check on the training tasks' val rows."""
 from __future__ import annotations
 
 import copy
@@ -102,11 +101,12 @@ def test_a_validation_episode_queries_the_tasks_val_rows(query, rows):
 
 
 def test_validation_episodes_are_fixed_and_take_the_tasks_in_turn():
-    ep = bare_episodes(0.5)
+    ep = bare_episodes(1.0)
     ep.cfg = derive(ep.cfg, {"taskloss.val_episodes": 3, "autoencoder.latent": 4})
     ep.specs["u"], ep.trains["u"], ep.vals["u"] = ep.specs["t"], ep.trains["t"], ep.vals["t"]
     a, b = ep.validation(0), ep.validation(0)
     assert [e.task for e, _ in a] == ["t", "u", "t"] and all(n.shape == (1, 4) for _, n in a)
+    assert {e.spec.description for e, _ in a} == {"Which colour?"}  # never dropped: a user's task has one
     for (e, n), (f, m) in zip(a, b):
         assert (e.spec, e.support, e.query.texts) == (f.spec, f.support, f.query.texts) and torch.equal(n, m)
         np.testing.assert_array_equal(e.query.labels, f.query.labels)
@@ -195,7 +195,9 @@ def test_fit_trains_the_denoiser_through_episodes_and_resumes_inside_the_stage(p
     for k in full["ae"]:  # the decoder is frozen in the stage
         assert torch.equal(snaps[("diffusion", cfg.diffusion.steps)]["ae"][k], full["ae"][k]), k
     resumed = run(snaps[("task", 1)])
-    assert resumed["phase"] == "done" and resumed["step"] == 2 and resumed["history"][-1]["step"] == 2
+    assert resumed["phase"] == "done" and resumed["step"] == 2
+    checks = [h["step"] for h in resumed["history"] if "val_episode_loss" in h]
+    assert checks == [0, 2] and resumed["history"][-1]["picked_step"] in checks  # step 0 is not checked again
     with pytest.raises(ConfigError, match="needs episodes"):
         fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]))
 
@@ -221,14 +223,36 @@ def test_the_stage_keeps_the_sampling_weights_of_its_best_validation_check(prepa
     picked = min(checked, key=checked.get)
     assert done["history"][-1] == {"phase": "task", "step": 3, "picked_step": picked}
     assert done["best"]["step"] == picked
-    for k, v in emas[picked].items():
-        assert torch.equal(done["ema"][k], v), k
+    for k, v in emas[picked].items():  # in the state fit returns and in the last checkpoint (what Ray Train saves)
+        assert torch.equal(done["ema"][k], v) and torch.equal(emas[3][k], v), k
     # a check repeated on the picked weights gives the same loss: the episodes are fixed
     probe = copy.deepcopy(gen.den)
     probe.load_state_dict(done["ema"])
     again = episodes.val_loss(probe.eval(), gen.ae, gen.latent_stats,
                               episodes.validation(cfg.trainer.seed))
     assert again == pytest.approx(checked[picked], rel=1e-5)
+
+
+def test_without_validation_episodes_the_stage_keeps_its_last_weights(prepared, data):
+    from raypdiff.checkpoint import build_networks
+    from raypdiff.train import fit, start_state
+
+    gen, cfg, prep, episodes = prepared
+    cfg = derive(cfg, {"taskloss.val_episodes": 0, "taskloss.checkpoint_every": 1})
+    last = {}
+
+    def on_step(m: dict, snap) -> None:
+        if m["phase"] == "task":
+            last.update(copy.deepcopy(snap()["ema"]))  # the last step's, once the stage ends
+
+    torch.manual_seed(0)
+    done = fit(cfg, data, *build_networks(cfg, prep["num_params"], data.bank.shape[-1]), start_state(cfg, gen.ckpt),
+               on_step, episodes=episodes)
+    task = [h for h in done["history"] if h["phase"] == "task"]
+    assert task and all("task_loss" in h for h in task) and done["best"] is None
+    for k, v in last.items():
+        assert torch.equal(done["ema"][k], v), k
+    assert any(not torch.equal(done["ema"][k], v) for k, v in gen.ckpt.denoiser.items())
 
 
 def test_a_denoise_only_generator_is_trained_on_through_the_task_stage_alone(prepared, data, tmp_path):
