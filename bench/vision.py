@@ -1,8 +1,9 @@
 """The vision domain end to end (configs/vision.yaml): build the offline base, collect the style-LoRA zoo, train the
 generator, then `raypdiff vision-eval`; copies its report to bench/results/vision.{json,md,png} and the grids to
-bench/results/vision_*.png. Every step resumes or reuses what is already built.
+bench/results/vision_*.png. Every step resumes or reuses what is already built. --heldout-only trains no generator on
+the whole zoo and scores the held-out styles alone (`vision-eval --heldout-only`).
 
-    python bench/vision.py
+    python bench/vision.py [--heldout-only] [--out DIR] [k=v ...]
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/vision.yaml")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--heldout-only", action="store_true", help="only the held-out styles, by the generator trained "
+                                                               "without them: no generator on the whole zoo")
     p.add_argument("overrides", nargs="*", help="dotted overrides for the config")
     args = p.parse_args()
     from raypdiff.config import load_config
@@ -34,14 +37,14 @@ def main() -> None:
     if not (ROOT / cfg.vision.base_dir / "base.json").is_file():
         cli("vision-base")
     cli("collect")
-    if not (ROOT / cfg.trainer.output_dir / GENERATOR_FILE).is_file():
+    if not args.heldout_only and not (ROOT / cfg.trainer.output_dir / GENERATOR_FILE).is_file():
         cli("train")
-    cli("vision-eval")
+    cli("vision-eval", *(["--heldout-only"] if args.heldout_only else []))
     src, out = ROOT / cfg.style_eval.output_dir, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in ("vision.json", "vision.md", "vision.png"):
         shutil.copy(src / f, out / f)
-    for f in [*src.glob("grid_*.png"), src / "interpolation.png"]:
+    for f in [*src.glob("grid_*.png"), *src.glob("interpolation.png")]:
         shutil.copy(f, out / f"vision_{f.name}")
     print((out / "vision.md").read_text())
 

@@ -152,6 +152,9 @@ def cmd_vision_eval(args) -> int:
     from raypdiff.vision.evaluate import run, zoo_only
 
     cfg = load_config(args.config, args.overrides)
+    if args.heldout_only and (args.generator or args.zoo_only):
+        raise ConfigError("--heldout-only trains its own generator without the held-out styles; drop "
+                          + ("--generator" if args.generator else "--zoo-only"))
     if args.zoo_only:
         report = zoo_only(cfg, args.zoo or cfg.collect.output_dir, progress=not args.quiet)
         print(f"the zoo's LoRAs produce their style (style acc ≥ 0.8, above the base by interval, class acc ≥ 0.6): "
@@ -159,14 +162,15 @@ def cmd_vision_eval(args) -> int:
               f"{Location.of(cfg.style_eval.output_dir) / 'zoo.md'}")
         return 0
     report = run(cfg, args.zoo or cfg.collect.output_dir,
-                 args.generator or cfg.trainer.output_dir, progress=not args.quiet)
+                 None if args.heldout_only else args.generator or cfg.trainer.output_dir, progress=not args.quiet)
     t = report["targets"]
     print(f"{len(report['styles'])} seen styles, {len(report['heldout_styles'])} held out; report: "
           f"{Location.of(cfg.style_eval.output_dir) / 'vision.md'}")
-    print(f"  the zoo's LoRAs produce their style: {t['zoo_learned']}/{t['seen_styles']}; "
-          f"generated within 5 points of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/"
-          f"{t['seen_styles']}; Fréchet distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; "
-          f"held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}")
+    seen = (f"the zoo's LoRAs produce their style: {t['zoo_learned']}/{t['seen_styles']}; generated within 5 points "
+            f"of the zoo's style accuracy: {t['seen_style_acc_within_5_points']}/{t['seen_styles']}; Fréchet "
+            f"distance within 10%: {t['seen_fd_within_10_percent']}/{t['seen_styles']}; ") if t["seen_styles"] else ""
+    print(f"  {seen}held-out above the nearest style: {t['heldout_generated_above_nearest']}/{t['heldout_styles']}; "
+          f"swaps followed on ≥ 90%: {t['swaps_following_90_percent']}/{t['swaps']}")
     return 0
 
 
@@ -415,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--zoo-only", action="store_true",
                     help="no generator: only whether the zoo's LoRAs produce their styles (the base, the zoo mean and "
                          "the best capture per style); writes <style_eval.output_dir>/zoo.{json,md} and the grids")
+    ve.add_argument("--heldout-only", action="store_true",
+                    help="no generator on the whole zoo: only style_eval.heldout_styles, by the generator trained "
+                         "without them (the base, the nearest style's LoRA, the weight average, generated, the "
+                         "style's own LoRA; condition reading and swaps); no seen styles, no interpolation")
     ve.add_argument("--generator", help="the generator trained on the whole zoo (default: "
                                         "<trainer.output_dir>)")
     ve.set_defaults(fn=cmd_vision_eval)

@@ -166,7 +166,7 @@ def test_vision_eval(style_zoo, s3):
     """`raypdiff vision-eval` on the tiny zoo, style_eval.output_dir on a bucket: every method scored with intervals
     that hold their estimates, paired against the base,
     a generator trained without the held-out style, grids and the interpolation strip written there; a style not in
-    the zoo is one error line."""
+    the zoo is one error line. --heldout-only scores the held-out style alone, by the same held-out generator."""
     import json
 
     from conftest import BUCKET
@@ -220,6 +220,22 @@ def test_vision_eval(style_zoo, s3):
                          text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "style_eval: style 'sepia' is not in the zoo" in bad.stderr
+    # --heldout-only: no generator on the whole zoo (none where trainer.output_dir points); the held-out generator
+    # kept in the output folder is reused, so the held-out style's figures are the full run's
+    only = [*cmd, f"trainer.output_dir={tmp / 'no_generator'}"]
+    only.insert(only.index("vision-eval") + 1, "--heldout-only")
+    r = subprocess.run([*only, "style_eval.heldout_styles=[edges]"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    held = json.loads((out / "vision.json").read_text())
+    assert held["styles"] == {} and held["interpolation"] == [] and not (tmp / "no_generator").exists()
+    assert held["heldout_styles"] == report["heldout_styles"] and held["condition_read"] == report["condition_read"]
+    assert held["targets"]["seen_styles"] == 0 and held["targets"]["swaps"] == 1
+    assert "not scored (--heldout-only)" in (out / "vision.md").read_text() and "swaps followed" in r.stdout
+    for extra, match in ((["style_eval.heldout_styles=[]"], "style_eval.heldout_styles is empty"),
+                         (["style_eval.heldout_styles=[edges]", "--generator", str(tmp / "gen")], "drop --generator")):
+        bad = subprocess.run([*only, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and match in bad.stderr, bad.stderr
 
 
 def test_vision_eval_zoo_only(style_zoo):

@@ -245,10 +245,11 @@ class Methods:
         return res
 
 
-def run(cfg: Config, zoo_dir: str, gen_path: str, progress: bool = True) -> dict:
+def run(cfg: Config, zoo_dir: str, gen_path: Optional[str], progress: bool = True) -> dict:
     """Score every style of the zoo (seen by the generator at gen_path) and, with style_eval.heldout_styles, those
-    styles again with a generator trained without them. Writes <style_eval.output_dir>/vision.{json,md,png} and the
-    grids (`score`, then `write`)."""
+    styles again with a generator trained without them; gen_path None scores the held-out styles alone (no seen
+    styles, no interpolation). Writes <style_eval.output_dir>/vision.{json,md,png} and the grids (`score`, then
+    `write`)."""
     meta, gen = _check(cfg, zoo_dir, gen_path)
     out = writable(cfg.style_eval.output_dir, "style_eval.output_dir")
     report, samples = score(cfg, zoo_dir, meta, gen, out, progress)
@@ -292,8 +293,9 @@ def _style_zoo(zoo_dir: str) -> ZooMeta:
     return meta
 
 
-def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
-    """The zoo's meta and the generator, once both are known to fit style_eval and each other."""
+def _check(cfg: Config, zoo_dir: str, gen_path: Optional[str]) -> tuple[dict, Optional[Generator]]:
+    """The zoo's meta and the generator (None without gen_path), once both are known to fit style_eval and each
+    other."""
     e = cfg.style_eval
     meta = _style_zoo(zoo_dir)
     styles = list(meta.tasks)
@@ -302,6 +304,10 @@ def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
             raise ConfigError(f"style_eval: style {name!r} is not in the zoo {zoo_dir} (styles: {', '.join(styles)})")
     if len(set(styles) - set(e.heldout_styles)) < 1:
         raise ConfigError("style_eval.heldout_styles: holds out every style; leave at least one to train on")
+    if gen_path is None:
+        if not e.heldout_styles:
+            raise ConfigError("--heldout-only: style_eval.heldout_styles is empty; name the styles to hold out")
+        return meta, None
     gen = Generator(gen_path)
     gen.check_compatible(cfg)
     if gen.task_names != styles:
@@ -309,18 +315,18 @@ def _check(cfg: Config, zoo_dir: str, gen_path: str) -> tuple[dict, Generator]:
     return meta, gen
 
 
-def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Location,
+def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Optional[Generator], out: Location,
           progress: bool) -> tuple[dict, Samples]:
-    """The report as a plain dict (vision.json) and the samples its grids show: each style's methods, and with
-    style_eval.heldout_styles those styles by a generator trained without them (kept in out); the interpolation;
-    where the base and the zoo came from."""
+    """The report as a plain dict (vision.json) and the samples its grids show: each style's methods and the
+    interpolation (with gen), and with style_eval.heldout_styles those styles by a generator trained without them
+    (kept in out); where the base and the zoo came from."""
     e = cfg.style_eval
     t0 = time.time()
     styles = list(meta.tasks)
     judge_acc, arrays, methods = _scoring(cfg, zoo_dir, meta, progress)
     sampler, judges, data = methods.sampler, methods.judges, methods.data
     report: dict = {"judges": judge_acc, "prompts": len(sampler.labels), "styles": {}, "heldout_styles": {}}
-    for s in styles:
+    for s in styles if gen else []:
         a, d = arrays[s], data[s]
         picks = _spread(len(a["value"]), e.zoo_captures)
         generated = gen.vectors(gen.conditions(s, e.num), s, seed=e.seed)
@@ -344,7 +350,8 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Generator, out: Locatio
                 "generated": generated, "generated_best": generated[[methods.best_of(generated, x[pick], y[pick])]],
                 "zoo_best": best_capture(a)}, "heldout", "nearest_style")}
         report["condition_read"] = condition_read(cfg, hgen, methods, given, report["heldout_styles"], rng)
-    report["interpolation"], strip = interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
+    report["interpolation"], strip = (interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2]) if gen
+                                      else ([], []))
     report["targets"] = targets(report)
     report["eval_seconds"] = time.time() - t0
     report.update(_provenance(cfg, zoo_dir, meta, arrays))
@@ -524,19 +531,21 @@ def markdown(report: dict) -> str:
             lines += [f"## {'Seen styles' if kind == 'styles' else 'Held-out styles (a generator that never saw them)'}",
                       "", *_styles_table(report[kind], methods)]
     t = report["targets"]
-    lines += ["## Targets", "",
-              f"- the zoo's LoRAs (mean) produce their style with style accuracy ≥ 0.8: {t['zoo_learned']} of "
-              f"{t['seen_styles']} seen styles",
-              f"- generated style accuracy within 5 points of the zoo mean: {t['seen_style_acc_within_5_points']} of "
-              f"{t['seen_styles']} seen styles",
-              f"- generated Fréchet distance within 10% of the zoo mean's: {t['seen_fd_within_10_percent']} of "
-              f"{t['seen_styles']}",
+    seen = [f"- the zoo's LoRAs (mean) produce their style with style accuracy ≥ 0.8: {t['zoo_learned']} of "
+            f"{t['seen_styles']} seen styles",
+            f"- generated style accuracy within 5 points of the zoo mean: {t['seen_style_acc_within_5_points']} of "
+            f"{t['seen_styles']} seen styles",
+            f"- generated Fréchet distance within 10% of the zoo mean's: {t['seen_fd_within_10_percent']} of "
+            f"{t['seen_styles']}"] if t["seen_styles"] else ["- seen styles: not scored (--heldout-only)"]
+    lines += ["## Targets", "", *seen,
               f"- held-out styles where generated beats the nearest style's LoRA on style accuracy by interval "
               f"(paired): {t['heldout_generated_above_nearest']} of {t['heldout_styles']}",
               f"- swapped images: the judged style follows the images on ≥ 90% of samples: "
-              f"{t['swaps_following_90_percent']} of {t['swaps']} pairs", "", *_condition_read(report),
-              "## Interpolation", "", *table(["weight", *(k for k in report["interpolation"][0] if k != "weight")])]
-    for p in report["interpolation"]:
+              f"{t['swaps_following_90_percent']} of {t['swaps']} pairs", "", *_condition_read(report)]
+    path = report["interpolation"]
+    if path:
+        lines += ["## Interpolation", "", *table(["weight", *(k for k in path[0] if k != "weight")])]
+    for p in path:
         lines.append(f"| {p['weight']:.2f} | " + " | ".join(f"{v:.3f}" for k, v in p.items() if k != "weight") + " |")
     return "\n".join(lines) + "\n"
 
@@ -586,7 +595,7 @@ def write_pictures(samples: Samples, out: Path) -> list[Path]:
         Image.fromarray(_montage(list(grid.values()))).save(p)
         paths.append(p)
     strip = samples.strip
-    if not strip:  # --zoo-only: no generator, no path
+    if not strip:  # --zoo-only, --heldout-only: no generator on every style, no path
         return paths
     p = out / "interpolation.png"
     Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
