@@ -420,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no generator: only whether the zoo's LoRAs produce their styles (the base, the zoo mean and "
                          "the best capture per style); writes <style_eval.output_dir>/zoo.{json,md} and the grids")
     ve.add_argument("--heldout-only", action="store_true",
-                    help="no generator on the whole zoo: only style_eval.heldout_styles, by the generator trained "
-                         "without them (the base, the nearest style's LoRA, the weight average, generated, the "
-                         "style's own LoRA; condition reading and swaps); no seen styles, no interpolation")
+                    help="no generator on the whole zoo: only style_eval.heldout_styles (which must name some), by "
+                         "the generator trained without them, kept in or reused from "
+                         "<style_eval.output_dir>/heldout_generator (the base, the nearest style's LoRA, the weight "
+                         "average, generated, the style's own LoRA; condition reading and swaps); no seen styles, no "
+                         "interpolation; writes <style_eval.output_dir>/vision.{json,md,png} and the grids")
     ve.add_argument("--generator", help="the generator trained on the whole zoo (default: "
                                         "<trainer.output_dir>)")
     ve.set_defaults(fn=cmd_vision_eval)

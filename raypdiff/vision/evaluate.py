@@ -258,7 +258,8 @@ def run(cfg: Config, zoo_dir: str, gen_path: Optional[str], progress: bool = Tru
         if cfg.tracking.enabled:
             from raypdiff import tracking
 
-            tracking.log_report(cfg, "vision-eval", flat_metrics(report), files)
+            name = "vision-eval" if gen is not None else "vision-eval-heldout"
+            tracking.log_report(cfg, name, flat_metrics(report), files)
     return report
 
 
@@ -326,7 +327,7 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Optional[Generator], ou
     judge_acc, arrays, methods = _scoring(cfg, zoo_dir, meta, progress)
     sampler, judges, data = methods.sampler, methods.judges, methods.data
     report: dict = {"judges": judge_acc, "prompts": len(sampler.labels), "styles": {}, "heldout_styles": {}}
-    for s in styles if gen else []:
+    for s in styles if gen is not None else []:
         a, d = arrays[s], data[s]
         picks = _spread(len(a["value"]), e.zoo_captures)
         generated = gen.vectors(gen.conditions(s, e.num), s, seed=e.seed)
@@ -350,8 +351,8 @@ def score(cfg: Config, zoo_dir: str, meta: ZooMeta, gen: Optional[Generator], ou
                 "generated": generated, "generated_best": generated[[methods.best_of(generated, x[pick], y[pick])]],
                 "zoo_best": best_capture(a)}, "heldout", "nearest_style")}
         report["condition_read"] = condition_read(cfg, hgen, methods, given, report["heldout_styles"], rng)
-    report["interpolation"], strip = (interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2]) if gen
-                                      else ([], []))
+    report["interpolation"], strip = (interpolation(cfg, gen, sampler, judges, e.interpolate or styles[:2])
+                                      if gen is not None else ([], []))
     report["targets"] = targets(report)
     report["eval_seconds"] = time.time() - t0
     report.update(_provenance(cfg, zoo_dir, meta, arrays))
@@ -595,7 +596,7 @@ def write_pictures(samples: Samples, out: Path) -> list[Path]:
         Image.fromarray(_montage(list(grid.values()))).save(p)
         paths.append(p)
     strip = samples.strip
-    if not strip:  # --zoo-only, --heldout-only: no generator on every style, no path
+    if not strip:  # --zoo-only, --heldout-only: no generator on the whole zoo, so no strip
         return paths
     p = out / "interpolation.png"
     Image.fromarray(_montage([np.stack([s[i] for s in strip]) for i in range(len(strip[0]))])).save(p)
@@ -607,10 +608,13 @@ def plot(report: dict, path: Path) -> None:
     means = flat_metrics(report)
     with plots.figure(path, (18, 4), dpi=100, ncols=len(SCORES)) as (fig, axes):
         for ax, k in zip(axes, SCORES):
-            for kind, methods, shift in (("styles", SEEN, 0), ("heldout_styles", HELDOUT, len(SEEN) + 1)):
-                if report[kind]:
-                    ax.bar(np.arange(len(methods)) + shift, [means[f"{kind}.{m}.{k}"] for m in methods],
-                           color="C0" if shift == 0 else "C1")
-            labels = [*SEEN, "", *[f"held-out {m}" for m in HELDOUT]]
+            kinds = [(kind, methods, prefix) for kind, methods, prefix in (("styles", SEEN, ""),
+                     ("heldout_styles", HELDOUT, "held-out ")) if report[kind]]  # the kinds scored, side by side
+            labels = []
+            for kind, methods, prefix in kinds:
+                ax.bar(np.arange(len(methods)) + len(labels), [means[f"{kind}.{m}.{k}"] for m in methods],
+                       color="C0" if kind == "styles" else "C1")
+                labels += [*(prefix + m for m in methods), ""]
+            labels = labels[:-1]
             ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{k} (mean over styles)")
