@@ -265,7 +265,15 @@ def test_vision_eval_zoo_only(style_zoo):
                    and res["zoo_mean"]["class_acc"] >= 0.6)
         assert (s in report["learned"]) == learned, s
     assert report["zoo"]["lora"]["target_modules"] == cfg.lora.target_modules and report["zoo"]["captures"] == 6
+    assert report["zoo"]["train_lr"] == cfg.train.lr
+    judges = report["judges"]  # per style on as many real test images each, so their mean is the overall figure
+    for k in ("style", "class"):
+        by_style = judges[f"{k}_test_acc_by_style"]
+        assert set(by_style) == set(report["styles"]) and all(0 <= a <= 1 for a in by_style.values())
+        assert np.mean(list(by_style.values())) == pytest.approx(judges[f"{k}_test_acc"])
     md = (out / "zoo.md").read_text()
+    assert f"{cfg.train.steps} steps at lr {cfg.train.lr:g}" in md
+    assert f"edges {judges['class_test_acc_by_style']['edges']:.2f}" in md
     assert md.startswith("# The style zoo's LoRAs") and f"{len(report['learned'])} of 2" in md
     assert (out / "grid_seen_inverted.png").stat().st_size > 0 and not (out / "interpolation.png").exists()
     assert f"{len(report['learned'])}/2" in r.stdout
@@ -296,4 +304,7 @@ def test_bench_style_zoo(style_zoo):
     # each variant names its whole recipe: r 4 whatever the config's rank (the tiny config's is 2)
     assert {n: v["zoo"]["lora"]["r"] for n, v in summary["variants"].items()} == {"attention": 4, "locon": 4}
     assert md.startswith("# Does the style zoo learn its styles?") and "| locon | r 4 on" in md
+    assert {v["lr"] for v in summary["variants"].values()} == {cfg.train.lr}  # neither variant names a rate
+    real = summary["variants"]["attention"]["judges"]["class_test_acc_by_style"]["edges"]
+    assert f"| edges | {real:.2f} |" in md  # the class judge's ceiling on real edges images beside the style
     assert (out / "style_zoo_locon_inverted.png").stat().st_size > 0
