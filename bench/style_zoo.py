@@ -56,8 +56,7 @@ def main() -> None:
         for f in (work / "report").glob("grid_*.png"):
             shutil.copy(f, out / f"style_zoo_{name}_{f.name.removeprefix('grid_seen_')}")
     summary = {"config": args.config, "overrides": args.overrides, "seeds": args.seeds, "eval_seed": args.seed,
-               "variants": {n: {"overrides": VARIANTS[n], "lr": load_config(ROOT / args.config, [
-                                    *args.overrides, *VARIANTS[n]]).train.lr, "learned": r["learned"], "zoo": r["zoo"],
+               "variants": {n: {"overrides": VARIANTS[n], "lr": r["zoo"]["train_lr"], "learned": r["learned"], "zoo": r["zoo"],
                                 "styles": r["styles"], "judges": r["judges"], "prompts": r["prompts"]}
                             for n, r in rows.items()}}
     (out / "style_zoo.json").write_text(json.dumps(summary, indent=1))
