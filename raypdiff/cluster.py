@@ -8,18 +8,19 @@ from typing import Optional
 
 
 def connect(address: Optional[str] = None, progress: bool = True) -> None:
-    """`address`, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray — never a cluster that merely
-    happens to run on this machine. RAYPDIFF_DASHBOARD=0 starts that local Ray without its dashboard (a process and
-    ~1.5 s of a start less: the test suite starts dozens)."""
+    """`address`, else RAY_ADDRESS (set by `ray job submit`), else a new local Ray ("local" asks for one too) —
+    never a cluster that merely happens to run on this machine. RAYPDIFF_DASHBOARD=0 starts that local Ray without
+    its dashboard (a process and ~1.5 s of a start less: the test suite starts dozens)."""
     import psutil
     import ray
 
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        quiet = not address and os.environ.get("RAYPDIFF_DASHBOARD", "1") == "0"  # a cluster's dashboard is its own
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        local = address == "local"  # started here, so stopped here: a cluster's processes are its own
+        quiet = local and os.environ.get("RAYPDIFF_DASHBOARD", "1") == "0"
         before = {p.pid for p in psutil.Process().children()}
-        ray.init(address=address or "local", log_to_driver=progress, **({"include_dashboard": False} if quiet else {}))
-        if not address:
+        ray.init(address=address, log_to_driver=progress, **({"include_dashboard": False} if quiet else {}))
+        if local:
             if not _LOCAL_RAY:
                 atexit.register(_stop_local_ray)  # after Ray's own exit hook (registered at import): runs first
             _LOCAL_RAY[:] = [p for p in psutil.Process().children() if p.pid not in before]
