@@ -79,3 +79,36 @@ def test_style_scores_hold_their_estimates(per_class):
         for k in RESAMPLED:
             lo, hi = res[f"{k}_ci"]
             assert lo - 1e-12 <= res[k] <= hi + 1e-12, (k, res[k], lo, hi)
+
+
+def test_bench_judges_picks_on_val(fmnist_test, tmp_path):
+    """bench/judges.py on two tiny candidates (the config's default among them): each candidate's judges scored on
+    every style's real val and test images; the pick is the best class accuracy on the worst style's val images."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    r = subprocess.run([sys.executable, "bench/judges.py", "--images", "64", "--steps", "10,40", "--out",
+                        str(tmp_path), "style_eval.judge_images=64", "style_eval.judge_steps=10"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "judges.json").read_text())
+    rows = summary["candidates"]
+    assert [(c["judge_images"], c["judge_steps"]) for c in rows] == [(64, 10), (64, 40)]
+    assert summary["default"] == {"judge_images": 64, "judge_steps": 10}
+    for c in rows:
+        for key in ("style_val_acc", "class_val_acc", "style_test_acc", "class_test_acc"):
+            by_style = c[f"{key}_by_style"]
+            assert len(by_style) == len(DEFAULT_STYLES) and all(0 <= a <= 1 for a in by_style.values())
+            assert np.mean(list(by_style.values())) == pytest.approx(c[key])  # as many images per style
+        assert c["class_val_worst"]["acc"] == min(c["class_val_acc_by_style"].values())
+    best = max(rows, key=lambda c: (c["class_val_worst"]["acc"], c["class_val_acc"], -c["seconds"]))
+    assert summary["pick"] == {"judge_images": best["judge_images"], "judge_steps": best["judge_steps"]}
+    md = (tmp_path / "judges.md").read_text()
+    assert md.startswith("# The vision judges")
+    marks = {tuple(int(x.split()[0]) for x in line.split("|")[1:3]): line.split("|")[1]
+             for line in md.splitlines() if line.startswith("| 64")}
+    assert "(default)" in marks[(64, 10)] and "(pick)" in marks[(best["judge_images"], best["judge_steps"])]
+    assert sum("(pick)" in m for m in marks.values()) == 1

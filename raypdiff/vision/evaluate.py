@@ -44,19 +44,19 @@ class Judges:
 
 def train_judges(cfg: Config, specs: list, progress: bool = True) -> tuple[Judges, dict]:
     """Both judges on style_eval.judge_images real train images per style and unstyled (rows the style LoRAs never
-    trained on); their accuracy on the styles' test images."""
+    trained on); their accuracy on the styles' val images (the last eval.val_examples train rows: what picks a judge)
+    and test images (what reports), each styled with draws of their own."""
     from raypdiff.vision import classify, fashion
     from raypdiff.vision.styles import apply
 
     e, v = cfg.style_eval, cfg.vision
     (xtr, ytr), (xte, yte) = fashion.load("train", v.data_dir), fashion.load("test", v.data_dir)
-    a = v.style_images  # after the style LoRAs' train rows
-    if a + e.judge_images + cfg.eval.val_examples > len(xtr):
+    a, n_val = v.style_images, cfg.eval.val_examples  # after the style LoRAs' train rows, before the val rows
+    if a + e.judge_images + n_val > len(xtr):
         raise ConfigError(f"style_eval.judge_images: {e.judge_images} rows after vision.style_images={a} overlap the "
                           f"val rows; use fewer")
     x, y = xtr[a:a + e.judge_images], ytr[a:a + e.judge_images]
-    n_test = min(cfg.eval.test_examples, len(xte))
-    images, styles, classes, test = [x], [np.zeros(len(x), int)], [y], {}
+    images, styles, classes = [x], [np.zeros(len(x), int)], [y]
     for i, spec in enumerate(specs, start=1):
         images.append(apply(spec, x, seed=e.seed + i))
         styles.append(np.full(len(x), i))
@@ -64,19 +64,31 @@ def train_judges(cfg: Config, specs: list, progress: bool = True) -> tuple[Judge
     images, styles, classes = np.concatenate(images), np.concatenate(styles), np.concatenate(classes)
     if progress:
         print(f"vision-eval: training the style and class judges on {len(images)} real images", file=sys.stderr)
-    style_cnn = classify.train(images, styles, len(specs) + 1, steps=e.judge_steps, seed=e.seed)
-    class_cnn = classify.train(images, classes, len(fashion.CLASSES), steps=e.judge_steps, seed=e.seed)
-    for i, spec in enumerate(specs, start=1):  # held-out accuracy on test images styled with another draw
-        test[spec.name] = apply(spec, xte[:n_test], seed=e.seed + 1000 + i)
-    tx = np.concatenate(list(test.values()))
-    ts = np.repeat(np.arange(1, len(specs) + 1), n_test)
-    right_style = classify.predict(style_cnn, tx) == ts
-    right_class = classify.predict(class_cnn, tx) == np.tile(yte[:n_test], len(specs))
-    # per style: the class judge's accuracy on real styled images is the most its samples can be expected to reach
-    acc = {"style_test_acc": float(right_style.mean()), "class_test_acc": float(right_class.mean()),
-           **{f"{k}_test_acc_by_style": {s.name: float(r.mean()) for s, r in zip(specs, np.split(right, len(specs)))}
-              for k, right in (("style", right_style), ("class", right_class))}}
-    return Judges(style_cnn, class_cnn, [s.name for s in specs]), acc
+    judges = Judges(classify.train(images, styles, len(specs) + 1, steps=e.judge_steps, seed=e.seed),
+                    classify.train(images, classes, len(fashion.CLASSES), steps=e.judge_steps, seed=e.seed),
+                    [s.name for s in specs])
+    n_test = min(cfg.eval.test_examples, len(xte))
+    acc = {}
+    for split, xs, ys, draw in (("val", xtr[len(xtr) - n_val:], ytr[len(xtr) - n_val:], 2000),
+                                ("test", xte[:n_test], yte[:n_test], 1000)):
+        acc.update(_judged(judges, specs, xs, ys, split, e.seed + draw))
+    return judges, acc
+
+
+def _judged(judges: Judges, specs: list, x: np.ndarray, y: np.ndarray, split: str, seed: int) -> dict:
+    """Each judge's accuracy on real images of every style (style i drawn with seed + i), overall and per style: the
+    class judge's per style is the most that style's samples can be expected to reach."""
+    from raypdiff.vision import classify
+    from raypdiff.vision.styles import apply
+
+    styled = np.concatenate([apply(spec, x, seed=seed + i) for i, spec in enumerate(specs, start=1)])
+    right = {"style": classify.predict(judges.styles, styled) == np.repeat(np.arange(1, len(specs) + 1), len(x)),
+             "class": classify.predict(judges.classes, styled) == np.tile(y, len(specs))}
+    out = {}
+    for kind, r in right.items():
+        out[f"{kind}_{split}_acc"] = float(r.mean())
+        out[f"{kind}_{split}_acc_by_style"] = {s.name: float(c.mean()) for s, c in zip(specs, np.split(r, len(specs)))}
+    return out
 
 
 def prompt_set(cfg: Config) -> np.ndarray:

@@ -55,8 +55,10 @@ class StyleEvalConfig:
     per_class: int = 10  # samples per Fashion-MNIST class per adapter (the prompt set: every class this many times)
     num: int = 3  # generated adapters per style: their mean and the best by val
     zoo_captures: int = 4  # a style's captures sampled for the zoo mean, evenly over its seeds and steps
-    judge_images: int = 500  # real images per style (and unstyled) the style and class judges train on
-    judge_steps: int = 1500
+    # real images per style (and unstyled) the style and class judges train on, and their steps: picked on real val
+    # images (bench/results/judges.md: the class judge's worst style, outline, 0.56 → 0.71 against 500 and 1500)
+    judge_images: int = 16000
+    judge_steps: int = 4000
     heldout_styles: list[str] = field(default_factory=list)  # styles a second generator never sees
     interpolate: list[str] = field(default_factory=list)  # the two styles of the interpolation strip; [] → first two
     interpolate_points: int = 7
