@@ -2,7 +2,7 @@
 style's real val images picks (the class judge's worst style: a content bar that means the same for every style),
 the pick and the default are reported on test. Writes bench/results/judges.{json,md}.
 
-    python bench/judges.py [--images 500,2000,8000] [--steps 1500,4000] [k=v ...]
+    python bench/judges.py [--images 500,4000,16000] [--steps 1500,4000] [k=v ...]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/vision.yaml")
-    p.add_argument("--images", default="500,2000,8000", help="style_eval.judge_images candidates (comma-separated)")
+    p.add_argument("--images", default="500,4000,16000", help="style_eval.judge_images candidates (comma-separated)")
     p.add_argument("--steps", default="1500,4000", help="style_eval.judge_steps candidates (comma-separated)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("overrides", nargs="*", help="dotted overrides of the config (style_eval.seed: the judges' draw)")

@@ -12,7 +12,6 @@ import pytest
 from helpers import REPO, private_ray_env
 
 DRIVER = """
-import sys
 from raypdiff.cluster import _LOCAL_RAY, connect
 connect({address!r}, progress=False)
 print(" ".join(str(p.pid) for p in _LOCAL_RAY))
