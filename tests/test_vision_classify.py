@@ -74,6 +74,10 @@ def test_style_scores_hold_their_estimates(per_class):
     feats = adapters[0][0]["features"]
     assert scored[0][0]["kid"] == pytest.approx(classify.kid(feats, sc.real), rel=1e-9)
     assert scored[0][0]["fd"] == pytest.approx(classify.frechet(feats, sc.real)) and "fd_ci" not in scored[0][0]
+    called, pred = scored[1][0]["called"], np.concatenate([r["called"] for r in adapters[1]])
+    assert 1 <= len(called) <= 3 and list(called.values()) == sorted(called.values(), reverse=True)
+    for name, share in called.items():  # the style judge's labels over all three adapters' samples
+        assert share == pytest.approx(np.mean(pred == ["plain", "a", "b"].index(name)), abs=5e-4)
     diff = paired(scored[1][0], scored[0][0], scored[1][1], scored[0][1])
     for res in (scored[0][0], scored[1][0], diff):
         for k in RESAMPLED:
@@ -112,3 +116,16 @@ def test_bench_judges_picks_on_val(fmnist_test, tmp_path):
              for line in md.splitlines() if line.startswith("| 64")}
     assert "(default)" in marks[(64, 10)] and "(pick)" in marks[(best["judge_images"], best["judge_steps"])]
     assert sum("(pick)" in m for m in marks.values()) == 1
+
+
+@pytest.mark.parametrize("zoo, text", [
+    ({"train_steps": 200, "train_lr": 1e-3}, "200 steps at lr 0.001"),
+    ({"train_steps": 200, "train_lr": None, "train_per_task": {}}, "200 steps"),
+    ({"train_steps": 200, "train_lr": 1e-3, "train_per_task": {"dotted": {"steps": 600}, "outline": {"steps": 600},
+                                                               "inverted": {"lr": 3e-3, "steps": 400}}},
+     "200 steps at lr 0.001; 600 steps for dotted, outline; lr 0.003, 400 steps for inverted"),
+])
+def test_recipe_names_per_style_training(zoo, text):
+    from raypdiff.vision.evaluate import recipe
+
+    assert recipe(zoo) == text

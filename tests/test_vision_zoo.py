@@ -261,6 +261,10 @@ def test_vision_eval_zoo_only(style_zoo):
         for x in [res["base"], res["zoo_mean"], res["zoo_best"], *res["paired"].values()]:
             for k in ("style_acc", "kid", "class_acc"):
                 assert x[f"{k}_ci"][0] - 1e-9 <= x[k] <= x[f"{k}_ci"][1] + 1e-9, (s, k, x)
+        for x in (res["base"], res["zoo_mean"], res["zoo_best"]):  # top 3 of plain + 2 styles: every label
+            assert set(x["called"]) <= {"plain", *report["styles"]}
+            assert sum(x["called"].values()) == pytest.approx(1, abs=2e-3)
+            assert x["called"].get(s, 0) == pytest.approx(x["style_acc"], abs=1e-3)
         learned = (res["zoo_mean"]["style_acc"] >= 0.8 and res["paired"]["zoo_mean - base"]["style_acc_ci"][0] > 0
                    and res["zoo_mean"]["class_acc"] >= 0.6)
         assert (s in report["learned"]) == learned, s
@@ -274,7 +278,7 @@ def test_vision_eval_zoo_only(style_zoo):
     md = (out / "zoo.md").read_text()
     assert f"{cfg.train.steps} steps at lr {cfg.train.lr:g}" in md
     assert f"edges {judges['class_test_acc_by_style']['edges']:.2f}" in md
-    assert md.startswith("# The style zoo's LoRAs") and f"{len(report['learned'])} of 2" in md
+    assert md.startswith("# The style zoo's LoRAs") and f"{len(report['learned'])} of 2" in md and "judge calls" in md
     assert (out / "grid_seen_inverted.png").stat().st_size > 0 and not (out / "interpolation.png").exists()
     assert f"{len(report['learned'])}/2" in r.stdout
 

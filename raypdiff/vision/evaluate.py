@@ -157,8 +157,8 @@ class StyleScorer:
         """(N, S, S) samples of one adapter → per-sample hits, features and kernel values."""
         from raypdiff.vision import classify
 
-        f = classify.features(self.judges.classes, samples)
-        return {"style": classify.predict(self.judges.styles, samples) == self.target,
+        f, called = classify.features(self.judges.classes, samples), classify.predict(self.judges.styles, samples)
+        return {"style": called == self.target, "called": called,
                 "class": classify.predict(self.judges.classes, samples) == self.labels, "features": f,
                 "k_self": classify.cubic_kernel(f, f), "k_real": classify.cubic_kernel(f, self.real).mean(1)}
 
@@ -182,7 +182,16 @@ class StyleScorer:
         for j, name in enumerate(RESAMPLED):
             out[name], out[f"{name}_ci"] = float(point[j]), interval(draws[:, j])
         out["fd"] = float(np.mean([frechet(r["features"], self.real) for r in rows]))
+        out["called"] = self.called(rows)
         return out, draws
+
+    def called(self, rows: list[dict], top: int = 3) -> dict[str, float]:
+        """What the style judge calls the samples (why a style falls short: too weak reads "plain", a neighbour's
+        name means the wrong style): the `top` labels by share, over all adapters' samples."""
+        share = np.bincount(np.concatenate([r["called"] for r in rows]), minlength=len(self.judges.names) + 1)
+        share = share / share.sum()
+        names = ["plain", *self.judges.names]
+        return {names[i]: round(float(share[i]), 3) for i in np.argsort(-share, kind="stable")[:top] if share[i] > 0}
 
 
 def paired(a: dict, b: dict, draws_a: np.ndarray, draws_b: np.ndarray) -> dict:
@@ -412,7 +421,18 @@ def _provenance(cfg: Config, zoo_dir: str, meta: ZooMeta, arrays: dict) -> dict:
                     "collect_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
                     "lora": {k: meta.lora[k] for k in ("r", "alpha", "target_modules") if k in meta.lora},
                     "train_steps": meta.train.get("steps"), "train_lr": meta.train.get("lr"),
+                    "train_per_task": {t: o for t, o in (meta.train.get("per_task") or {}).items() if t in meta.tasks},
                     "seeds": meta.capture.seeds}}
+
+
+def recipe(zoo: dict) -> str:
+    """A zoo's training in words: "200 steps at lr 0.001; 600 steps for dotted, outline" (train.per_task)."""
+    text = f"{zoo['train_steps']} steps" + (f" at lr {zoo['train_lr']:g}" if zoo.get("train_lr") else "")
+    groups: dict[str, list[str]] = {}
+    for task, over in (zoo.get("train_per_task") or {}).items():
+        words = ", ".join(f"{v:g} steps" if k == "steps" else f"{k} {v:g}" for k, v in sorted(over.items()))
+        groups.setdefault(words, []).append(task)
+    return text + "".join(f"; {words} for {', '.join(tasks)}" for words, tasks in groups.items())
 
 
 def write(report: dict, samples: Samples, out: Path) -> list[Path]:
@@ -517,18 +537,20 @@ def _preamble(report: dict, title: str) -> list[str]:
             f"distance (KID's formula, unbiased); fd, the Fréchet distance (FID's formula, biased upward on small sets: "
             f"no interval). 95% intervals: halves of the prompt set drawn without replacement, the same for every "
             f"method; - base: the method's style accuracy minus the base's on the same halves (the base's share is the "
-            f"judge's false-positive rate). produced: above the base by interval with class acc ≥ 0.6.", ""]
+            f"judge's false-positive rate). produced: above the base by interval with class acc ≥ 0.6. judge calls: the style "
+            f"judge's commonest labels for the samples (plain: unstyled).", ""]
 
 
 def _styles_table(styles: dict, methods: tuple) -> list[str]:
-    lines = table(["style", "method", "style acc", "- base", "kid", "fd", "class acc", "produced"])
+    lines = table(["style", "method", "style acc", "- base", "kid", "fd", "class acc", "produced", "judge calls"])
     for s, r in styles.items():
         for m in methods:
             label = f"nearest_style ({r['nearest']})" if m == "nearest_style" else m
             d = r["paired"].get(f"{m} - base")
             lines.append(f"| {s} | {label} | {_cell(r[m], 'style_acc')} | {_cell(d, 'style_acc') if d else ''} | "
                          f"{_cell(r[m], 'kid')} | {r[m]['fd']:.1f} | "
-                         f"{_cell(r[m], 'class_acc')} | {('✓' if produced(r, m) else '✗') if d else ''} |")
+                         f"{_cell(r[m], 'class_acc')} | {('✓' if produced(r, m) else '✗') if d else ''} | "
+                         f"{', '.join(f'{k} {v:.2f}' for k, v in r[m].get('called', {}).items())} |")
     return [*lines, ""]
 
 
@@ -537,8 +559,7 @@ def zoo_markdown(report: dict) -> str:
     return "\n".join([
         *_preamble(report, "The style zoo's LoRAs judged by their samples"),
         f"Zoo: {z['styles']} styles, {z['captures']} captures (seeds {z['seeds']}), LoRA r {z['lora'].get('r')} on "
-        f"{', '.join(z['lora'].get('target_modules', []))}, {z['train_steps']} steps"
-        + (f" at lr {z['train_lr']:g}" if z.get("train_lr") else "")
+        f"{', '.join(z['lora'].get('target_modules', []))}, {recipe(z)}"
         + (f", collected in {z['collect_seconds']:.0f} s" if z["collect_seconds"] else "") + ". Learned (the zoo mean's "
         f"style acc ≥ 0.8, produced): {len(report['learned'])} of {len(report['styles'])}"
         + (f": {', '.join(report['learned'])}." if report["learned"] else "."), "",
