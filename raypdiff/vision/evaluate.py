@@ -154,11 +154,11 @@ class StyleScorer:
         self.halves = np.stack([rng.permutation(n)[:n // 2] for _ in range(num)])  # (B, N/2)
 
     def rows(self, samples: np.ndarray) -> dict:
-        """(N, S, S) samples of one adapter → per-sample hits, features and kernel values."""
+        """(N, S, S) samples of one adapter → per-sample style judge labels, class hits, features and kernel values."""
         from raypdiff.vision import classify
 
-        f, called = classify.features(self.judges.classes, samples), classify.predict(self.judges.styles, samples)
-        return {"style": called == self.target, "called": called,
+        f = classify.features(self.judges.classes, samples)
+        return {"called": classify.predict(self.judges.styles, samples),
                 "class": classify.predict(self.judges.classes, samples) == self.labels, "features": f,
                 "k_self": classify.cubic_kernel(f, f), "k_real": classify.cubic_kernel(f, self.real).mean(1)}
 
@@ -169,7 +169,8 @@ class StyleScorer:
         def kid(r: dict) -> float:  # classify.kid from the kernel values rows() keeps
             return off_diagonal_mean(r["k_self"][np.ix_(idx, idx)]) + self.real_term - 2 * r["k_real"][idx].mean()
 
-        return np.mean([[r["style"][idx].mean(), kid(r), r["class"][idx].mean()] for r in rows], axis=0)
+        return np.mean([[(r["called"][idx] == self.target).mean(), kid(r), r["class"][idx].mean()] for r in rows],
+                       axis=0)
 
     def score(self, rows: list[dict]) -> tuple[dict, np.ndarray]:
         """rows of n adapters → ({score: mean over them, score_ci: its 95% interval; fd: no interval}, the (B, 3)
@@ -537,8 +538,8 @@ def _preamble(report: dict, title: str) -> list[str]:
             f"distance (KID's formula, unbiased); fd, the Fréchet distance (FID's formula, biased upward on small sets: "
             f"no interval). 95% intervals: halves of the prompt set drawn without replacement, the same for every "
             f"method; - base: the method's style accuracy minus the base's on the same halves (the base's share is the "
-            f"judge's false-positive rate). produced: above the base by interval with class acc ≥ 0.6. judge calls: the style "
-            f"judge's commonest labels for the samples (plain: unstyled).", ""]
+            f"judge's false-positive rate). produced: above the base by interval with class acc ≥ 0.6. judge calls: "
+            f"the style judge's commonest labels for the samples (plain: unstyled).", ""]
 
 
 def _styles_table(styles: dict, methods: tuple) -> list[str]:
